@@ -1,0 +1,1 @@
+"""peerplane HTTP front end (aiohttp)."""

@@ -1,0 +1,65 @@
+"""The aiohttp application: routes plus the cross-cutting middlewares (errors, headers)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from . import peering, status
+from .context import SERVER, ServerContext
+from .errors import APIError
+
+log = logging.getLogger("peerplane.api")
+
+_METHOD_ORDER = ("GET", "HEAD", "PUT", "POST", "DELETE")
+
+
+def _allow(methods: set[str]) -> str:
+    ordered = [m for m in _METHOD_ORDER if m in methods and m != "HEAD"]
+    return ",".join(["OPTIONS", *ordered])
+
+
+@web.middleware
+async def consul_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every failure becomes a plain-text answer with Consul's text; no traceback leaves."""
+    try:
+        return await handler(request)
+    except APIError as e:
+        return e.response()
+    except web.HTTPMethodNotAllowed as e:
+        allow = _allow(set(e.allowed_methods))
+        if request.method == "OPTIONS":
+            return web.Response(status=200, headers={"Allow": allow})
+        return web.Response(
+            status=405, text=f"method {request.method} not allowed", headers={"Allow": allow}
+        )
+    except web.HTTPNotFound:
+        return web.Response(
+            status=404, text="Invalid URL path: not a recognized HTTP API endpoint\n"
+        )
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SERVER].max_body
+        return web.Response(status=413, text=f"Request body too large (limit: {limit} bytes)")
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return web.Response(status=500, text="Internal error; see the server log")
+
+
+@web.middleware
+async def consul_headers(request: web.Request, handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers["X-Consul-Default-ACL-Policy"] = request.app[SERVER].acl_default_policy
+    return response
+
+
+def make_app(ctx: ServerContext) -> web.Application:
+    app = web.Application(
+        middlewares=[consul_headers, consul_errors], client_max_size=ctx.max_body
+    )
+    app[SERVER] = ctx
+    peering.add_routes(app)
+    status.add_routes(app)
+    return app

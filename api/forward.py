@@ -1,0 +1,89 @@
+"""Where a request is forwarded: to the leader's HTTP address, learned from replicated membership.
+
+A follower forwards writes and leader reads. A node that receives a forwarded request but is not
+leader (any more) answers 503 with a marker header, so the original node keeps trying until its
+hold time ends, as Consul's RPC layer does. Leaderless periods end in 503 `No cluster leader`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from .context import SERVER, ServerContext
+from .errors import APIError, no_leader
+
+FORWARDED = "X-Peerplane-Forwarded"
+NOT_LEADER = "X-Peerplane-Not-Leader"
+_PASS_REQUEST = ("Content-Type", "X-Consul-Token", "Authorization", "X-Consul-Partition")
+_SKIP_RESPONSE = {"content-length", "transfer-encoding", "connection", "date", "server"}
+_POLL = 0.02
+
+
+class _LeaderMoved(Exception):
+    pass
+
+
+async def route_to_leader(
+    request: web.Request, *, need_lease: bool = False, extra_time: float = 0.0
+) -> web.StreamResponse | None:
+    """None when this node is the leader and may serve the request itself (with a valid lease
+    when `need_lease`); otherwise the leader's response, or APIError 503 after the hold time."""
+    ctx = request.app[SERVER]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.hold_timeout
+    while True:
+        if ctx.node.is_leader():
+            if not need_lease or ctx.node.lease_holds():
+                return None
+        elif request.headers.get(FORWARDED):
+            # Never forward twice: the sender holds the clock and will retry.
+            raise APIError(503, "No cluster leader", {NOT_LEADER: "1"})
+        else:
+            target = _leader_http(ctx)
+            if target is not None:
+                try:
+                    return await _proxy(request, ctx, target, extra_time)
+                except _LeaderMoved:
+                    pass
+        if loop.time() >= deadline:
+            raise no_leader()
+        await asyncio.sleep(_POLL)
+
+
+def _leader_http(ctx: ServerContext) -> str | None:
+    leader = ctx.node.leader()
+    if leader is None or leader == ctx.raft_addr:
+        return None
+    return ctx.fsm.servers_view().get(leader, {}).get("HTTPAddr")
+
+
+async def _proxy(
+    request: web.Request, ctx: ServerContext, target: str, extra_time: float
+) -> web.Response:
+    assert ctx.session is not None
+    headers = {k: request.headers[k] for k in _PASS_REQUEST if k in request.headers}
+    headers[FORWARDED] = ctx.node_name
+    body = await request.read()
+    timeout = aiohttp.ClientTimeout(total=ctx.hold_timeout + ctx.apply_timeout + extra_time + 5)
+    idempotent = request.method in ("GET", "HEAD")
+    try:
+        async with ctx.session.request(
+            request.method, f"http://{target}{request.rel_url}", data=body or None,
+            headers=headers, timeout=timeout, allow_redirects=False,
+        ) as resp:
+            payload = await resp.read()
+            if resp.status == 503 and resp.headers.get(NOT_LEADER):
+                raise _LeaderMoved
+            out = {k: v for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE}
+            return web.Response(status=resp.status, body=payload, headers=out)
+    except aiohttp.ClientConnectorError:
+        raise _LeaderMoved from None  # never reached the leader: safe to retry
+    except (aiohttp.ClientError, TimeoutError):
+        if idempotent:
+            raise _LeaderMoved from None
+        raise APIError(
+            503, "Request outcome unknown: lost the connection to the leader; retry the request"
+        ) from None

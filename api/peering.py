@@ -1,0 +1,248 @@
+"""The five peering endpoints: thin handlers that validate, route, commit and render."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from cluster.fsm import Record
+from cluster.identity import server_name
+from cluster.raft import NotApplied, UnknownOutcome
+from cluster.token import PeeringToken, TokenError, decode_token
+
+from .context import SERVER, ServerContext
+from .errors import APIError, bad_request, no_leader
+from .forward import route_to_leader
+from .reads import parse_read_options, read_headers, route_read
+from .render import json_response
+from .validate import (
+    ESTABLISH_REQUEST,
+    TOKEN_REQUEST,
+    check_meta,
+    check_peer_name,
+    decode_body,
+    partition_of,
+)
+
+_NULL_STREAM = {
+    "ImportedServices": None,
+    "ExportedServices": None,
+    "LastHeartbeat": None,
+    "LastReceive": None,
+    "LastSend": None,
+}
+_CAS_RETRIES = 5
+
+
+def peering_json(rec: Record, stream: dict[str, Any] | None) -> dict[str, Any]:
+    """The API object in Consul 1.16's field order; empty optional fields omitted."""
+    out: dict[str, Any] = {"ID": rec["ID"], "Name": rec["Name"], "Partition": rec["Partition"]}
+    if rec.get("DeletedAt"):
+        out["DeletedAt"] = rec["DeletedAt"]
+    if rec.get("Meta"):
+        out["Meta"] = rec["Meta"]
+    out["State"] = rec["State"]
+    for key in ("PeerID", "PeerCAPems", "PeerServerName", "PeerServerAddresses"):
+        if rec.get(key):
+            out[key] = rec[key]
+    out["StreamStatus"] = dict(stream) if stream else dict(_NULL_STREAM)
+    out["CreateIndex"] = rec["CreateIndex"]
+    out["ModifyIndex"] = rec["ModifyIndex"]
+    remote = rec.get("Remote") or {}
+    out["Remote"] = {"Partition": remote.get("Partition", ""),
+                     "Datacenter": remote.get("Datacenter", "")}
+    return out
+
+
+async def commit(ctx: ServerContext, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Submit a command built from the current record, retrying when the record moved between
+    building and applying (the compare-and-set precondition failed)."""
+    for _ in range(_CAS_RETRIES):
+        cmd = build()
+        try:
+            res = await ctx.node.submit(cmd, ctx.apply_timeout)
+        except NotApplied:
+            raise no_leader() from None
+        except UnknownOutcome:
+            raise APIError(
+                503, "Request outcome unknown: leadership changed or the write timed out; "
+                "read the peering before retrying"
+            ) from None
+        if res.get("kind") == "conflict" and "changed since" in res.get("error", ""):
+            continue
+        if "error" in res:
+            raise bad_request(res["error"])
+        return res
+    raise APIError(503, "The peering kept changing concurrently; retry the request")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _partition(request: web.Request, body: dict[str, Any] | None = None) -> str:
+    return partition_of(
+        request.query.get("partition"),
+        request.headers.get("X-Consul-Partition"),
+        (body or {}).get("Partition", ""),
+    )
+
+
+async def generate_token(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    body = decode_body(await request.read(), TOKEN_REQUEST, "api.PeeringGenerateTokenRequest")
+    name = body.get("PeerName", "")
+    if not name:
+        raise bad_request(
+            "PeerName is required in the payload when generating a new peering token."
+        )
+    partition = _partition(request, body)
+    check_peer_name(name)
+    check_meta(body.get("Meta") or {})
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+
+    identity = ctx.fsm.identity
+    if identity is None:
+        raise APIError(503, "CA has not finished initializing")
+    secret, new_id, rid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+
+    def build() -> dict[str, Any]:
+        existing = ctx.fsm.get(partition, name)
+        return {
+            "op": "generate_token", "rid": rid, "Partition": partition, "Name": name,
+            "ID": new_id, "Meta": body.get("Meta") or {}, "EstablishmentSecret": secret,
+            "expect_index": existing["ModifyIndex"] if existing else 0,
+        }
+
+    res = await commit(ctx, build)
+    servers = ctx.fsm.servers_view().values()
+    addresses = sorted(s["PeeringAddr"] for s in servers) or [ctx.peering_addr]
+    token = PeeringToken(
+        CA=[identity["CACert"]],
+        ManualServerAddresses=body.get("ServerExternalAddresses") or None,
+        ServerAddresses=addresses,
+        ServerName=server_name(ctx.datacenter, identity["TrustDomain"]),
+        PeerID=res["ID"],
+        EstablishmentSecret=secret,
+        Remote={"Partition": partition, "Datacenter": ctx.datacenter, "Locality": None},
+    )
+    return json_response(request, {"PeeringToken": token.encode()})
+
+
+async def establish(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    body = decode_body(await request.read(), ESTABLISH_REQUEST, "api.PeeringEstablishRequest")
+    name = body.get("PeerName", "")
+    if not name:
+        raise bad_request("PeerName is required in the payload when establishing a peering.")
+    if not body.get("PeeringToken"):
+        raise bad_request("PeeringToken is required in the payload when establishing a peering.")
+    partition = _partition(request, body)
+    check_peer_name(name)
+    try:
+        token = decode_token(body["PeeringToken"])
+    except TokenError as e:
+        raise bad_request(str(e)) from None
+    check_meta(body.get("Meta") or {})
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+
+    identity = ctx.fsm.identity
+    if identity is not None:
+        own = server_name(ctx.datacenter, identity["TrustDomain"])
+        if token.ServerName == own:
+            raise bad_request(
+                f'cannot create a peering within the same cluster "{own}". Refer to the '
+                "`exported-services` documentation if you want to export between partitions "
+                "without peering"
+            )
+    new_id, rid = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def build() -> dict[str, Any]:
+        existing = ctx.fsm.get(partition, name)
+        return {
+            "op": "establish", "rid": rid, "Partition": partition, "Name": name, "ID": new_id,
+            "Meta": body.get("Meta") or {}, "PeerID": token.PeerID,
+            "PeerCAPems": token.CA or [], "PeerServerName": token.ServerName,
+            "PeerServerAddresses": token.ServerAddresses or [],
+            "ManualServerAddresses": token.ManualServerAddresses or [],
+            "Remote": {"Partition": token.Remote.get("Partition") or "",
+                       "Datacenter": token.Remote.get("Datacenter") or ""},
+            "expect_index": existing["ModifyIndex"] if existing else 0,
+        }
+
+    await commit(ctx, build)
+    return json_response(request, {})
+
+
+def _name(request: web.Request) -> str:
+    name = request.match_info.get("name", "")
+    if not name:
+        raise bad_request("Must specify a name to fetch.")
+    return name
+
+
+async def read(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    name = _name(request)
+    opts = parse_read_options(request.query)
+    partition = _partition(request)
+    if (routed := await route_read(request, opts)) is not None:
+        return routed
+    if opts.index is not None:
+        await ctx.watch.wait_past(lambda: ctx.fsm.peerings_index, opts.index, opts.wait)
+    rec = ctx.fsm.get(partition, name)
+    if rec is None:
+        raise APIError(404, f'Peering not found for "{name}"', read_headers(request, opts, None))
+    return json_response(
+        request,
+        peering_json(rec, ctx.streams.get(rec["ID"])),
+        read_headers(request, opts, ctx.fsm.peerings_index),
+    )
+
+
+async def list_peerings(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    opts = parse_read_options(request.query)
+    partition = _partition(request)
+    if (routed := await route_read(request, opts)) is not None:
+        return routed
+    if opts.index is not None:
+        await ctx.watch.wait_past(lambda: ctx.fsm.peerings_index, opts.index, opts.wait)
+    recs, index = ctx.fsm.list(partition)
+    body = [peering_json(r, ctx.streams.get(r["ID"])) for r in recs]
+    return json_response(request, body, read_headers(request, opts, index))
+
+
+async def delete(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    name = _name(request)
+    partition = _partition(request)
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+    rid = str(uuid.uuid4())
+
+    def build() -> dict[str, Any]:
+        existing = ctx.fsm.get(partition, name)
+        return {
+            "op": "delete", "rid": rid, "Partition": partition, "Name": name.lower(),
+            "DeletedAt": _now(), "expect_index": existing["ModifyIndex"] if existing else 0,
+        }
+
+    await commit(ctx, build)
+    return web.Response(status=200)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/peering/token", generate_token)
+    app.router.add_post("/v1/peering/establish", establish)
+    app.router.add_get("/v1/peering/", read)
+    app.router.add_delete("/v1/peering/", delete)
+    app.router.add_get("/v1/peering/{name}", read)
+    app.router.add_delete("/v1/peering/{name}", delete)
+    app.router.add_get("/v1/peerings", list_peerings)

@@ -1,0 +1,1 @@
+"""peerplane cluster side: FSM, Raft node, leader routines, agent and CLI."""

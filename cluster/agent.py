@@ -1,0 +1,137 @@
+"""One peerplane server: Raft node + FSM + HTTP front end + leader routines, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from api.app import make_app
+from api.context import ServerContext
+
+from .fsm import FSM
+from .leader import LeaderRoutines
+from .raft import NotApplied, RaftNode, RaftTiming, UnknownOutcome
+
+log = logging.getLogger("peerplane.agent")
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    datacenter: str
+    bind: str
+    advertise: str
+    http_port: int
+    raft_port: int
+    peering_port: int
+    data_dir: str
+    join: list[str]
+    cluster_secret: str
+    bootstrap_expect: int | None = None
+    acl_enabled: bool = False
+    acl_default_policy: str = "allow"
+    acl_initial_management_token: str | None = None
+    hold_timeout: float = 7.0
+    timing: RaftTiming = field(default_factory=RaftTiming)
+
+    @property
+    def raft_addr(self) -> str:
+        return f"{self.advertise}:{self.raft_port}"
+
+    @property
+    def peers(self) -> list[str]:
+        return [p for p in self.join if p != self.raft_addr]
+
+
+async def _register_self(ctx: ServerContext, cfg: AgentConfig) -> None:
+    """Keep this server's addresses in the replicated membership table, so followers can
+    forward to whoever leads (the HTTP address is learned, never guessed)."""
+    entry = {
+        "Node": cfg.node,
+        "HTTPAddr": ctx.http_addr,
+        "PeeringAddr": ctx.peering_addr,
+        "Datacenter": cfg.datacenter,
+    }
+    while True:
+        if ctx.node.leader() is not None and ctx.fsm.servers_view().get(cfg.raft_addr) != entry:
+            with contextlib.suppress(NotApplied, UnknownOutcome):
+                await ctx.node.submit(
+                    {"op": "register_server", "RaftAddr": cfg.raft_addr, **entry}, 5.0
+                )
+            await asyncio.sleep(0.2)
+        else:
+            await asyncio.sleep(1.0)
+
+
+async def run_agent(cfg: AgentConfig) -> None:
+    loop = asyncio.get_running_loop()
+    fsm = FSM()
+    ctx_holder: list[ServerContext] = []
+
+    def on_index(index: int) -> None:  # tick thread
+        if ctx_holder and not loop.is_closed():
+            loop.call_soon_threadsafe(ctx_holder[0].watch.notify, index)
+
+    fsm.add_listener(on_index)
+    if cfg.bootstrap_expect and cfg.bootstrap_expect != len(cfg.peers) + 1:
+        log.warning(
+            "bootstrap-expect %d but %d servers configured", cfg.bootstrap_expect,
+            len(cfg.peers) + 1,
+        )
+    node = RaftNode(
+        self_addr=cfg.raft_addr,
+        peers=cfg.peers,
+        bind_addr=f"{cfg.bind}:{cfg.raft_port}",
+        data_dir=cfg.data_dir,
+        password=cfg.cluster_secret,
+        fsm=fsm,
+        timing=cfg.timing,
+    )
+    node.attach(loop)
+    ctx = ServerContext(
+        node=node,
+        fsm=fsm,
+        node_name=cfg.node,
+        datacenter=cfg.datacenter,
+        raft_addr=cfg.raft_addr,
+        http_addr=f"{cfg.advertise}:{cfg.http_port}",
+        peering_addr=f"{cfg.advertise}:{cfg.peering_port}",
+        hold_timeout=cfg.hold_timeout,
+        acl_default_policy=cfg.acl_default_policy,
+    )
+    ctx_holder.append(ctx)
+    ctx.session = aiohttp.ClientSession()
+    runner = web.AppRunner(make_app(ctx), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
+    leader = LeaderRoutines(node, fsm)
+    tasks = [
+        asyncio.create_task(_register_self(ctx, cfg)),
+        asyncio.create_task(leader.supervise()),
+    ]
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"peerplane agent {cfg.node} ready: datacenter={cfg.datacenter} "
+        f"http=http://{ctx.http_addr} raft={cfg.raft_addr} peering={ctx.peering_addr}",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await runner.cleanup()
+        await ctx.session.close()
+        node.destroy()

@@ -1,0 +1,346 @@
+"""The replicated peering state machine.
+
+Pure and deterministic: every replica applies the same msgpack commands in the same order and
+ends with the same tables and indexes. Nothing here reads the clock, draws randomness, or does
+I/O; IDs, secrets and timestamps are chosen before a command is submitted and travel inside it.
+
+`apply` never raises (an exception inside a PySyncObj replicated method wedges every node):
+a malformed or refused command becomes an error result and changes nothing.
+
+Records are never mutated in place - an update replaces the dict - so a reader holding a
+record keeps a consistent view while the tick thread applies newer commands.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+# Stored states. ACTIVE and FAILING are written by the leader's reconciler (peering issue).
+PENDING = "PENDING"
+ESTABLISHING = "ESTABLISHING"
+ACTIVE = "ACTIVE"
+FAILING = "FAILING"
+DELETING = "DELETING"
+TERMINATED = "TERMINATED"
+
+Key = tuple[str, str]  # (partition, lowercased name)
+Record = dict[str, Any]
+
+
+class CommandError(Exception):
+    """A command refused by the FSM; becomes {"error": ..., "kind": ...} in the result."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def should_dial(rec: Record) -> bool:
+    """Consul's Peering.ShouldDial: the dialer side holds the acceptor's addresses."""
+    return bool(rec.get("PeerServerAddresses") or rec.get("ManualServerAddresses"))
+
+
+def encode(cmd: dict[str, Any]) -> bytes:
+    return msgpack.packb(cmd, use_bin_type=True)
+
+
+class FSM:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[int], None]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index = 0  # raised by every state-changing command
+        self.peerings_index = 0  # last index that touched the peerings table
+        self.peerings: dict[Key, Record] = {}
+        self.peering_ids: dict[str, Key] = {}
+        # peering ID -> {"establishment": s, "pending": s, "active": s}
+        self.secrets: dict[str, dict[str, str]] = {}
+        # raft address "host:port" -> {"Node", "HTTPAddr", "PeeringAddr", "Datacenter"}
+        self.servers: dict[str, dict[str, str]] = {}
+        # {"TrustDomain", "CACert", "CAKey"} once the first leader initialised the cluster
+        self.identity: dict[str, str] | None = None
+
+    # ---- listeners (called in the applying thread; must not block) ----
+
+    def add_listener(self, fn: Callable[[int], None]) -> None:
+        self._listeners.append(fn)
+
+    # ---- the one replicated entry point ----
+
+    def apply(self, raw: bytes) -> dict[str, Any]:
+        try:
+            cmd = msgpack.unpackb(raw, raw=False)
+            if not isinstance(cmd, dict):
+                raise CommandError("command is not a map")
+            handler = self._HANDLERS.get(cmd.get("op"))
+            if handler is None:
+                raise CommandError(f"unknown command {cmd.get('op')!r}")
+            with self._lock:
+                result = handler(self, cmd)
+        except CommandError as e:
+            return {"error": str(e), "kind": e.kind}
+        except Exception as e:  # noqa: BLE001 - apply must be total
+            return {"error": f"invalid command: {type(e).__name__}: {e}", "kind": "invalid"}
+        if result.get("changed"):
+            for fn in self._listeners:
+                try:
+                    fn(self.index)
+                except Exception:  # noqa: BLE001 - a listener must never wedge apply
+                    pass
+        return result
+
+    def _bump(self, peerings: bool = False) -> int:
+        self.index += 1
+        if peerings:
+            self.peerings_index = self.index
+        return self.index
+
+    # ---- command handlers: validate everything first, then mutate ----
+
+    def _cas(self, cmd: dict[str, Any], existing: Record | None) -> None:
+        """Reject a command built against a different version of the record.
+
+        A command that timed out may still be applied later; the precondition makes such a late
+        apply fail instead of overwriting what happened since.
+        """
+        if "expect_index" not in cmd:
+            return
+        current = existing["ModifyIndex"] if existing else 0
+        if cmd["expect_index"] != current:
+            raise CommandError("peering changed since the request was prepared", "conflict")
+
+    def _get(self, partition: str, name: str) -> Record | None:
+        return self.peerings.get((partition, name.lower()))
+
+    def _put(self, rec: Record) -> None:
+        key = (rec["Partition"], rec["Name"])
+        self.peerings[key] = rec
+        self.peering_ids[rec["ID"]] = key
+
+    def _op_register_server(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        entry = {k: str(cmd[k]) for k in ("Node", "HTTPAddr", "PeeringAddr", "Datacenter")}
+        addr = str(cmd["RaftAddr"])
+        if self.servers.get(addr) == entry:
+            return {"index": self.index}
+        self.servers[addr] = entry
+        return {"index": self._bump(), "changed": True}
+
+    def _op_init_identity(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        if self.identity is not None:
+            return {"index": self.index}  # the first initialisation wins
+        self.identity = {k: str(cmd[k]) for k in ("TrustDomain", "CACert", "CAKey")}
+        return {"index": self._bump(), "changed": True}
+
+    def _op_generate_token(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        partition, name = cmd["Partition"], cmd["Name"]
+        existing = self._get(partition, name)
+        self._cas(cmd, existing)
+        if existing is not None:
+            if should_dial(existing):
+                raise CommandError(
+                    f'cannot create peering with name: "{name}"; '
+                    "there is already an established peering",
+                    "conflict",
+                )
+            if existing["State"] == DELETING:
+                raise CommandError(
+                    "failed to write peering: cannot write to peering that is marked for deletion",
+                    "conflict",
+                )
+            rec = dict(existing)
+            if rec["State"] == TERMINATED:  # the dialer left; a new token invites it back
+                rec["State"] = PENDING
+        else:
+            if cmd["ID"] in self.peering_ids:
+                raise CommandError("peering ID already in use, retry the operation", "conflict")
+            rec = {
+                "ID": cmd["ID"],
+                "Name": name,
+                "Partition": partition,
+                "Meta": dict(cmd.get("Meta") or {}),
+                "State": PENDING,
+                "Remote": {"Partition": "", "Datacenter": ""},
+            }
+        index = self._bump(peerings=True)
+        rec.setdefault("CreateIndex", index)
+        rec["ModifyIndex"] = index
+        rec["_rid"] = cmd.get("rid", "")
+        self._put(rec)
+        # A new establishment secret supersedes any unused one; stream secrets are kept so an
+        # active stream survives regeneration.
+        secrets = dict(self.secrets.get(rec["ID"], {}))
+        secrets["establishment"] = cmd["EstablishmentSecret"]
+        self.secrets[rec["ID"]] = secrets
+        return {"index": index, "changed": True, "ID": rec["ID"]}
+
+    def _op_establish(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        partition, name = cmd["Partition"], cmd["Name"]
+        existing = self._get(partition, name)
+        self._cas(cmd, existing)
+        if existing is not None:
+            if not should_dial(existing) and existing["State"] != TERMINATED:
+                raise CommandError(
+                    f'cannot create peering with name: "{name}"; '
+                    "there is an existing peering expecting to be dialed",
+                    "conflict",
+                )
+            if existing["State"] == DELETING:
+                raise CommandError(
+                    "failed to write peering: cannot write to peering that is marked for deletion",
+                    "conflict",
+                )
+            rec = dict(existing)
+            rec.pop("DeletedAt", None)
+        else:
+            if cmd["ID"] in self.peering_ids:
+                raise CommandError("peering ID already in use, retry the operation", "conflict")
+            rec = {"ID": cmd["ID"], "Name": name, "Partition": partition, "State": PENDING}
+        rec.update(
+            Meta=dict(cmd.get("Meta") or {}),
+            PeerID=cmd["PeerID"],
+            PeerCAPems=list(cmd.get("PeerCAPems") or []),
+            PeerServerName=cmd.get("PeerServerName", ""),
+            PeerServerAddresses=list(cmd.get("PeerServerAddresses") or []),
+            ManualServerAddresses=list(cmd.get("ManualServerAddresses") or []),
+            Remote=dict(cmd.get("Remote") or {"Partition": "", "Datacenter": ""}),
+        )
+        if rec["State"] == TERMINATED:
+            rec["State"] = PENDING
+        index = self._bump(peerings=True)
+        rec.setdefault("CreateIndex", index)
+        rec["ModifyIndex"] = index
+        rec["_rid"] = cmd.get("rid", "")
+        self._put(rec)
+        if cmd.get("StreamSecret"):
+            self.secrets[rec["ID"]] = {"active": cmd["StreamSecret"]}
+        return {"index": index, "changed": True, "ID": rec["ID"]}
+
+    def _op_set_state(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """The one place a live peering changes state (establish, reconciler, termination)."""
+        existing = self.peerings.get(self.peering_ids.get(cmd["ID"], ("", "")))
+        if existing is None:
+            raise CommandError(f"unknown peering ID {cmd['ID']}", "not_found")
+        self._cas(cmd, existing)
+        state = cmd["State"]
+        if state not in (PENDING, ESTABLISHING, ACTIVE, FAILING, TERMINATED):
+            raise CommandError(f"invalid state {state!r}")
+        if existing["State"] == DELETING:
+            raise CommandError("cannot write to peering that is marked for deletion", "conflict")
+        rec = dict(existing, State=state)
+        if "Remote" in cmd:
+            rec["Remote"] = dict(cmd["Remote"])
+        index = self._bump(peerings=True)
+        rec["ModifyIndex"] = index
+        self._put(rec)
+        if state == TERMINATED:
+            self.secrets.pop(rec["ID"], None)
+        return {"index": index, "changed": True}
+
+    def _op_delete(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        existing = self._get(cmd["Partition"], cmd["Name"])
+        self._cas(cmd, existing)
+        if existing is None or existing["State"] == DELETING:
+            return {"index": self.index}  # deleting nothing, or twice, is a no-op
+        index = self._bump(peerings=True)
+        # Consul keeps only the identity and the addresses (so the dialing mode cannot flip).
+        rec = {
+            k: existing[k]
+            for k in ("ID", "Name", "Partition", "PeerServerAddresses", "ManualServerAddresses",
+                      "CreateIndex")
+            if k in existing
+        }
+        rec.update(State=DELETING, DeletedAt=cmd["DeletedAt"], ModifyIndex=index,
+                   Remote={"Partition": "", "Datacenter": ""}, _rid=cmd.get("rid", ""))
+        self._put(rec)
+        self.secrets.pop(rec["ID"], None)
+        return {"index": index, "changed": True}
+
+    def _op_remove(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        key = self.peering_ids.get(cmd["ID"])
+        existing = self.peerings.get(key) if key else None
+        if existing is None:
+            return {"index": self.index}
+        if existing["State"] != DELETING:
+            raise CommandError("cannot delete a peering without first marking for deletion")
+        index = self._bump(peerings=True)
+        del self.peerings[key]
+        del self.peering_ids[cmd["ID"]]
+        self.secrets.pop(cmd["ID"], None)
+        return {"index": index, "changed": True}
+
+    def _op_barrier(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        return {"index": self.index}
+
+    _HANDLERS: dict[str, Callable[[FSM, dict[str, Any]], dict[str, Any]]] = {
+        "register_server": _op_register_server,
+        "init_identity": _op_init_identity,
+        "generate_token": _op_generate_token,
+        "establish": _op_establish,
+        "set_state": _op_set_state,
+        "delete": _op_delete,
+        "remove": _op_remove,
+        "barrier": _op_barrier,
+    }
+
+    # ---- reads (any thread) ----
+
+    def get(self, partition: str, name: str) -> Record | None:
+        with self._lock:
+            return self._get(partition, name)
+
+    def by_id(self, peering_id: str) -> Record | None:
+        with self._lock:
+            key = self.peering_ids.get(peering_id)
+            return self.peerings.get(key) if key else None
+
+    def list(self, partition: str | None) -> tuple[list[Record], int]:
+        """Records of a partition (all partitions for None) sorted by name, and the table index."""
+        with self._lock:
+            recs = [r for (p, _), r in self.peerings.items() if partition is None or p == partition]
+            index = self.peerings_index
+        recs.sort(key=lambda r: (r["Name"], r["Partition"]))
+        return recs, index
+
+    def secrets_for(self, peering_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self.secrets.get(peering_id, {}))
+
+    def servers_view(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            return dict(self.servers)
+
+    # ---- snapshots ----
+
+    def snapshot(self) -> bytes:
+        with self._lock:
+            return msgpack.packb(
+                {
+                    "index": self.index,
+                    "peerings_index": self.peerings_index,
+                    "peerings": list(self.peerings.values()),
+                    "secrets": self.secrets,
+                    "servers": self.servers,
+                    "identity": self.identity,
+                },
+                use_bin_type=True,
+            )
+
+    def restore(self, blob: bytes) -> None:
+        data = msgpack.unpackb(blob, raw=False)
+        with self._lock:
+            self._reset()
+            self.index = data["index"]
+            self.peerings_index = data["peerings_index"]
+            for rec in data["peerings"]:
+                self._put(rec)
+            self.secrets = data["secrets"]
+            self.servers = data["servers"]
+            self.identity = data["identity"]
+        for fn in self._listeners:
+            fn(self.index)

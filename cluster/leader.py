@@ -1,0 +1,81 @@
+"""Leader-only routines: started when this server gains leadership, stopped when it loses it.
+
+Each routine reads replicated state and writes changes back as Raft commands; nothing here is
+kept across leaders except what Raft holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from .fsm import DELETING, FSM
+from .identity import new_identity
+from .raft import NotApplied, RaftNode, UnknownOutcome
+
+log = logging.getLogger("peerplane.leader")
+
+DELETION_RATE = 10.0  # removals per second, as Consul's defaultDeletionApplyRate
+
+
+class LeaderRoutines:
+    def __init__(self, node: RaftNode, fsm: FSM, apply_timeout: float = 5.0) -> None:
+        self.node = node
+        self.fsm = fsm
+        self.apply_timeout = apply_timeout
+        self._tasks: list[asyncio.Task[None]] = []
+        self._routines: list[Callable[[], Awaitable[None]]] = [
+            self._init_identity,
+            self._remove_deleted,
+        ]
+
+    def add(self, routine: Callable[[], Awaitable[None]]) -> None:
+        self._routines.append(routine)
+
+    async def supervise(self, poll: float = 0.05) -> None:
+        try:
+            while True:
+                leading = self.node.is_leader()
+                if leading and not self._tasks:
+                    log.info("gained leadership: starting leader routines")
+                    self._tasks = [asyncio.create_task(r()) for r in self._routines]
+                elif not leading and self._tasks:
+                    log.info("lost leadership: stopping leader routines")
+                    await self._stop()
+                await asyncio.sleep(poll)
+        finally:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def _submit(self, cmd: dict) -> dict | None:
+        try:
+            return await self.node.submit(cmd, self.apply_timeout)
+        except (NotApplied, UnknownOutcome) as e:
+            log.info("leader routine command %s not applied: %s", cmd.get("op"), e)
+            return None
+
+    async def _init_identity(self) -> None:
+        """The first leader of a cluster creates its trust domain and CA."""
+        while self.fsm.identity is None:
+            await self._submit({"op": "init_identity", **new_identity()})
+            if self.fsm.identity is None:
+                await asyncio.sleep(0.5)
+
+    async def _remove_deleted(self) -> None:
+        """Deferred deletion: peerings marked DELETING are removed at a bounded rate."""
+        while True:
+            recs, _ = self.fsm.list(partition=None)
+            for rec in recs:
+                if rec["State"] == DELETING:
+                    await self._submit({"op": "remove", "ID": rec["ID"]})
+                    await asyncio.sleep(1 / DELETION_RATE)
+            await asyncio.sleep(0.2)
