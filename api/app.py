@@ -12,6 +12,8 @@ from .errors import APIError
 
 log = logging.getLogger("peerplane.api")
 
+SERVED_BY = "X-Peerplane-Served-By"
+
 _METHOD_ORDER = ("GET", "HEAD", "PUT", "POST", "DELETE")
 
 
@@ -51,7 +53,10 @@ async def consul_errors(request: web.Request, handler) -> web.StreamResponse:
 @web.middleware
 async def consul_headers(request: web.Request, handler) -> web.StreamResponse:
     response = await handler(request)
-    response.headers["X-Consul-Default-ACL-Policy"] = request.app[SERVER].acl_default_policy
+    ctx = request.app[SERVER]
+    response.headers["X-Consul-Default-ACL-Policy"] = ctx.acl_default_policy
+    # Which server produced the answer (kept from the leader on forwarded requests).
+    response.headers.setdefault(SERVED_BY, ctx.node_name)
     return response
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import uuid
 from collections.abc import Callable
@@ -80,6 +81,17 @@ async def commit(ctx: ServerContext, build: Callable[[], dict[str, Any]]) -> dic
     raise APIError(503, "The peering kept changing concurrently; retry the request")
 
 
+async def _identity(ctx: ServerContext) -> dict[str, str]:
+    """The cluster CA; a brand-new leader may still be creating it, so wait a little."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.hold_timeout
+    while (identity := ctx.fsm.identity) is None:
+        if loop.time() >= deadline:
+            raise APIError(503, "CA has not finished initializing")
+        await asyncio.sleep(0.02)
+    return identity
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
@@ -106,9 +118,7 @@ async def generate_token(request: web.Request) -> web.StreamResponse:
     if (forwarded := await route_to_leader(request)) is not None:
         return forwarded
 
-    identity = ctx.fsm.identity
-    if identity is None:
-        raise APIError(503, "CA has not finished initializing")
+    identity = await _identity(ctx)
     secret, new_id, rid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
 
     def build() -> dict[str, Any]:

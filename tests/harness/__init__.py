@@ -1,0 +1,1 @@
+"""Test harness: real peerplane agent processes, plain HTTP, fault injection."""
