@@ -27,6 +27,7 @@ class ServerContext:
     apply_timeout: float = 5.0  # one replicated command
     max_body: int = 1 << 20
     acl_default_policy: str = "allow"
+    consistent_reads: str = "barrier"  # or "readindex"; see bench/read_modes.py
     watch: IndexWatch = field(default_factory=IndexWatch)
     # Live stream status per peering ID, kept by the leader's reconciler (never replicated).
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -98,8 +98,9 @@ async def route_read(request: web.Request, opts: ReadOptions) -> web.StreamRespo
     if forwarded is not None:
         return forwarded
     if opts.mode == "consistent":
+        confirm = ctx.node.read_index if ctx.consistent_reads == "readindex" else ctx.node.barrier
         try:
-            await ctx.node.barrier(ctx.hold_timeout)
+            await confirm(ctx.hold_timeout)
         except (NotApplied, UnknownOutcome):
             raise APIError(503, "Not ready to serve consistent reads") from None
     return None
@@ -109,7 +110,7 @@ def read_headers(request: web.Request, opts: ReadOptions, index: int | None) -> 
     node = request.app[SERVER].node
     headers = {
         "X-Consul-KnownLeader": "true" if node.leader() is not None else "false",
-        "X-Consul-LastContact": str(max(0, node.last_contact_ms())),
+        "X-Consul-LastContact": str(node.last_contact_ms()),
         "X-Consul-Effective-Consistency": opts.mode,
         "X-Consul-Query-Backend": "blocking-query",
     }

@@ -38,6 +38,7 @@ class AgentConfig:
     acl_default_policy: str = "allow"
     acl_initial_management_token: str | None = None
     hold_timeout: float = 7.0
+    consistent_reads: str = "barrier"
     timing: RaftTiming = field(default_factory=RaftTiming)
 
     @property
@@ -104,6 +105,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         peering_addr=f"{cfg.advertise}:{cfg.peering_port}",
         hold_timeout=cfg.hold_timeout,
         acl_default_policy=cfg.acl_default_policy,
+        consistent_reads=cfg.consistent_reads,
     )
     ctx_holder.append(ctx)
     ctx.session = aiohttp.ClientSession()

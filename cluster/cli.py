@@ -43,6 +43,9 @@ def _agent_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--acl-initial-management-token", default=_env("acl-initial-management-token"))
     p.add_argument("--hold-timeout", type=float, default=float(_env("hold-timeout", 7.0)),
                    help="seconds to wait for a leader before answering 503")
+    p.add_argument("--consistent-reads", choices=["barrier", "readindex"],
+                   default=_env("consistent-reads", "barrier"),
+                   help="how ?consistent proves leadership: a no-op through the log, or ReadIndex")
     p.add_argument("--raft-heartbeat", type=float, default=float(_env("raft-heartbeat", 0.05)))
     p.add_argument("--raft-election-min", type=float,
                    default=float(_env("raft-election-min", 1.0)))
@@ -95,6 +98,7 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
         acl_default_policy=args.acl_default_policy,
         acl_initial_management_token=args.acl_initial_management_token,
         hold_timeout=args.hold_timeout,
+        consistent_reads=args.consistent_reads,
         timing=RaftTiming(
             heartbeat=args.raft_heartbeat,
             election_min=args.raft_election_min,
@@ -134,7 +138,8 @@ def _http(method: str, path: str, body: Any = None) -> tuple[int, bytes]:
 
 def _ok(status: int, payload: bytes) -> bytes:
     if status != 200:
-        raise _ClientError(f"Unexpected response code: {status} ({payload.decode(errors='replace')})")
+        text = payload.decode(errors="replace")
+        raise _ClientError(f"Unexpected response code: {status} ({text})")
     return payload
 
 

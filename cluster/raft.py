@@ -12,10 +12,12 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.transport import TCPTransport
 
 from .fsm import FSM, encode
 
@@ -36,10 +38,11 @@ class UnknownOutcome(Exception):
 class RaftTiming:
     """Timing chosen so a cut-off leader steps down before anyone can replace it.
 
-    A follower can only start an election `election_min` after the last append_entries it
-    received; the leader gives up `lease` after the last majority response. lease <
-    election_min, so the old leader is gone first; default reads additionally check the lease
-    at read time rather than trusting the tick thread to have noticed.
+    A follower neither starts an election nor grants a vote until `vote_guard` (just under
+    `election_min`) after the last append_entries it received. The leader serves default reads
+    only while a majority acknowledged a heartbeat it *sent* less than `lease` ago, and PySyncObj
+    itself steps down after `lease` without responses. lease < vote_guard, so the old leader's
+    lease always ends before anyone else can win an election.
     """
 
     heartbeat: float = 0.05
@@ -47,6 +50,11 @@ class RaftTiming:
     election_max: float = 2.0
     lease: float = 0.5
     batch: bool = False  # send appends immediately: ~1 ms commits instead of ~heartbeat
+
+    @property
+    def vote_guard(self) -> float:
+        """No vote within this long of leader contact; must exceed the lease with margin."""
+        return max(self.lease, self.election_min - 2 * self.heartbeat)
 
 
 class _Replica(SyncObjConsumer):
@@ -69,19 +77,89 @@ class _Replica(SyncObjConsumer):
         self.fsm.restore(data["fsm"])
 
 
-class _SyncObj(SyncObj):
-    """SyncObj that also remembers when it last heard from a leader (for X-Consul-LastContact
-    and max_stale); PySyncObj keeps no such timestamp on followers."""
+class LeaseTracker:
+    """When did a majority last acknowledge something this leader *sent*?
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Set before SyncObj.__init__ so PySyncObj treats it as non-replicated.
-        self.last_leader_contact = 0.0
-        super().__init__(*args, **kwargs)
+    PySyncObj stamps responses with the time they are processed, which is unsafe for a lease:
+    a leader that was paused (SIGSTOP, GC, swap) processes old acks on waking and would think
+    it was just confirmed. Here every append_entries send time is queued per follower and each
+    response pops the oldest one (TCP keeps order; each append_entries gets one response), so an
+    ack proves the follower accepted this leader *at or after the popped send time*. Lost
+    messages can only make the popped time older, i.e. the lease shorter, never longer.
+    Written by the tick thread, read by the event loop (single dict operations, GIL-atomic).
+    """
+
+    def __init__(self) -> None:
+        self._sent: dict[Any, deque[float]] = {}
+        self.acked: dict[Any, float] = {}
+
+    def on_sent(self, node: Any, at: float) -> None:
+        self._sent.setdefault(node, deque(maxlen=100_000)).append(at)
+
+    def on_response(self, node: Any) -> None:
+        queue = self._sent.get(node)
+        if queue:
+            self.acked[node] = queue.popleft()
+
+    def reset(self, node: Any) -> None:
+        """A connection (re)started: whatever was in flight on the old one is lost."""
+        self._sent.pop(node, None)
+
+    def majority_since(self, others: Any, since: float) -> bool:
+        fresh = 1 + sum(1 for n in others if self.acked.get(n, 0.0) > since)
+        return fresh > (len(others) + 1) / 2
+
+
+def _timed_transport(lease: LeaseTracker) -> Any:
+    class _TimedTransport(TCPTransport):
+        def send(self, node: Any, message: Any) -> bool:
+            at = time.monotonic()
+            ok = super().send(node, message)
+            if ok and isinstance(message, dict) and message.get("type") == "append_entries":
+                lease.on_sent(node, at)
+            return ok
+
+    return _TimedTransport
+
+
+class _SyncObj(SyncObj):
+    """SyncObj plus the two things a leader lease needs and PySyncObj lacks:
+
+    - followers remember when they last heard from a leader (X-Consul-LastContact, max_stale);
+    - vote stickiness (Raft thesis §4.2.3): a server that heard from a leader within
+      `vote_guard` - or is the leader - will adopt a higher term but not grant its vote. No new
+      leader can therefore be elected while the old one's lease (< vote_guard) may still hold.
+    """
+
+    def __init__(self, *args: Any, lease: LeaseTracker, vote_guard: float, **kwargs: Any) -> None:
+        # Set before SyncObj.__init__ so PySyncObj treats them as non-replicated. Contact starts
+        # at process start: a node that never heard a leader is as stale as its uptime.
+        self.last_leader_contact = time.monotonic()
+        self.lease = lease
+        self.vote_guard = vote_guard
+        super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
-        if message.get("type") == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
+        kind = message.get("type")
+        if kind == "next_node_idx":
+            self.lease.on_response(node)
+        elif kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self.last_leader_contact = time.monotonic()
+        elif kind == "request_vote" and (
+            self._isLeader() or time.monotonic() - self.last_leader_contact < self.vote_guard
+        ):
+            # Take the term (and step down if leading) but make the vote impossible to grant:
+            # PySyncObj refuses candidates whose last log term is older than ours.
+            message = dict(message, last_log_term=-1)
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _SyncObj__onNodeConnected(self, node: Any) -> None:
+        self.lease.reset(node)
+        SyncObj._SyncObj__onNodeConnected(self, node)
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
+        self.lease.reset(node)
+        SyncObj._SyncObj__onNodeDisconnected(self, node)
 
 
 class RaftNode:
@@ -124,13 +202,20 @@ class RaftNode:
             onStateChanged=self._on_state_changed,
         )
         self._replica = _Replica(fsm)
-        self._sync = _SyncObj(self_addr, peers, conf, consumers=[self._replica])
+        self._lease = LeaseTracker()
+        self._sync = _SyncObj(
+            self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
+            vote_guard=timing.vote_guard,
+        )
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
     def _on_state_changed(self, old: int, new: int) -> None:  # tick thread
         log.info("raft state %s -> %s", old, new)
+        if old == LEADER:
+            # Until now this node was its own leader contact; staleness counts from here.
+            self._sync.last_leader_contact = time.monotonic()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_state_waiters)
@@ -207,6 +292,28 @@ class RaftNode:
         finally:
             self._barrier = None
 
+    async def read_index(self, timeout: float, poll: float = 0.002) -> int:
+        """ReadIndex on PySyncObj's internals (the alternative to `barrier`): note the commit
+        index, wait until a majority has answered this leader after the call began (heartbeats
+        every `timing.heartbeat`), then until that index is applied here. No log entry, but up
+        to one heartbeat of latency; see bench/read_modes.py for the comparison."""
+        s = self._sync
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        deadline = loop.time() + timeout
+        commit = s.raftCommitIndex
+        while True:
+            if not s._isLeader():
+                raise NotApplied("not leader")
+            noop = s._SyncObj__noopIDx
+            applied = s.raftLastApplied
+            if (noop is not None and applied >= noop and applied >= commit
+                    and self._lease.majority_since(s.otherNodes, started)):
+                return commit
+            if loop.time() >= deadline:
+                raise UnknownOutcome("no quorum answered in time")
+            await asyncio.sleep(poll)
+
     # ---- the node's view of the cluster ----
 
     def is_leader(self) -> bool:
@@ -225,19 +332,12 @@ class RaftNode:
         noop = s._SyncObj__noopIDx
         if noop is None or s.raftLastApplied < noop:
             return False
-        deadline = time.monotonic() - self.timing.lease
-        others = s.otherNodes
-        times = s._SyncObj__lastResponseTime
-        fresh = 1 + sum(1 for n in others if times.get(n, 0) > deadline)
-        return fresh > (len(others) + 1) / 2
+        return self._lease.majority_since(s.otherNodes, time.monotonic() - self.timing.lease)
 
     def last_contact_ms(self) -> int:
         if self.is_leader():
             return 0
-        last = self._sync.last_leader_contact
-        if not last:
-            return -1
-        return int((time.monotonic() - last) * 1000)
+        return int((time.monotonic() - self._sync.last_leader_contact) * 1000)
 
     def is_ready(self) -> bool:
         return bool(self._sync.isReady())
