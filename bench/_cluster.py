@@ -1,0 +1,58 @@
+"""Shared by the bench scripts: a real three-process cluster (the tests' harness) and wrk."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+from harness.cluster import LocalCluster  # noqa: E402
+
+__all__ = ["LocalCluster", "Result", "wrk", "machine"]
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def wrk(script: str, nodes: list[str], path: str, seconds: float, connections: int) -> Result:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is required: apt-get install wrk")
+    threads = len(nodes)
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(max(connections, threads)), "-d", f"{max(1, round(seconds))}s",
+         "--timeout", "10s", "-s", os.path.join(HERE, script), f"http://{nodes[0]}{path}"],
+        env={**os.environ, "PEERPLANE_BENCH_NODES": ",".join(nodes)},
+        capture_output=True, text=True, check=True,
+    ).stdout
+    m = re.search(r"RESULT requests=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+) "
+                  r"errors=(\d+)", out)
+    if not m:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    req, dur, p50, p99, err = (int(x) for x in m.groups())
+    return Result(req, dur / 1e6, p50 / 1000, p99 / 1000, err)
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"

@@ -1,0 +1,29 @@
+-- wrk script: POST /v1/peering/token with a unique PeerName per request, spread over nodes.
+local nodes = {}
+for hp in string.gmatch(os.getenv("PEERPLANE_BENCH_NODES") or "", "[^,]+") do
+  table.insert(nodes, hp)
+end
+local counter = 0
+local threads = {}
+
+function setup(thread)
+  counter = counter + 1
+  local hp = nodes[((counter - 1) % #nodes) + 1]
+  local host, port = string.match(hp, "([^:]+):(%d+)")
+  thread.addr = wrk.lookup(host, port)[1]
+  thread:set("tid", counter)
+end
+
+local n = 0
+function request()
+  n = n + 1
+  local body = string.format('{"PeerName":"bench-%d-%d-%d"}', tid, n, math.random(1, 1e9))
+  return wrk.format("POST", "/v1/peering/token", {["Content-Type"] = "application/json"}, body)
+end
+
+function done(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d errors=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.status + summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout))
+end
