@@ -10,6 +10,7 @@ from aiohttp import web
 
 from cluster.fsm import FSM
 from cluster.raft import RaftNode
+from cluster.reconciler import PeeringService
 
 from .watch import IndexWatch
 
@@ -32,6 +33,8 @@ class ServerContext:
     # Live stream status per peering ID, kept by the leader's reconciler (never replicated).
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
+    # Peer streams, secret exchange and the reconciler (cluster/reconciler.py); set by the agent.
+    peering: PeeringService | None = None
 
 
 SERVER = web.AppKey("server", ServerContext)

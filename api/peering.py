@@ -10,13 +10,15 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster.fsm import Record
+from cluster.fsm import ESTABLISHING, Record
 from cluster.identity import server_name
 from cluster.raft import NotApplied, UnknownOutcome
+from cluster.reconciler import LIVE_STATES
 from cluster.token import PeeringToken, TokenError, decode_token
 
 from .context import SERVER, ServerContext
-from .errors import APIError, bad_request, no_leader
+from .errors import APIError, bad_request, go_quote, no_leader
+from .establish import exchange_secret
 from .forward import route_to_leader
 from .reads import parse_read_options, read_headers, route_read
 from .render import json_response
@@ -45,7 +47,7 @@ def peering_json(rec: Record, stream: dict[str, Any] | None) -> dict[str, Any]:
     if rec.get("DeletedAt"):
         out["DeletedAt"] = rec["DeletedAt"]
     if rec.get("Meta"):
-        out["Meta"] = rec["Meta"]
+        out["Meta"] = dict(sorted(rec["Meta"].items()))  # Go writes map keys sorted
     out["State"] = rec["State"]
     for key in ("PeerID", "PeerCAPems", "PeerServerName", "PeerServerAddresses"):
         if rec.get(key):
@@ -93,7 +95,10 @@ async def _identity(ctx: ServerContext) -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    """UTC now as Go's RFC3339Nano writes it: trailing zeros of the fraction dropped."""
+    now = datetime.datetime.now(datetime.UTC)
+    fraction = f"{now.microsecond:06d}".rstrip("0")
+    return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
 
 def _partition(request: web.Request, body: dict[str, Any] | None = None) -> str:
@@ -186,7 +191,14 @@ async def establish(request: web.Request) -> web.StreamResponse:
             "expect_index": existing["ModifyIndex"] if existing else 0,
         }
 
-    await commit(ctx, build)
+    res = await commit(ctx, build)
+    # Trade the token's establishment secret with the acceptor, then keep the stream secret
+    # and let the leader's reconciler dial (api/establish.py, cluster/reconciler.py).
+    stream_secret = await exchange_secret(ctx, res["ID"], token)
+    await commit(ctx, lambda: {
+        "op": "set_state", "ID": res["ID"], "State": ESTABLISHING,
+        "ActiveStreamSecret": stream_secret, "expect_states": LIVE_STATES,
+    })
     return json_response(request, {})
 
 
@@ -197,6 +209,13 @@ def _name(request: web.Request) -> str:
     return name
 
 
+def _read_index(ctx: ServerContext, partition: str, name: str) -> int:
+    """Consul's PeeringRead index: the peering's own ModifyIndex, so a blocking read wakes only
+    when this peering changes; the table's index while it does not exist (creation, removal)."""
+    rec = ctx.fsm.get(partition, name)
+    return rec["ModifyIndex"] if rec is not None else ctx.fsm.peerings_index
+
+
 async def read(request: web.Request) -> web.StreamResponse:
     ctx = request.app[SERVER]
     name = _name(request)
@@ -205,14 +224,16 @@ async def read(request: web.Request) -> web.StreamResponse:
     if (routed := await route_read(request, opts)) is not None:
         return routed
     if opts.index is not None:
-        await ctx.watch.wait_past(lambda: ctx.fsm.peerings_index, opts.index, opts.wait)
+        await ctx.watch.wait_past(lambda: _read_index(ctx, partition, name), opts.index, opts.wait)
     rec = ctx.fsm.get(partition, name)
     if rec is None:
-        raise APIError(404, f'Peering not found for "{name}"', read_headers(request, opts, None))
+        raise APIError(
+            404, f"Peering not found for {go_quote(name)}", read_headers(request, opts, None)
+        )
     return json_response(
         request,
         peering_json(rec, ctx.streams.get(rec["ID"])),
-        read_headers(request, opts, ctx.fsm.peerings_index),
+        read_headers(request, opts, rec["ModifyIndex"]),
     )
 
 
@@ -248,11 +269,20 @@ async def delete(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
+async def _post_only(request: web.Request) -> web.StreamResponse:
+    """Other methods on the POST-only paths. As in Go's ServeMux, the exact path wins over the
+    `/v1/peering/` subtree: `GET /v1/peering/token` is a 405, not a read of a peering "token"."""
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/peering/token", generate_token)
-    app.router.add_post("/v1/peering/establish", establish)
-    app.router.add_get("/v1/peering/", read)
-    app.router.add_delete("/v1/peering/", delete)
-    app.router.add_get("/v1/peering/{name}", read)
-    app.router.add_delete("/v1/peering/{name}", delete)
-    app.router.add_get("/v1/peerings", list_peerings)
+    for path, handler in (("/v1/peering/token", generate_token),
+                          ("/v1/peering/establish", establish)):
+        app.router.add_post(path, handler)
+        app.router.add_route("*", path, _post_only)
+    # Everything below /v1/peering/ is a name, slashes and newlines included (Consul trims
+    # the prefix; the 404 text quotes what is left).
+    for path in ("/v1/peering/", r"/v1/peering/{name:[\s\S]+}"):
+        app.router.add_get(path, read, allow_head=False)
+        app.router.add_delete(path, delete)
+    app.router.add_get("/v1/peerings", list_peerings, allow_head=False)

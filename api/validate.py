@@ -7,7 +7,7 @@ from typing import Any
 
 from cluster.gojson import GoJSONError, Schema, go_decode_strict
 
-from .errors import APIError, bad_request
+from .errors import APIError, bad_request, go_quote
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")
 _META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -37,7 +37,8 @@ def decode_body(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
 
 
 def check_peer_name(name: str) -> None:
-    if not _NAME.match(name):
+    # fullmatch: Go's `$` is end of text, Python's `$` also matches before a final newline.
+    if not _NAME.fullmatch(name):
         raise bad_request(
             f"{name} is not a valid peer name: a valid peering name must consist of lower case "
             "alphanumeric characters or '-', and must start and end with an alphanumeric character"
@@ -46,22 +47,23 @@ def check_peer_name(name: str) -> None:
 
 def partition_of(query_value: str | None, header_value: str | None, body_value: str = "") -> str:
     """Partition from body, query or header; `default` when none. Names follow peer-name rules."""
-    partition = (body_value or query_value or header_value or "default").lower()
-    if not _NAME.match(partition):
-        raise APIError(400, f'Invalid partition name "{partition}"')
+    given = body_value or query_value or header_value or "default"
+    partition = given.lower()
+    if not _NAME.fullmatch(partition):
+        raise APIError(400, f"Invalid partition name {go_quote(given)}")
     return partition
 
 
 def _meta_pair_problem(key: str, value: str) -> str | None:
     if key == "":
         return "Key cannot be blank"
-    if not _META_KEY.match(key):
+    if not _META_KEY.fullmatch(key):
         return "Key contains invalid characters"
     if len(key) > META_KEY_MAX:
         return f"Key is too long (limit: {META_KEY_MAX} characters)"
     if key.startswith("consul-"):
         return "Key prefix 'consul-' is reserved for internal use"
-    if len(value) > META_VALUE_MAX:
+    if len(value.encode()) > META_VALUE_MAX:  # Go's len(): bytes, not characters
         return f"Value is too long (limit: {META_VALUE_MAX} characters)"
     return None
 

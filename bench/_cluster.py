@@ -35,8 +35,8 @@ def wrk(script: str, nodes: list[str], path: str, seconds: float, connections: i
         raise SystemExit("wrk is required: apt-get install wrk")
     threads = len(nodes)
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(max(connections, threads)), "-d", f"{max(1, round(seconds))}s",
-         "--timeout", "10s", "-s", os.path.join(HERE, script), f"http://{nodes[0]}{path}"],
+        ["wrk", "-t", str(threads), "-c", str(max(connections, threads)),
+         "-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", os.path.join(HERE, script), f"http://{nodes[0]}{path}"],
         env={**os.environ, "PEERPLANE_BENCH_NODES": ",".join(nodes)},
         capture_output=True, text=True, check=True,
     ).stdout

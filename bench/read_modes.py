@@ -1,4 +1,4 @@
-"""Reads/s and p50/p99 for each read mode (and writes/s) on a three-process cluster.
+"""Reads/s and p50/p99 for each read mode, and writes/s in both durability modes.
 
     .venv/bin/python bench/read_modes.py [--duration 10] [--connections 32] [--smoke]
 
@@ -19,16 +19,22 @@ from _cluster import LocalCluster, machine, wrk
 SEED = 100
 
 
-def run(args: argparse.Namespace, consistent_reads: str) -> list[tuple[str, object]]:
+def run(
+    args: argparse.Namespace, consistent_reads: str, durability: str = "fsync"
+) -> list[tuple[str, object]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, LocalCluster(
-        tmp, extra_args=["--consistent-reads", consistent_reads]
+        tmp, extra_args=["--consistent-reads", consistent_reads, "--durability", durability]
     ) as c:
         nodes = [a.http_addr for a in c.agents]
+        if durability == "page-cache":
+            return [("writes, --durability page-cache",
+                     wrk("token.lua", nodes, "/v1/peering/token", args.duration,
+                         args.connections))]
         for i in range(SEED):
             c.agents[i % 3].call("POST", "/v1/peering/token", {"PeerName": f"seed-{i}"})
         if consistent_reads == "barrier":
-            rows.append(("writes (POST /v1/peering/token)",
+            rows.append(("writes, --durability fsync",
                          wrk("token.lua", nodes, "/v1/peering/token", args.duration,
                              args.connections)))
             for label, query in (("default read", ""), ("stale read", "?stale")):
@@ -50,7 +56,7 @@ def main() -> int:
     args = p.parse_args()
     if args.smoke:
         args.duration = 1.0
-    rows = run(args, "barrier") + run(args, "readindex")
+    rows = run(args, "barrier") + run(args, "readindex") + run(args, "barrier", "page-cache")
     print(f"\npeerplane read modes - 3 servers + wrk on one machine ({machine()})")
     print(f"{args.connections} connections, {args.duration:g} s per row\n")
     print(f"| {'workload':<36} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")

@@ -16,7 +16,10 @@ from api.context import ServerContext
 
 from .fsm import FSM
 from .leader import LeaderRoutines
+from .peerstream import make_listener_app
 from .raft import NotApplied, RaftNode, RaftTiming, UnknownOutcome
+from .reconciler import DEFAULT_HEARTBEAT, DEFAULT_HEARTBEAT_TIMEOUT, PeeringService
+from .tls import LeafCerts
 
 log = logging.getLogger("peerplane.agent")
 
@@ -40,6 +43,8 @@ class AgentConfig:
     hold_timeout: float = 7.0
     consistent_reads: str = "barrier"
     timing: RaftTiming = field(default_factory=RaftTiming)
+    peering_heartbeat: float = DEFAULT_HEARTBEAT
+    peering_heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
 
     @property
     def raft_addr(self) -> str:
@@ -112,7 +117,28 @@ async def run_agent(cfg: AgentConfig) -> None:
     runner = web.AppRunner(make_app(ctx), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
+    # Peer streams: a TLS listener on every server; dialing and accepting happen on the leader.
+    peering = PeeringService(
+        node=node, fsm=fsm, datacenter=cfg.datacenter, streams=ctx.streams,
+        leaf=LeafCerts(lambda: fsm.identity, cfg.datacenter),
+        heartbeat=cfg.peering_heartbeat, heartbeat_timeout=cfg.peering_heartbeat_timeout,
+        apply_timeout=ctx.apply_timeout,
+    )
+    ctx.peering = peering
+
+    def kick(_index: int) -> None:  # tick thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(peering.kick)
+
+    fsm.add_listener(kick)
+    peer_runner = web.AppRunner(make_listener_app(peering), access_log=None,
+                                handle_signals=False)
+    await peer_runner.setup()
+    await web.TCPSite(peer_runner, cfg.bind, cfg.peering_port,
+                      ssl_context=peering.leaf.listener_context()).start()
     leader = LeaderRoutines(node, fsm)
+    leader.add(peering.run_leader)
+    leader.before_remove = peering.terminate
     tasks = [
         asyncio.create_task(_register_self(ctx, cfg)),
         asyncio.create_task(leader.supervise()),
@@ -134,6 +160,8 @@ async def run_agent(cfg: AgentConfig) -> None:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await peering.close()
+        await peer_runner.cleanup()
         await runner.cleanup()
         await ctx.session.close()
         node.destroy()

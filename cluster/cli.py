@@ -46,6 +46,16 @@ def _agent_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--consistent-reads", choices=["barrier", "readindex"],
                    default=_env("consistent-reads", "barrier"),
                    help="how ?consistent proves leadership: a no-op through the log, or ReadIndex")
+    p.add_argument("--peering-heartbeat", type=float,
+                   default=float(_env("peering-heartbeat", 15.0)),
+                   help="seconds between peer-stream heartbeats (Consul: 15)")
+    p.add_argument("--peering-heartbeat-timeout", type=float,
+                   default=float(_env("peering-heartbeat-timeout", 120.0)),
+                   help="seconds without a heartbeat before a peering is FAILING (Consul: 120)")
+    p.add_argument("--durability", choices=["fsync", "page-cache"],
+                   default=_env("durability", "fsync"),
+                   help="fsync: the journal is on disk before an entry counts toward a quorum; "
+                        "page-cache: PySyncObj's own behaviour (survives process kills only)")
     p.add_argument("--raft-heartbeat", type=float, default=float(_env("raft-heartbeat", 0.05)))
     p.add_argument("--raft-election-min", type=float,
                    default=float(_env("raft-election-min", 1.0)))
@@ -76,6 +86,9 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
         level=args.log_level.upper(),
         format=f"%(asctime)s {args.node} %(name)s %(levelname)s %(message)s",
     )
+    if not 0 < args.peering_heartbeat < args.peering_heartbeat_timeout:
+        raise SystemExit("peerplane agent: --peering-heartbeat must be positive and below "
+                         "--peering-heartbeat-timeout")
     if args.raft_lease >= args.raft_election_min:
         raise SystemExit("peerplane agent: --raft-lease must be below --raft-election-min")
     advertise = args.advertise or args.bind
@@ -99,11 +112,14 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
         acl_initial_management_token=args.acl_initial_management_token,
         hold_timeout=args.hold_timeout,
         consistent_reads=args.consistent_reads,
+        peering_heartbeat=args.peering_heartbeat,
+        peering_heartbeat_timeout=args.peering_heartbeat_timeout,
         timing=RaftTiming(
             heartbeat=args.raft_heartbeat,
             election_min=args.raft_election_min,
             election_max=args.raft_election_max,
             lease=args.raft_lease,
+            durable=args.durability == "fsync",
         ),
     )
     asyncio.run(run_agent(cfg))

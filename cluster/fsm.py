@@ -13,6 +13,7 @@ record keeps a consistent view while the tick thread applies newer commands.
 
 from __future__ import annotations
 
+import hmac
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +49,46 @@ def encode(cmd: dict[str, Any]) -> bytes:
     return msgpack.packb(cmd, use_bin_type=True)
 
 
+# Field types, checked on every command before its handler runs: a wrongly typed value that got
+# stored would break later reads (names that do not sort, IDs msgpack cannot key a restored
+# map with), so it is refused as a whole instead.
+_STR_FIELDS = frozenset({
+    "Partition", "Name", "ID", "PeerID", "PeerServerName", "State", "DeletedAt",
+    "EstablishmentSecret", "PendingStreamSecret", "expect_secret",
+    "RaftAddr", "Node", "HTTPAddr", "PeeringAddr", "Datacenter", "TrustDomain", "CACert", "CAKey",
+})
+_OPT_STR_FIELDS = frozenset({
+    "rid", "StreamSecret", "ActiveStreamSecret", "PromoteStreamSecret",
+})  # or None
+_STR_LIST_FIELDS = frozenset({
+    "PeerCAPems", "PeerServerAddresses", "ManualServerAddresses", "expect_states",
+})  # or None
+_STR_MAP_FIELDS = frozenset({"Meta", "Remote"})  # or None
+
+
+def _check_types(cmd: dict[str, Any]) -> None:
+    for key, value in cmd.items():
+        if key in _STR_FIELDS:
+            ok = isinstance(value, str)
+        elif key in _OPT_STR_FIELDS:
+            ok = value is None or isinstance(value, str)
+        elif key in _STR_LIST_FIELDS:
+            ok = value is None or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            )
+        elif key in _STR_MAP_FIELDS:
+            ok = value is None or (
+                isinstance(value, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+            )
+        elif key == "expect_index":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            continue
+        if not ok:
+            raise CommandError(f"invalid command: {key} has the wrong type")
+
+
 class FSM:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -81,6 +122,7 @@ class FSM:
             handler = self._HANDLERS.get(cmd.get("op"))
             if handler is None:
                 raise CommandError(f"unknown command {cmd.get('op')!r}")
+            _check_types(cmd)
             with self._lock:
                 result = handler(self, cmd)
         except CommandError as e:
@@ -119,7 +161,7 @@ class FSM:
         return self.peerings.get((partition, name.lower()))
 
     def _put(self, rec: Record) -> None:
-        key = (rec["Partition"], rec["Name"])
+        key = (rec["Partition"], rec["Name"].lower())
         self.peerings[key] = rec
         self.peering_ids[rec["ID"]] = key
 
@@ -139,6 +181,7 @@ class FSM:
 
     def _op_generate_token(self, cmd: dict[str, Any]) -> dict[str, Any]:
         partition, name = cmd["Partition"], cmd["Name"]
+        establishment_secret = cmd["EstablishmentSecret"]
         existing = self._get(partition, name)
         self._cas(cmd, existing)
         if existing is not None:
@@ -175,7 +218,7 @@ class FSM:
         # A new establishment secret supersedes any unused one; stream secrets are kept so an
         # active stream survives regeneration.
         secrets = dict(self.secrets.get(rec["ID"], {}))
-        secrets["establishment"] = cmd["EstablishmentSecret"]
+        secrets["establishment"] = establishment_secret
         self.secrets[rec["ID"]] = secrets
         return {"index": index, "changed": True, "ID": rec["ID"]}
 
@@ -222,7 +265,21 @@ class FSM:
         return {"index": index, "changed": True, "ID": rec["ID"]}
 
     def _op_set_state(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        """The one place a live peering changes state (establish, reconciler, termination)."""
+        """The one place a live peering changes state (establish, reconciler, termination).
+
+        Optional parts, all validated before anything changes:
+        - `expect_states`: the current state must be one of these (a reconciler acting on an
+          older view - e.g. a stream that ended before a TERMINATED arrived - is refused);
+        - `expect_secret`: the stream secret the caller authenticated with must still be the
+          active (or pending) one, so a stream of a superseded establishment cannot write;
+        - `ActiveStreamSecret`: the dialer stores the stream secret the acceptor handed out;
+        - `PromoteStreamSecret`: the acceptor promotes its pending secret to active (the
+          first Open with it), keeping the active one when it is already the active secret;
+        - `Remote`: written with the promotion (or any other change);
+        - `PeerServerAddresses`: the acceptor's servers, pushed over the stream (dialer only;
+          ManualServerAddresses are never touched).
+        A command that would change nothing changes nothing (no index bump).
+        """
         existing = self.peerings.get(self.peering_ids.get(cmd["ID"], ("", "")))
         if existing is None:
             raise CommandError(f"unknown peering ID {cmd['ID']}", "not_found")
@@ -232,19 +289,80 @@ class FSM:
             raise CommandError(f"invalid state {state!r}")
         if existing["State"] == DELETING:
             raise CommandError("cannot write to peering that is marked for deletion", "conflict")
+        expect = cmd.get("expect_states")
+        if expect is not None and existing["State"] not in expect:
+            raise CommandError(f"peering is {existing['State']}", "conflict")
+        secrets = self.secrets.get(existing["ID"], {})
+        if "expect_secret" in cmd and cmd["expect_secret"] not in (
+            secrets.get("active"), secrets.get("pending")
+        ):
+            raise CommandError("invalid peering stream secret", "permission")
+        new_secrets: dict[str, str] | None = None
+        if cmd.get("ActiveStreamSecret"):
+            if not should_dial(existing):
+                raise CommandError("only a dialing peering stores an active stream secret")
+            new_secrets = {"active": str(cmd["ActiveStreamSecret"])}
+        if cmd.get("PromoteStreamSecret"):
+            if should_dial(existing):
+                raise CommandError("only an accepting peering promotes a stream secret")
+            promote = cmd["PromoteStreamSecret"]
+            if promote == secrets.get("pending"):
+                new_secrets = {k: v for k, v in secrets.items() if k != "pending"}
+                new_secrets["active"] = promote
+            elif promote != secrets.get("active"):
+                raise CommandError("invalid peering stream secret", "permission")
         rec = dict(existing, State=state)
-        if "Remote" in cmd:
-            rec["Remote"] = dict(cmd["Remote"])
-        index = self._bump(peerings=True)
-        rec["ModifyIndex"] = index
-        self._put(rec)
+        if cmd.get("Remote"):
+            rec["Remote"] = {"Partition": str(cmd["Remote"].get("Partition") or ""),
+                             "Datacenter": str(cmd["Remote"].get("Datacenter") or "")}
+        if cmd.get("PeerServerAddresses") and should_dial(existing):
+            rec["PeerServerAddresses"] = [str(a) for a in cmd["PeerServerAddresses"]]
         if state == TERMINATED:
-            self.secrets.pop(rec["ID"], None)
+            new_secrets = {}
+        if rec == existing and (new_secrets is None or new_secrets == secrets):
+            return {"index": self.index}
+        index = self._bump(peerings=rec != existing)
+        if rec != existing:
+            rec["ModifyIndex"] = index
+            self._put(rec)
+        if new_secrets is not None:
+            if new_secrets:
+                self.secrets[rec["ID"]] = new_secrets
+            else:
+                self.secrets.pop(rec["ID"], None)
         return {"index": index, "changed": True}
+
+    def _op_exchange_secret(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """The acceptor trades a token's establishment secret for a pending stream secret.
+
+        Validated here, in log order, so of two concurrent exchanges of one token exactly one
+        wins: the establishment secret is consumed (single use). An unused pending secret is
+        replaced; the active one is kept, so an established stream survives a re-establish
+        until the new secret is used.
+        """
+        existing = self.peerings.get(self.peering_ids.get(cmd["ID"], ("", "")))
+        secrets = self.secrets.get(cmd["ID"], {}) if existing is not None else {}
+        if existing is None or should_dial(existing) or existing["State"] in (
+            DELETING, TERMINATED
+        ):
+            raise CommandError("invalid peering establishment secret", "permission")
+        stored = secrets.get("establishment")
+        if not stored:
+            raise CommandError(
+                "invalid establishment secret: peering was already established", "permission"
+            )
+        given = str(cmd["EstablishmentSecret"])
+        if not hmac.compare_digest(stored.encode(), given.encode()):
+            raise CommandError("invalid establishment secret", "permission")
+        new_secrets = {k: v for k, v in secrets.items() if k == "active"}
+        new_secrets["pending"] = str(cmd["PendingStreamSecret"])
+        self.secrets[existing["ID"]] = new_secrets
+        return {"index": self._bump(), "changed": True}
 
     def _op_delete(self, cmd: dict[str, Any]) -> dict[str, Any]:
         existing = self._get(cmd["Partition"], cmd["Name"])
         self._cas(cmd, existing)
+        deleted_at = cmd["DeletedAt"]
         if existing is None or existing["State"] == DELETING:
             return {"index": self.index}  # deleting nothing, or twice, is a no-op
         index = self._bump(peerings=True)
@@ -255,7 +373,7 @@ class FSM:
                       "CreateIndex")
             if k in existing
         }
-        rec.update(State=DELETING, DeletedAt=cmd["DeletedAt"], ModifyIndex=index,
+        rec.update(State=DELETING, DeletedAt=deleted_at, ModifyIndex=index,
                    Remote={"Partition": "", "Datacenter": ""}, _rid=cmd.get("rid", ""))
         self._put(rec)
         self.secrets.pop(rec["ID"], None)
@@ -283,6 +401,7 @@ class FSM:
         "generate_token": _op_generate_token,
         "establish": _op_establish,
         "set_state": _op_set_state,
+        "exchange_secret": _op_exchange_secret,
         "delete": _op_delete,
         "remove": _op_remove,
         "barrier": _op_barrier,
@@ -343,4 +462,7 @@ class FSM:
             self.servers = data["servers"]
             self.identity = data["identity"]
         for fn in self._listeners:
-            fn(self.index)
+            try:
+                fn(self.index)
+            except Exception:  # noqa: BLE001 - as in apply
+                pass

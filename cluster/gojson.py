@@ -3,20 +3,368 @@
 Consul users see these texts (`Body decoding failed: json: unknown field "Foo"`), so the API
 reproduces them: case-insensitive keys, unknown fields refused (strict mode), null as zero value,
 type errors naming the Go struct field.
+
+Valid input is parsed by Python's json module. When it refuses the input, a port of Go's syntax
+scanner (encoding/json/scanner.go) runs over the raw bytes and supplies Go's exact message.
+Every failure is a GoJSONError; nothing else escapes.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
-Schema = dict[str, Any]  # field name -> "string" | "[]string" | "map[string]string" | "any" | Schema
-
-_GO_TYPES = {"string": "string", "[]string": "[]string", "map[string]string": "map[string]string"}
+# field name -> "string" | "[]string" | "map[string]string" | "any" | a nested Schema (a struct)
+Schema = dict[str, Any]
 
 
 class GoJSONError(ValueError):
     pass
+
+
+# ---- Go's quoting of runes and strings (strconv.Quote) ----
+
+_GO_SHORT = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+             "\v": "\\v", '"': '\\"', "\\": "\\\\"}
+
+
+def _go_quote(text: str) -> str:
+    """Go's %q: printable runes as they are, the rest escaped."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in _GO_SHORT:
+            out.append(_GO_SHORT[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("\\ufffd")
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _quote_char(c: int) -> str:
+    """Go's quoteChar: one input byte, shown as the rune of that value."""
+    if c == 0x27:
+        return "'\\''"
+    if c == 0x22:
+        return "'\"'"
+    return "'" + _go_quote(chr(c))[1:-1] + "'"
+
+
+# ---- Go's scanner, for the error texts ----
+
+_CONT, _CLOSE, _END, _ERROR = range(4)
+_OBJ_KEY, _OBJ_VALUE, _ARR_VALUE = range(3)
+_MAX_DEPTH = 10000  # encoding/json maxNestingDepth
+_SPACE = frozenset(b" \t\n\r")
+_DIGIT = frozenset(b"0123456789")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class _Scanner:
+    """encoding/json's scanner state machine, one byte at a time (states named as in Go)."""
+
+    def __init__(self) -> None:
+        self.step: Callable[[int], int] = self.begin_value
+        self.stack: list[int] = []
+        self.end_top = False
+        self.err: str | None = None
+
+    def error(self, c: int, context: str) -> int:
+        self.step = lambda c: _ERROR
+        self.err = f"invalid character {_quote_char(c)} {context}"
+        return _ERROR
+
+    def eof(self) -> str | None:
+        if self.err is not None:
+            return self.err
+        if self.end_top:
+            return None
+        self.step(0x20)
+        if self.end_top:
+            return None
+        if self.err is None:
+            self.err = "unexpected end of JSON input"
+        return self.err
+
+    def push(self, c: int, state: int) -> int:
+        self.stack.append(state)
+        if len(self.stack) <= _MAX_DEPTH:
+            return _CONT
+        return self.error(c, "exceeded max depth")
+
+    def pop(self) -> None:
+        self.stack.pop()
+        if not self.stack:
+            self.step = self.end_top_state
+            self.end_top = True
+        else:
+            self.step = self.end_value
+
+    def begin_value_or_empty(self, c: int) -> int:
+        if c in _SPACE:
+            return _CONT
+        if c == 0x5D:  # ]
+            return self.end_value(c)
+        return self.begin_value(c)
+
+    def begin_value(self, c: int) -> int:
+        if c in _SPACE:
+            return _CONT
+        if c == 0x7B:  # {
+            self.step = self.begin_string_or_empty
+            return self.push(c, _OBJ_KEY)
+        if c == 0x5B:  # [
+            self.step = self.begin_value_or_empty
+            return self.push(c, _ARR_VALUE)
+        if c == 0x22:  # "
+            self.step = self.in_string
+        elif c == 0x2D:  # -
+            self.step = self.neg
+        elif c == 0x30:  # 0
+            self.step = self.zero
+        elif c in b"tfn":
+            word = {0x74: b"true", 0x66: b"false", 0x6E: b"null"}[c]
+            self.step = self.literal(word, 1)
+        elif c in _DIGIT:
+            self.step = self.digits
+        else:
+            return self.error(c, "looking for beginning of value")
+        return _CONT
+
+    def begin_string_or_empty(self, c: int) -> int:
+        if c in _SPACE:
+            return _CONT
+        if c == 0x7D:  # }
+            self.stack[-1] = _OBJ_VALUE
+            return self.end_value(c)
+        return self.begin_string(c)
+
+    def begin_string(self, c: int) -> int:
+        if c in _SPACE:
+            return _CONT
+        if c == 0x22:
+            self.step = self.in_string
+            return _CONT
+        return self.error(c, "looking for beginning of object key string")
+
+    def end_value(self, c: int) -> int:
+        if not self.stack:
+            self.step = self.end_top_state
+            self.end_top = True
+            return self.end_top_state(c)
+        if c in _SPACE:
+            self.step = self.end_value
+            return _CONT
+        state = self.stack[-1]
+        if state == _OBJ_KEY:
+            if c == 0x3A:  # :
+                self.stack[-1] = _OBJ_VALUE
+                self.step = self.begin_value
+                return _CONT
+            return self.error(c, "after object key")
+        if state == _OBJ_VALUE:
+            if c == 0x2C:  # ,
+                self.stack[-1] = _OBJ_KEY
+                self.step = self.begin_string
+                return _CONT
+            if c == 0x7D:
+                self.pop()
+                return _CLOSE
+            return self.error(c, "after object key:value pair")
+        if c == 0x2C:
+            self.step = self.begin_value
+            return _CONT
+        if c == 0x5D:
+            self.pop()
+            return _CLOSE
+        return self.error(c, "after array element")
+
+    def end_top_state(self, c: int) -> int:
+        if c not in _SPACE:
+            self.error(c, "after top-level value")  # reported on the next byte or at EOF
+        return _END
+
+    def in_string(self, c: int) -> int:
+        if c == 0x22:
+            self.step = self.end_value
+        elif c == 0x5C:  # backslash
+            self.step = self.in_string_esc
+        elif c < 0x20:
+            return self.error(c, "in string literal")
+        return _CONT
+
+    def in_string_esc(self, c: int) -> int:
+        if c in b'bfnrt\\/"':
+            self.step = self.in_string
+            return _CONT
+        if c == 0x75:  # u
+            self.step = self.esc_u(0)
+            return _CONT
+        return self.error(c, "in string escape code")
+
+    def esc_u(self, seen: int) -> Callable[[int], int]:
+        def step(c: int) -> int:
+            if c not in _HEX:
+                return self.error(c, "in \\u hexadecimal character escape")
+            self.step = self.in_string if seen == 3 else self.esc_u(seen + 1)
+            return _CONT
+
+        return step
+
+    def literal(self, word: bytes, pos: int) -> Callable[[int], int]:
+        def step(c: int) -> int:
+            if c != word[pos]:
+                name = word.decode()
+                return self.error(c, f"in literal {name} (expecting {_quote_char(word[pos])})")
+            self.step = self.end_value if pos == len(word) - 1 else self.literal(word, pos + 1)
+            return _CONT
+
+        return step
+
+    def neg(self, c: int) -> int:
+        if c == 0x30:
+            self.step = self.zero
+            return _CONT
+        if c in _DIGIT:
+            self.step = self.digits
+            return _CONT
+        return self.error(c, "in numeric literal")
+
+    def digits(self, c: int) -> int:
+        if c in _DIGIT:
+            return _CONT
+        return self.zero(c)
+
+    def zero(self, c: int) -> int:
+        if c == 0x2E:  # .
+            self.step = self.dot
+            return _CONT
+        if c in b"eE":
+            self.step = self.exp
+            return _CONT
+        return self.end_value(c)
+
+    def dot(self, c: int) -> int:
+        if c in _DIGIT:
+            self.step = self.dot_digits
+            return _CONT
+        return self.error(c, "after decimal point in numeric literal")
+
+    def dot_digits(self, c: int) -> int:
+        if c in _DIGIT:
+            return _CONT
+        if c in b"eE":
+            self.step = self.exp
+            return _CONT
+        return self.end_value(c)
+
+    def exp(self, c: int) -> int:
+        if c in b"+-":
+            self.step = self.exp_sign
+            return _CONT
+        return self.exp_sign(c)
+
+    def exp_sign(self, c: int) -> int:
+        if c in _DIGIT:
+            self.step = self.exp_digits
+            return _CONT
+        return self.error(c, "in exponent of numeric literal")
+
+    def exp_digits(self, c: int) -> int:
+        if c in _DIGIT:
+            return _CONT
+        return self.end_value(c)
+
+
+def _check_valid(data: bytes) -> str | None:
+    """json.Unmarshal's checkValid: the error text for the whole input, or None."""
+    scan = _Scanner()
+    for c in data:
+        if scan.step(c) == _ERROR:
+            return scan.err
+    return scan.eof()
+
+
+def _read_value(data: bytes) -> str | None:
+    """json.Decoder.readValue: the error text for the first value of a stream, or None."""
+    scan = _Scanner()
+    for c in data:
+        code = scan.step(c)
+        if code == _END:
+            return None
+        if code == _CLOSE and scan.end_value(0x20) == _END:
+            return None
+        if code == _ERROR:
+            return scan.err
+    if scan.step(0x20) == _END:
+        return None
+    return "unexpected EOF" if any(c not in _SPACE for c in data) else "EOF"
+
+
+# ---- parsing valid input ----
+
+
+class _Constant(ValueError):
+    """NaN / Infinity: Python's json accepts them, Go's does not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Constant(name)
+
+
+def _parse_int(text: str) -> int | float:
+    # Python refuses int() of more than 4300 digits; Go only needs to know it is a number.
+    return int(text) if len(text) <= 4000 else float(text)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int)
+_PARSE_FAILURES = (ValueError, RecursionError)  # JSONDecodeError and _Constant are ValueErrors
+_BAD_TEXT = re.compile("[\ud800-\udfff]")
+
+
+def _text(raw: bytes) -> str:
+    # Like Go, each byte of invalid UTF-8 (and, below, each unpaired surrogate escape) becomes
+    # U+FFFD inside strings; outside strings it is a syntax error either way.
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _valid(value: str) -> str:
+    return value if value.isascii() else _BAD_TEXT.sub("\ufffd", value)
+
+
+def _failure(raw: bytes, found: str | None, type_name: str) -> GoJSONError:
+    if found is not None:
+        return GoJSONError(found)
+    # Go's scanner accepts what Python refused only when nesting exceeds Python's recursion
+    # limit but not Go's (10000). A top-level array is still the wrong type; an object would
+    # need the decode we cannot do, so say what stopped us.
+    if raw.lstrip(b" \t\n\r")[:1] == b"[":
+        return GoJSONError(f"json: cannot unmarshal array into Go value of type {type_name}")
+    return GoJSONError("json: nesting too deep")
+
+
+# ---- conversion to the Go types ----
+
+_FOLD = str.maketrans(
+    {**{chr(c): chr(c - 32) for c in range(0x61, 0x7B)},
+     "\u0130": "I", "\u0131": "I", "\u017f": "S", "\u212a": "K"}
+)
+
+
+def _fold(name: str) -> str:
+    """Go's foldName as far as it can reach an ASCII field name: ASCII upper case, plus the
+    four runes whose simple case folding is an ASCII letter."""
+    return name.translate(_FOLD)
 
 
 def _json_kind(v: Any) -> str:
@@ -31,22 +379,6 @@ def _json_kind(v: Any) -> str:
     return "object"
 
 
-def _syntax_error(doc: str, err: json.JSONDecodeError, eof_text: str) -> GoJSONError:
-    rest = doc[err.pos:]
-    if not rest.strip() or err.msg.startswith("Unterminated string"):
-        return GoJSONError(eof_text)
-    c = rest[0]
-    shown = json.dumps(c)[1:-1] if c in "\n\r\t" else c.replace("'", "\\'")
-    context = {
-        "Expecting value": "looking for beginning of value",
-        "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
-        "Expecting ':' delimiter": "after object key",
-        "Expecting ',' delimiter": "after object key:value pair",
-        "Invalid control character at": "in string literal",
-    }.get(err.msg, "looking for beginning of value")
-    return GoJSONError(f"invalid character '{shown}' {context}")
-
-
 def _convert(value: Any, schema: Any, path: str, strict: bool) -> Any:
     if value is None or schema == "any":
         return value
@@ -57,7 +389,7 @@ def _convert(value: Any, schema: Any, path: str, strict: bool) -> Any:
     if schema == "string":
         if not isinstance(value, str):
             raise _type_error(value, path, "string")
-        return value
+        return _valid(value)
     if schema == "[]string":
         if not isinstance(value, list):
             raise _type_error(value, path, "[]string")
@@ -65,7 +397,7 @@ def _convert(value: Any, schema: Any, path: str, strict: bool) -> Any:
         for item in value:
             if item is not None and not isinstance(item, str):
                 raise _type_error(item, path, "string")
-            out.append(item or "")
+            out.append(_valid(item or ""))
         return out
     if schema == "map[string]string":
         if not isinstance(value, dict):
@@ -74,7 +406,7 @@ def _convert(value: Any, schema: Any, path: str, strict: bool) -> Any:
         for k, item in value.items():
             if item is not None and not isinstance(item, str):
                 raise _type_error(item, path, "string")
-            out_map[k] = item or ""
+            out_map[_valid(k)] = _valid(item or "")
         return out_map
     raise AssertionError(f"unknown schema type {schema!r}")
 
@@ -82,20 +414,22 @@ def _convert(value: Any, schema: Any, path: str, strict: bool) -> Any:
 def _type_error(value: Any, path: str, go_type: str) -> GoJSONError:
     type_name, _, field = path.partition(".")
     if not field:
-        return GoJSONError(f"json: cannot unmarshal {_json_kind(value)} into Go value of type {type_name}")
+        return GoJSONError(
+            f"json: cannot unmarshal {_json_kind(value)} into Go value of type {type_name}"
+        )
     return GoJSONError(
         f"json: cannot unmarshal {_json_kind(value)} into Go struct field {path} of type {go_type}"
     )
 
 
 def _struct(obj: dict[str, Any], schema: Schema, path: str, strict: bool) -> dict[str, Any]:
-    folded = {name.lower(): name for name in schema}
+    folded = {_fold(name): name for name in schema}
     out: dict[str, Any] = {}
     for key, value in obj.items():
-        name = key if key in schema else folded.get(key.lower())
+        name = key if key in schema else folded.get(_fold(key))
         if name is None:
             if strict:
-                raise GoJSONError(f"json: unknown field {json.dumps(key)}")
+                raise GoJSONError(f"json: unknown field {_go_quote(_valid(key))}")
             continue
         out[name] = _convert(value, schema[name], f"{path}.{name}", strict)
     return {k: v for k, v in out.items() if v is not None}
@@ -113,31 +447,23 @@ def _top(value: Any, schema: Schema, type_name: str, strict: bool) -> dict[str, 
 
 def go_decode_strict(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
     """json.NewDecoder(body) with DisallowUnknownFields: one value, trailing data ignored."""
-    doc = raw.decode("utf-8", "replace")
-    if not doc.strip():
+    doc = _text(raw)
+    start = len(doc) - len(doc.lstrip(" \t\n\r"))
+    if start == len(doc):
         raise GoJSONError("EOF")
-    start = len(doc) - len(doc.lstrip())
     try:
-        value, _ = json.JSONDecoder().raw_decode(doc, start)
-    except json.JSONDecodeError as e:
-        raise _syntax_error(doc, e, "unexpected EOF") from None
-    except RecursionError:
-        raise GoJSONError("exceeded max depth") from None
+        value, _ = _DECODER.raw_decode(doc, start)
+    except _PARSE_FAILURES:
+        raise _failure(raw, _read_value(raw), type_name) from None
+    if _json_kind(value) == "number" and (found := _read_value(raw)) is not None:
+        raise GoJSONError(found)  # Python stops a top-level `1.x` or `1e` where Go refuses it
     return _top(value, schema, type_name, strict=True)
 
 
 def go_unmarshal(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
     """json.Unmarshal: the whole input is one value; unknown fields ignored."""
-    doc = raw.decode("utf-8", "replace")
-    if not doc.strip():
-        raise GoJSONError("unexpected end of JSON input")
     try:
-        value = json.loads(doc)
-    except json.JSONDecodeError as e:
-        if e.msg == "Extra data":
-            c = doc[e.pos]
-            raise GoJSONError(f"invalid character '{c}' after top-level value") from None
-        raise _syntax_error(doc, e, "unexpected end of JSON input") from None
-    except RecursionError:
-        raise GoJSONError("exceeded max depth") from None
+        value = _DECODER.decode(_text(raw))
+    except _PARSE_FAILURES:
+        raise _failure(raw, _check_valid(raw), type_name) from None
     return _top(value, schema, type_name, strict=False)

@@ -18,6 +18,7 @@ from .raft import NotApplied, RaftNode, UnknownOutcome
 log = logging.getLogger("peerplane.leader")
 
 DELETION_RATE = 10.0  # removals per second, as Consul's defaultDeletionApplyRate
+TERMINATE_WAIT = 3.0  # longest a removal waits for Terminated to reach the peer
 
 
 class LeaderRoutines:
@@ -26,6 +27,8 @@ class LeaderRoutines:
         self.fsm = fsm
         self.apply_timeout = apply_timeout
         self._tasks: list[asyncio.Task[None]] = []
+        # Called with a peering ID before a DELETING peering is removed (sends Terminated).
+        self.before_remove: Callable[[str], Awaitable[None]] | None = None
         self._routines: list[Callable[[], Awaitable[None]]] = [
             self._init_identity,
             self._remove_deleted,
@@ -71,11 +74,17 @@ class LeaderRoutines:
                 await asyncio.sleep(0.5)
 
     async def _remove_deleted(self) -> None:
-        """Deferred deletion: peerings marked DELETING are removed at a bounded rate."""
+        """Deferred deletion: peerings marked DELETING are removed at a bounded rate, each after
+        its peer stream (if any) carried Terminated to the other cluster (bounded wait)."""
         while True:
             recs, _ = self.fsm.list(partition=None)
             for rec in recs:
                 if rec["State"] == DELETING:
+                    if self.before_remove is not None:
+                        try:
+                            await asyncio.wait_for(self.before_remove(rec["ID"]), TERMINATE_WAIT)
+                        except Exception as e:  # noqa: BLE001 - removal must go on
+                            log.info("terminating peering %s before removal: %r", rec["ID"], e)
                     await self._submit({"op": "remove", "ID": rec["ID"]})
                     await asyncio.sleep(1 / DELETION_RATE)
             await asyncio.sleep(0.2)

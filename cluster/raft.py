@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.journal import MetaStorer
+from pysyncobj.pickle import dumps as pickle_dumps
 from pysyncobj.transport import TCPTransport
 
 from .fsm import FSM, encode
@@ -50,6 +52,7 @@ class RaftTiming:
     election_max: float = 2.0
     lease: float = 0.5
     batch: bool = False  # send appends immediately: ~1 ms commits instead of ~heartbeat
+    durable: bool = True  # fsync the journal before an entry counts toward a quorum
 
     @property
     def vote_guard(self) -> float:
@@ -122,6 +125,32 @@ def _timed_transport(lease: LeaseTracker) -> Any:
     return _TimedTransport
 
 
+class _DurableMeta(MetaStorer):
+    """PySyncObj's term/vote store, plus the fsyncs it leaves out (file, then directory)."""
+
+    def storeMeta(self, meta: Any) -> None:
+        tmp = self.getPath() + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(pickle_dumps(meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.getPath())
+        dir_fd = os.open(os.path.dirname(self.getPath()) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _sync_journal(journal: Any) -> None:
+    """msync the journal's mmap and fsync its file (size changes are metadata)."""
+    journal.flush()
+    f = getattr(journal, "_FileJournal__journalFile", None)
+    handle = getattr(f, "_ResizableFile__f", None)
+    if handle is not None:
+        os.fsync(handle.fileno())
+
+
 class _SyncObj(SyncObj):
     """SyncObj plus the two things a leader lease needs and PySyncObj lacks:
 
@@ -131,13 +160,32 @@ class _SyncObj(SyncObj):
       leader can therefore be elected while the old one's lease (< vote_guard) may still hold.
     """
 
-    def __init__(self, *args: Any, lease: LeaseTracker, vote_guard: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lease: LeaseTracker, vote_guard: float, durable: bool, **kwargs: Any
+    ) -> None:
         # Set before SyncObj.__init__ so PySyncObj treats them as non-replicated. Contact starts
         # at process start: a node that never heard a leader is as stale as its uptime.
         self.last_leader_contact = time.monotonic()
         self.lease = lease
         self.vote_guard = vote_guard
+        self.durable = durable
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
+
+    # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
+    # A follower syncs its journal before acknowledging entries; the leader syncs before it
+    # sends entries, so by the time a majority has acknowledged an entry, the leader's copy is
+    # on disk too. Both run in the tick thread, so entries arriving together share one sync.
+
+    def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
+                                  nextNodeIdx: Any = None, success: bool = False) -> None:
+        if self.durable and success:
+            _sync_journal(self._SyncObj__raftLog)
+        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        if self.durable:
+            _sync_journal(self._SyncObj__raftLog)
+        SyncObj._SyncObj__sendAppendEntries(self)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -205,8 +253,13 @@ class RaftNode:
         self._lease = LeaseTracker()
         self._sync = _SyncObj(
             self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
-            vote_guard=timing.vote_guard,
+            vote_guard=timing.vote_guard, durable=timing.durable,
         )
+        if timing.durable:
+            journal = self._sync._SyncObj__raftLog
+            journal._FileJournal__metaStorer = _DurableMeta(
+                journal._FileJournal__metaStorer.getPath()
+            )
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

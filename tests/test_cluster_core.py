@@ -107,8 +107,9 @@ def test_raft_port_refuses_a_peer_without_the_cluster_password(cluster, tmp_path
 
 def test_the_exploit_payload_works_against_a_passwordless_pysyncobj(tmp_path):
     """Control for the test above: the same bytes do run code on a node with no password."""
-    from harness.cluster import free_ports
     from pysyncobj import SyncObj, SyncObjConf
+
+    from harness.cluster import free_ports
 
     port = free_ports(1)[0]
     node = SyncObj(f"127.0.0.1:{port}", [], SyncObjConf(autoTick=True))

@@ -1,7 +1,7 @@
 """Real peerplane clusters for tests: `peerplane agent` processes on 127.0.0.1 ports.
 
 Everything goes through the same CLI a user runs. Faults: SIGKILL, SIGSTOP/SIGCONT, restart
-from the data dir.
+from the data dir; network partitions with `harness.netns.NetnsCluster` (one namespace per agent).
 """
 
 from __future__ import annotations
@@ -65,17 +65,19 @@ class Agent:
     join: list[str]
     secret_file: str
     extra_args: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    netns: str | None = None  # run inside this network namespace (`ip netns exec`)
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
     _ready: threading.Event = field(default_factory=threading.Event)
 
     @property
     def raft_addr(self) -> str:
-        return f"127.0.0.1:{self.raft_port}"
+        return f"{self.host}:{self.raft_port}"
 
     @property
     def http_addr(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.host}:{self.http_port}"
 
     def url(self, path: str) -> str:
         return f"http://{self.http_addr}{path}"
@@ -84,9 +86,10 @@ class Agent:
         return call(method, self.url(path), body, **kw)
 
     def argv(self) -> list[str]:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         return [
-            sys.executable, "-m", "cluster", "agent",
-            "--node", self.name, "--datacenter", self.datacenter, "--bind", "127.0.0.1",
+            *prefix, sys.executable, "-m", "cluster", "agent",
+            "--node", self.name, "--datacenter", self.datacenter, "--bind", self.host,
             "--http-port", str(self.http_port), "--raft-port", str(self.raft_port),
             "--peering-port", str(self.peering_port), "--data-dir", self.data_dir,
             "--join", ",".join(self.join), "--bootstrap-expect", str(len(self.join)),
@@ -142,6 +145,15 @@ class Agent:
                 self.kill()
 
 
+@dataclass(frozen=True)
+class Place:
+    host: str
+    http_port: int
+    raft_port: int
+    peering_port: int
+    netns: str | None = None
+
+
 class LocalCluster:
     def __init__(
         self, base_dir: str, nodes: int = 3, datacenter: str = "dc1",
@@ -152,15 +164,24 @@ class LocalCluster:
         secret_file = os.path.join(base_dir, "cluster.secret")
         with open(secret_file, "w") as f:
             f.write(f"test-secret-{datacenter}")
-        ports = free_ports(3 * nodes)
-        join = [f"127.0.0.1:{ports[3 * i + 1]}" for i in range(nodes)]
+        places = self._places(nodes)
+        join = [f"{p.host}:{p.raft_port}" for p in places]
         self.agents = [
             Agent(
                 name=f"{datacenter}-server-{i + 1}", datacenter=datacenter,
-                http_port=ports[3 * i], raft_port=ports[3 * i + 1], peering_port=ports[3 * i + 2],
+                http_port=p.http_port, raft_port=p.raft_port, peering_port=p.peering_port,
                 data_dir=os.path.join(base_dir, f"server-{i + 1}"), join=join,
                 secret_file=secret_file, extra_args=list(extra_args or []),
+                host=p.host, netns=p.netns,
             )
+            for i, p in enumerate(places)
+        ]
+
+    def _places(self, nodes: int) -> list[Place]:
+        """Where each agent listens: 127.0.0.1 with free ports (subclasses put them elsewhere)."""
+        ports = free_ports(3 * nodes)
+        return [
+            Place("127.0.0.1", ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
             for i in range(nodes)
         ]
 

@@ -1,0 +1,450 @@
+"""The peer stream: what two clusters say to each other over TLS on the peering port.
+
+Two endpoints, both served by every server of the accepting cluster (only its leader acts):
+
+- `POST /peerstream/v1/exchange-secret` - JSON `{PeerID, EstablishmentSecret}` ->
+  `{StreamSecret}`. The establishment secret of a token is single use: the exchange is one
+  Raft command (`exchange_secret`) that the FSM validates, so of two concurrent exchanges of
+  one token exactly one wins. Refused: 403 `{"Code": "PermissionDenied", ...}`.
+- `GET /peerstream/v1/stream` - a websocket of msgpack frames (maps with a `Type`):
+  `Open{PeerID, StreamSecretID, Remote{Partition, Datacenter}}` (dialer -> acceptor, first
+  frame), `Heartbeat{}`, `Terminated{}`, `ServerAddresses{Addresses}` (acceptor -> dialer) and
+  `Error{Code, Message, LeaderAddress?}` (before a close). Unknown types are ignored, which
+  leaves room for replicated resources. The acceptor answers a valid Open with a Heartbeat.
+
+A follower answers both with Code `FailedPrecondition` and the leader's peering address (when
+it knows one) so the dialer moves on at once - Consul's LeaderAddress detail.
+
+This module holds the wire format, one live stream's pump, the exchange client and the
+listener; `cluster.reconciler.PeeringService` owns the decisions (state writes, dialing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hmac
+import json
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgpack
+from aiohttp import WSMsgType, web
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
+
+from .tls import client_context
+
+if TYPE_CHECKING:
+    from .reconciler import PeeringService
+
+log = logging.getLogger("peerplane.peerstream")
+
+EXCHANGE_PATH = "/peerstream/v1/exchange-secret"
+STREAM_PATH = "/peerstream/v1/stream"
+
+OPEN = "Open"
+HEARTBEAT = "Heartbeat"
+TERMINATED_FRAME = "Terminated"
+ERROR = "Error"
+SERVER_ADDRESSES = "ServerAddresses"
+
+# gRPC-style codes carried in Error frames and exchange answers.
+FAILED_PRECONDITION = "FailedPrecondition"  # not the leader (LeaderAddress says who is)
+UNAVAILABLE = "Unavailable"  # shutting down / transient; retry soon
+PERMISSION_DENIED = "PermissionDenied"
+INVALID_ARGUMENT = "InvalidArgument"
+ABORTED = "Aborted"
+
+ESTABLISHMENT_DENIED = "invalid peering establishment secret"
+EXCHANGE_WINDOW = 3.0  # Consul: 3 s of attempts, 150 ms jittered sleeps, 2 s per dial
+EXCHANGE_DIAL_TIMEOUT = 2.0
+MAX_FRAME = 8 << 20
+OPEN_TIMEOUT = 10.0
+
+
+def pack(frame: dict[str, Any]) -> bytes:
+    return msgpack.packb(frame, use_bin_type=True)
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    frame = msgpack.unpackb(data, raw=False)
+    if not isinstance(frame, dict) or not isinstance(frame.get("Type"), str):
+        raise ValueError("frame is not a map with a Type")
+    return frame
+
+
+def rfc3339(ts: float) -> str:
+    """Go's time.Time JSON (RFC3339 with fractional seconds, UTC)."""
+    dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+# ---- outcomes of a stream ----
+
+
+class StreamError(Exception):
+    """The stream failed (the peering shows FAILING with this text as the reason).
+
+    `definitive` errors (TLS verification) will not heal by retrying the same way, so the
+    peering shows FAILING at once rather than after the heartbeat timeout."""
+
+    def __init__(self, message: str, definitive: bool = False) -> None:
+        super().__init__(message)
+        self.definitive = definitive
+
+
+class Moved(Exception):
+    """The other side is not (or no longer) the leader; dial `leader` next (may be empty)."""
+
+    def __init__(self, message: str, leader: str = "") -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class Rejected(StreamError):
+    """The acceptor refused the Open (bad secret, unknown peering, wrong end)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, definitive=True)
+        self.code = code
+
+
+class PeerTerminated(Exception):
+    """The other side sent Terminated: the peering was deleted there."""
+
+
+# ---- one live stream (either end) ----
+
+
+@dataclass
+class LiveStream:
+    peering_id: str
+    role: str  # "dialer" | "acceptor"
+    secret: str
+    ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+    status: dict[str, Any]  # the tracker entry rendered as StreamStatus
+    interval: float
+    timeout: float
+    still_leader: Callable[[], bool]
+    on_frame: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    last_receive: float = 0.0
+    _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _closing: str = ""  # why we are closing it ourselves ("" while we are not)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.ws.send_bytes(pack(frame))
+        self.status["LastSend"] = rfc3339(_wall())
+
+    def mark_receive(self, heartbeat: bool) -> None:
+        self.last_receive = asyncio.get_running_loop().time()
+        now = rfc3339(_wall())
+        self.status["LastReceive"] = now
+        if heartbeat:
+            self.status["LastHeartbeat"] = now
+
+    async def pump(self) -> str:
+        """Heartbeat and receive until the stream ends. Returns why *we* closed it ("terminate",
+        "stop", ...); raises PeerTerminated, Moved or StreamError when the other side ended it
+        or went silent."""
+        loop = asyncio.get_running_loop()
+        if not self.last_receive:
+            self.last_receive = loop.time()
+        beat = asyncio.create_task(self._heartbeats())
+        try:
+            while True:
+                if self._closing:
+                    return self._closing
+                if not self.still_leader():
+                    await self.stop(FAILED_PRECONDITION,
+                                    "node is not a leader anymore; cannot continue streaming")
+                    return "not leader"
+                remaining = self.last_receive + self.timeout - loop.time()
+                if remaining <= 0:
+                    raise StreamError("heartbeat timeout")
+                try:
+                    msg = await self.ws.receive(timeout=min(remaining, 0.5))
+                except TimeoutError:
+                    continue
+                if msg.type == WSMsgType.BINARY:
+                    try:
+                        frame = unpack(msg.data)
+                    except Exception as e:  # noqa: BLE001 - garbage from the peer
+                        raise StreamError(f"invalid frame from the peer: {e}") from None
+                    await self._handle(frame)
+                    continue
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    if self._closing:
+                        return self._closing
+                    if msg.type == WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY:
+                        raise Moved("peer went away")
+                    raise StreamError("stream ended unexpectedly")
+                if msg.type == WSMsgType.ERROR:
+                    if self._closing:
+                        return self._closing
+                    raise StreamError(
+                        f"unexpected error receiving from the stream: {self.ws.exception()}"
+                    )
+                # text/ping/pong frames carry nothing for us
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await beat
+            if not self.ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.ws.close(), 1.0)
+            self.done.set()
+
+    async def _handle(self, frame: dict[str, Any]) -> None:
+        kind = frame["Type"]
+        self.mark_receive(kind == HEARTBEAT)
+        if kind == TERMINATED_FRAME:
+            raise PeerTerminated()
+        if kind == ERROR:
+            code, message = str(frame.get("Code", "")), str(frame.get("Message", ""))
+            if code in (FAILED_PRECONDITION, UNAVAILABLE):
+                raise Moved(message, str(frame.get("LeaderAddress") or ""))
+            raise Rejected(code, message)
+        if self.on_frame is not None and kind != HEARTBEAT:
+            await self.on_frame(frame)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            if self._closing or self.ws.closed:
+                return
+            with contextlib.suppress(Exception):
+                await self.send({"Type": HEARTBEAT})
+            await asyncio.sleep(self.interval)
+
+    async def terminate(self, drain: float = 1.0) -> None:
+        """Tell the peer this peering is gone, give it a moment to record that, and close."""
+        if self._closing:
+            return
+        self._closing = "terminate"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.send({"Type": TERMINATED_FRAME}), 1.0)
+        # The peer closes once it has written TERMINATED; don't wait for it forever.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.done.wait(), drain)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 1.0)
+
+    async def stop(self, code: str, message: str, leader: str = "") -> None:
+        """Close without ending the peering (leadership moved, shutdown, replaced)."""
+        if self._closing:
+            return
+        self._closing = "stop"
+        frame = {"Type": ERROR, "Code": code, "Message": message}
+        if leader:
+            frame["LeaderAddress"] = leader
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.send(frame), 1.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 1.0)
+
+
+def _wall() -> float:
+    return datetime.datetime.now(datetime.UTC).timestamp()
+
+
+# ---- dialer side: secret exchange and stream dial ----
+
+
+class ExchangeDenied(Exception):
+    """The acceptor refused the establishment secret (used, superseded or unknown)."""
+
+
+class ExchangeFailed(Exception):
+    """No acceptor server exchanged the secret within the retry window."""
+
+
+class _Redirect(Exception):
+    pass
+
+
+class _AttemptFailed(Exception):
+    pass
+
+
+async def exchange_secret(
+    session: aiohttp.ClientSession,
+    addresses: list[str],
+    server_name: str,
+    ca_pems: list[str],
+    peer_id: str,
+    establishment_secret: str,
+    window: float = EXCHANGE_WINDOW,
+) -> str:
+    """Trade a token's establishment secret for a stream secret with the acceptor's leader.
+
+    Rotates through `addresses` for `window` seconds (150 ms jittered sleeps, none after a
+    follower named its leader); TLS is verified against the token's CA and ServerName.
+    """
+    if not addresses:
+        raise ExchangeFailed("peering token server addresses value is empty")
+    sslctx = client_context(ca_pems)
+    ring = list(addresses)
+    state = {"next": 0, "leader": ""}
+    errors: dict[str, str] = {}
+
+    async def attempt() -> str:
+        if state["leader"]:
+            addr, state["leader"] = state["leader"], ""
+        else:
+            addr = ring[state["next"] % len(ring)]
+            state["next"] += 1
+        try:
+            async with session.post(
+                f"https://{addr}{EXCHANGE_PATH}",
+                json={"PeerID": peer_id, "EstablishmentSecret": establishment_secret},
+                ssl=sslctx, server_hostname=server_name,
+                timeout=aiohttp.ClientTimeout(total=EXCHANGE_DIAL_TIMEOUT),
+            ) as resp:
+                text = await resp.text()
+                try:
+                    body = json.loads(text) if text else {}
+                except ValueError:
+                    body = {"Message": text}
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as e:
+            errors[addr] = _describe(e)
+            raise _AttemptFailed from None
+        if resp.status == 200 and body.get("StreamSecret"):
+            return str(body["StreamSecret"])
+        if resp.status == 403:
+            raise ExchangeDenied(body.get("Message") or ESTABLISHMENT_DENIED)
+        if body.get("Code") == FAILED_PRECONDITION:
+            errors[addr] = body.get("Message", "not the leader")
+            if body.get("LeaderAddress"):
+                state["leader"] = str(body["LeaderAddress"])
+                raise _Redirect
+            raise _AttemptFailed
+        errors[addr] = f"unexpected response {resp.status}: {body.get('Message', text)}"
+        raise _AttemptFailed
+
+    def wait(rs: RetryCallState) -> float:
+        if rs.outcome is not None and isinstance(rs.outcome.exception(), _Redirect):
+            return 0.0
+        return random.uniform(0.1, 0.2)
+
+    try:
+        async for attempt_ctx in AsyncRetrying(
+            retry=retry_if_exception_type((_AttemptFailed, _Redirect)),
+            stop=stop_after_delay(window), wait=wait, reraise=True,
+        ):
+            with attempt_ctx:
+                return await attempt()
+    except (_AttemptFailed, _Redirect):
+        pass
+    raise ExchangeFailed("; ".join(
+        f'failed to exchange peering secret through address "{a}": {e}' for a, e in errors.items()
+    ))
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        return f"tls: {e.certificate_error}"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return str(e.os_error) if e.os_error else str(e)
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    return str(e) or type(e).__name__
+
+
+async def dial_stream(
+    session: aiohttp.ClientSession, addr: str, server_name: str, ca_pems: list[str],
+    open_frame: dict[str, Any], timeout: float,
+) -> aiohttp.ClientWebSocketResponse:
+    """Connect, send Open and wait for the acceptor's first answer: a Heartbeat means the stream
+    is up; an Error means Moved (follower) or Rejected. Dial failures raise StreamError."""
+    try:
+        ws = await session.ws_connect(
+            f"wss://{addr}{STREAM_PATH}", ssl=client_context(ca_pems),
+            server_hostname=server_name, heartbeat=None, max_msg_size=MAX_FRAME,
+            timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+        )
+    except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as e:
+        raise StreamError(
+            f"failed to dial {addr}: {_describe(e)}",
+            definitive=isinstance(e, aiohttp.ClientConnectorCertificateError),
+        ) from None
+    try:
+        await ws.send_bytes(pack(open_frame))
+        msg = await ws.receive(timeout=timeout)
+        if msg.type != WSMsgType.BINARY:
+            raise StreamError(f"stream to {addr} ended before the peer accepted it")
+        frame = unpack(msg.data)
+        if frame["Type"] == ERROR:
+            code, message = str(frame.get("Code", "")), str(frame.get("Message", ""))
+            if code in (FAILED_PRECONDITION, UNAVAILABLE):
+                raise Moved(message, str(frame.get("LeaderAddress") or ""))
+            if code == ABORTED:
+                raise PeerTerminated()
+            raise Rejected(code, message)
+        if frame["Type"] == TERMINATED_FRAME:
+            raise PeerTerminated()
+        if frame["Type"] != HEARTBEAT:
+            raise StreamError(f"unexpected first frame {frame['Type']!r} from {addr}")
+        return ws
+    except TimeoutError:
+        await ws.close()
+        raise StreamError(f"no answer to Open from {addr}") from None
+    except BaseException:
+        await ws.close()
+        raise
+
+
+# ---- acceptor side: the listener ----
+
+
+def make_listener_app(service: PeeringService) -> web.Application:
+    app = web.Application(client_max_size=64 << 10)
+
+    async def exchange(request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read())
+            peer_id = str(body["PeerID"])
+            secret = str(body["EstablishmentSecret"])
+        except (ValueError, KeyError, TypeError):
+            return _answer(400, INVALID_ARGUMENT, "malformed exchange request")
+        if not service.is_leader():
+            return _answer(503, FAILED_PRECONDITION,
+                           "cannot exchange a peering secret on a follower node",
+                           LeaderAddress=service.leader_peering_addr())
+        code, result = await service.accept_exchange(peer_id, secret)
+        if code == 200:
+            return web.json_response({"StreamSecret": result})
+        if code == 403:
+            return _answer(403, PERMISSION_DENIED, result)
+        return _answer(code, UNAVAILABLE, result)
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_FRAME, autoping=True)
+        await ws.prepare(request)
+        try:
+            await service.accept(ws)
+        except Exception:  # noqa: BLE001 - one bad stream must not hurt the listener
+            log.exception("peer stream handler failed")
+        finally:
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 1.0)
+        return ws
+
+    app.router.add_post(EXCHANGE_PATH, exchange)
+    app.router.add_get(STREAM_PATH, stream)
+    return app
+
+
+def _answer(status: int, code: str, message: str, **extra: str) -> web.Response:
+    return web.json_response({"Code": code, "Message": message, **extra}, status=status)
+
+
+def secrets_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,0 +1,591 @@
+"""Peering streams on the leader: accept them, dial them, and drive peerings to ACTIVE.
+
+`PeeringService` lives on every server. While the server leads (`run_leader`, a
+`LeaderRoutines` routine), it:
+
+- dials every dialer peering that holds an active stream secret and has no stream, rotating
+  through ManualServerAddresses (else PeerServerAddresses), verifying the acceptor against the
+  token's CA and ServerName, with `tenacity` backoff (2^n * 0.5 s capped at min(64 s, a quarter
+  of the heartbeat timeout); 8 ms when a follower points at its leader, as Consul);
+- accepts streams from dialers (the listener in `cluster.peerstream` calls `accept`);
+- writes every state change through Raft with `set_state`: ACTIVE when a stream is up (both
+  sides), FAILING on a stream error or when a peering expected to be connected has had no
+  stream for the heartbeat timeout (a new leader re-verifies every ACTIVE peering this way),
+  TERMINATED when the other side sends Terminated;
+- sends Terminated before a deleted peering is removed (`terminate`).
+
+Stream timings live in memory in `streams` (the API's `ctx.streams`, rendered as
+`StreamStatus`), with `LastError` holding the reason of the last failure. Everything is reset
+when leadership is lost: a new leader rebuilds it from Raft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
+
+from .fsm import (
+    ACTIVE,
+    DELETING,
+    ESTABLISHING,
+    FAILING,
+    FSM,
+    PENDING,
+    TERMINATED,
+    Record,
+    should_dial,
+)
+from .peerstream import (
+    ABORTED,
+    ERROR,
+    ESTABLISHMENT_DENIED,
+    FAILED_PRECONDITION,
+    HEARTBEAT,
+    INVALID_ARGUMENT,
+    OPEN,
+    OPEN_TIMEOUT,
+    PERMISSION_DENIED,
+    SERVER_ADDRESSES,
+    TERMINATED_FRAME,
+    UNAVAILABLE,
+    LiveStream,
+    Moved,
+    PeerTerminated,
+    Rejected,
+    StreamError,
+    dial_stream,
+    exchange_secret,
+    pack,
+    secrets_equal,
+    unpack,
+)
+from .raft import NotApplied, RaftNode, UnknownOutcome
+from .tls import LeafCerts
+
+log = logging.getLogger("peerplane.reconciler")
+
+DEFAULT_HEARTBEAT = 15.0  # Consul's defaultOutgoingHeartbeatInterval
+DEFAULT_HEARTBEAT_TIMEOUT = 120.0  # Consul's defaultIncomingHeartbeatTimeout
+LIVE_STATES = [PENDING, ESTABLISHING, ACTIVE, FAILING]
+NOT_LEADER = "node is not a leader anymore; cannot continue streaming"
+
+
+class _Retry(Exception):
+    def __init__(self, redirect: bool = False) -> None:
+        super().__init__()
+        self.redirect = redirect
+
+
+class _Ring:
+    """Addresses to dial, rotating; a leader named by a follower goes first."""
+
+    def __init__(self) -> None:
+        self.i = 0
+        self.leader = ""
+
+    def next(self, rec: Record) -> str:
+        if self.leader:
+            addr, self.leader = self.leader, ""
+            return addr
+        addrs = rec.get("ManualServerAddresses") or rec.get("PeerServerAddresses") or []
+        addr = addrs[self.i % len(addrs)]
+        self.i += 1
+        return addr
+
+
+class PeeringService:
+    def __init__(
+        self,
+        *,
+        node: RaftNode,
+        fsm: FSM,
+        datacenter: str,
+        streams: dict[str, dict[str, Any]],
+        leaf: LeafCerts,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+        apply_timeout: float = 5.0,
+    ) -> None:
+        self.node = node
+        self.fsm = fsm
+        self.datacenter = datacenter
+        self.streams = streams
+        self.leaf = leaf
+        self.heartbeat = heartbeat
+        self.heartbeat_timeout = heartbeat_timeout
+        self.apply_timeout = apply_timeout
+        self.backoff_cap = min(64.0, max(0.5, heartbeat_timeout / 4))
+        self.live: dict[str, LiveStream] = {}
+        self._dialers: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._last_ok: dict[str, float] = {}
+        self._leading_since = 0.0
+        self._kick = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+
+    # ---- plumbing ----
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=2.0)
+            )
+        return self._session
+
+    def kick(self) -> None:
+        """Something changed in the FSM: look again now (called on the event loop)."""
+        self._kick.set()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def is_leader(self) -> bool:
+        """Leader with its own term's entries applied (a brand-new leader may not yet know a
+        peering that is committed; it answers 'not leader, try me again')."""
+        return self.node.lease_holds()
+
+    def leader_peering_addr(self) -> str:
+        leader = self.node.leader()
+        if leader is None or (leader == self.node.self_addr and not self.node.is_leader()):
+            return ""
+        return self.fsm.servers_view().get(leader, {}).get("PeeringAddr", "")
+
+    def _entry(self, peering_id: str) -> dict[str, Any]:
+        entry = self.streams.get(peering_id)
+        if entry is None:
+            entry = {"ImportedServices": [], "ExportedServices": [], "LastHeartbeat": None,
+                     "LastReceive": None, "LastSend": None}
+            self.streams[peering_id] = entry
+        return entry
+
+    def note_error(self, peering_id: str, reason: str) -> None:
+        """Keep the reason of the last failure where reads show it (StreamStatus.LastError)."""
+        entry = self.streams.get(peering_id)
+        if entry is None:
+            entry = {"ImportedServices": None, "ExportedServices": None, "LastHeartbeat": None,
+                     "LastReceive": None, "LastSend": None}
+            self.streams[peering_id] = entry
+        entry["LastError"] = reason
+
+    async def _write(
+        self, peering_id: str, state: str | None, *, want: Callable[[Record], bool] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any] | None:
+        """set_state through Raft, one at a time per peering, deciding on the freshest record
+        (`want` runs under the lock, after every earlier write of this peering applied)."""
+        lock = self._locks.setdefault(peering_id, asyncio.Lock())
+        async with lock:
+            rec = self.fsm.by_id(peering_id)
+            if rec is None:
+                return None
+            if want is not None and not want(rec):
+                return {"skipped": True}
+            cmd = {"op": "set_state", "ID": peering_id, "State": state or rec["State"], **extra}
+            if state is None:
+                cmd["expect_states"] = [rec["State"]]
+            try:
+                res = await self.node.submit(cmd, self.apply_timeout)
+            except (NotApplied, UnknownOutcome) as e:
+                log.info("set_state %s for %s not applied: %s", state, peering_id, e)
+                return None
+            if "error" in res:
+                log.info("set_state %s for %s refused: %s", state, peering_id, res["error"])
+            return res
+
+    async def _fail(self, peering_id: str, reason: str, cond: Callable[[], bool]) -> None:
+        log.info("peering %s failing: %s", peering_id, reason)
+        self.note_error(peering_id, reason)
+        await self._write(
+            peering_id, FAILING, expect_states=[PENDING, ESTABLISHING, ACTIVE],
+            want=lambda rec: cond() and rec["State"] in (ESTABLISHING, ACTIVE, PENDING),
+        )
+
+    async def _terminated(self, peering_id: str) -> None:
+        log.info("peering %s terminated by the peer", peering_id)
+        await self._write(peering_id, TERMINATED, expect_states=LIVE_STATES)
+        self.streams.pop(peering_id, None)
+
+    # ---- establish (dialer, called by the HTTP handler on the leader) ----
+
+    async def exchange(self, addresses: list[str], server_name: str, ca_pems: list[str],
+                       peer_id: str, establishment_secret: str) -> str:
+        return await exchange_secret(
+            self.session, addresses, server_name, ca_pems, peer_id, establishment_secret
+        )
+
+    # ---- acceptor: secret exchange ----
+
+    async def accept_exchange(self, peer_id: str, secret: str) -> tuple[int, str]:
+        rec = self.fsm.by_id(peer_id)
+        stored = self.fsm.secrets_for(peer_id).get("establishment", "")
+        if rec is None or should_dial(rec) or not stored or not secrets_equal(stored, secret):
+            return 403, ESTABLISHMENT_DENIED
+        pending = str(uuid.uuid4())  # chosen before submission; the FSM stays pure
+        cmd = {"op": "exchange_secret", "ID": peer_id, "EstablishmentSecret": secret,
+               "PendingStreamSecret": pending}
+        try:
+            res = await self.node.submit(cmd, self.apply_timeout)
+        except (NotApplied, UnknownOutcome) as e:
+            return 503, f"secret exchange not committed: {e}"
+        if "error" in res:
+            return (403, ESTABLISHMENT_DENIED) if res.get("kind") == "permission" else (
+                503, res["error"])
+        return 200, pending
+
+    # ---- acceptor: streams ----
+
+    async def accept(self, ws: Any) -> None:
+        async def refuse(code: str, message: str, leader: str = "") -> None:
+            frame = {"Type": ERROR, "Code": code, "Message": message}
+            if leader:
+                frame["LeaderAddress"] = leader
+            with contextlib.suppress(Exception):
+                await ws.send_bytes(pack(frame))
+
+        if not self.is_leader():
+            await refuse(FAILED_PRECONDITION, "cannot establish a peering stream on a follower "
+                         "node", self.leader_peering_addr())
+            return
+        try:
+            msg = await ws.receive(timeout=OPEN_TIMEOUT)
+            frame = unpack(msg.data) if msg.type == aiohttp.WSMsgType.BINARY else {}
+        except Exception:  # noqa: BLE001 - silence or garbage
+            frame = {}
+        if frame.get("Type") != OPEN:
+            await refuse(INVALID_ARGUMENT, "first message when initiating a peering must be: Open")
+            return
+        peer_id = str(frame.get("PeerID") or "")
+        given = str(frame.get("StreamSecretID") or "")
+        if not peer_id:
+            await refuse(INVALID_ARGUMENT, "initial subscription request must specify a PeerID")
+            return
+        rec = self.fsm.by_id(peer_id)
+        if rec is None:
+            await refuse(INVALID_ARGUMENT, f"initial subscription for unknown PeerID: {peer_id}")
+            return
+        if rec["State"] in (DELETING, TERMINATED):
+            if rec["State"] == DELETING:
+                with contextlib.suppress(Exception):
+                    await ws.send_bytes(pack({"Type": TERMINATED_FRAME}))
+            await refuse(ABORTED, f"peering is marked as deleted: {peer_id}")
+            return
+        if should_dial(rec) or rec.get("PeerID"):
+            await refuse(INVALID_ARGUMENT,
+                         "expected PeerID to be empty; the wrong end of peering is being dialed")
+            return
+        secrets = self.fsm.secrets_for(peer_id)
+        promote = ""
+        if secrets.get("active") and secrets_equal(secrets["active"], given):
+            pass
+        elif secrets.get("pending") and secrets_equal(secrets["pending"], given):
+            promote = given
+        else:
+            await refuse(PERMISSION_DENIED, "invalid peering stream secret" if secrets else
+                         "unable to authorize connection, peering must be re-established")
+            return
+        remote_in = frame.get("Remote")
+        if not isinstance(remote_in, dict):
+            remote_in = {}
+        remote = {"Partition": str(remote_in.get("Partition") or ""),
+                  "Datacenter": str(remote_in.get("Datacenter") or "")}
+
+        old = self.live.get(peer_id)
+        if old is not None:  # the newest authenticated stream wins (e.g. after a failover)
+            await old.stop(UNAVAILABLE, "superseded by a newer stream for this peering")
+        entry = self._entry(peer_id)
+        entry.pop("LastError", None)
+        live = LiveStream(
+            peering_id=peer_id, role="acceptor", secret=given, ws=ws, status=entry,
+            interval=self.heartbeat, timeout=self.heartbeat_timeout,
+            still_leader=self.node.is_leader,
+        )
+        live.mark_receive(False)
+        self.live[peer_id] = live
+        try:
+            res = await self._write(
+                peer_id, ACTIVE, expect_states=LIVE_STATES, expect_secret=given,
+                PromoteStreamSecret=promote or None, Remote=remote,
+                want=lambda r: bool(promote) or r["State"] != ACTIVE
+                or (r.get("Remote") or {}) != remote,
+            )
+            if res is None:
+                await live.stop(UNAVAILABLE, "could not record the stream; retry")
+                return
+            if "error" in res:
+                code = PERMISSION_DENIED if res.get("kind") == "permission" else ABORTED
+                await live.stop(code, res["error"])
+                return
+            await live.send({"Type": HEARTBEAT})  # the Open is accepted
+            addrs = sorted(s["PeeringAddr"] for s in self.fsm.servers_view().values())
+            if addrs:
+                await live.send({"Type": SERVER_ADDRESSES, "Addresses": addrs})
+            log.info("peering %s: accepted a stream from %s", peer_id, remote["Datacenter"])
+            with contextlib.suppress(Moved):  # the dialer's leader moved; it will be back
+                await self._run(live)
+        finally:
+            if self.live.get(peer_id) is live:
+                del self.live[peer_id]
+                self._last_ok[peer_id] = self._now()
+
+    async def _run(self, live: LiveStream) -> str:
+        """Pump a stream and record how it ended; returns 'done' when the peering is over for
+        this side, 'again' when it should be re-formed."""
+        pid = live.peering_id
+        try:
+            why = await live.pump()
+            return "done" if why == "terminate" else "again"
+        except PeerTerminated:
+            await self._terminated(pid)
+            return "done"
+        except Moved as e:
+            log.info("peering %s: the other side moved: %s", pid, e)
+            raise
+        except StreamError as e:
+            if self.live.get(pid) is live:
+                del self.live[pid]
+                self._last_ok[pid] = self._now()
+            await self._fail(pid, str(e), cond=lambda: pid not in self.live)
+            return "again"
+
+    # ---- dialer ----
+
+    async def _dial_loop(self, peering_id: str, secret: str) -> None:
+        ring = _Ring()
+        counts = {"redirects": 0, "failures": 0}
+        self._last_ok.setdefault(peering_id, self._now())
+
+        def wait(rs: RetryCallState) -> float:
+            exc = rs.outcome.exception() if rs.outcome else None
+            if isinstance(exc, _Retry) and exc.redirect:
+                # A follower answered: Consul's 8 ms fast path, doubling after 5 tries (an
+                # election is under way), capped at 1 s so a new leader is found promptly.
+                counts["redirects"] += 1
+                return min(0.008 * 2 ** max(0, counts["redirects"] - 5), 1.0)
+            counts["redirects"] = 0
+            counts["failures"] += 1
+            rec = self.fsm.by_id(peering_id) or {}
+            n = len(rec.get("ManualServerAddresses") or rec.get("PeerServerAddresses") or [1])
+            if counts["failures"] % n:
+                return 0.02  # try the other addresses of this round first
+            rounds = counts["failures"] // n
+            return min(self.backoff_cap, 0.5 * 2 ** (rounds - 1)) * random.uniform(0.8, 1.2)
+
+        while True:
+            outcome = "done"
+            counts.update(redirects=0, failures=0)  # a stream was up: start backing off afresh
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_Retry), wait=wait, stop=stop_never, reraise=True,
+            ):
+                with attempt:
+                    outcome = await self._dial_once(peering_id, secret, ring)
+            if outcome == "done":
+                return
+            await asyncio.sleep(0.05)
+
+    def _qualifies(self, rec: Record | None, secret: str) -> bool:
+        return (
+            rec is not None and should_dial(rec) and bool(rec.get("PeerID"))
+            and rec["State"] not in (DELETING, TERMINATED)
+            and self.fsm.secrets_for(rec["ID"]).get("active") == secret
+        )
+
+    async def _dial_once(self, pid: str, secret: str, ring: _Ring) -> str:
+        rec = self.fsm.by_id(pid)
+        if not self._qualifies(rec, secret):
+            return "done"
+        assert rec is not None
+        addr = ring.next(rec)
+        open_frame = {
+            "Type": OPEN, "PeerID": rec["PeerID"], "StreamSecretID": secret,
+            "Remote": {"Partition": rec.get("Partition", ""), "Datacenter": self.datacenter},
+        }
+        try:
+            ws = await dial_stream(
+                self.session, addr, rec.get("PeerServerName", ""), rec.get("PeerCAPems") or [],
+                open_frame, timeout=min(OPEN_TIMEOUT, self.heartbeat_timeout),
+            )
+        except Moved as e:
+            ring.leader = e.leader
+            raise _Retry(redirect=True) from None
+        except PeerTerminated:
+            await self._terminated(pid)
+            return "done"
+        except Rejected as e:
+            if e.code == INVALID_ARGUMENT and "unknown PeerID" in str(e):
+                # The acceptor (verified by TLS) has no such peering any more: it was deleted
+                # while we could not hear its Terminated. Consul retries forever; we stop.
+                self.note_error(pid, f"{addr}: {e}")
+                await self._terminated(pid)
+                return "done"
+            await self._fail(pid, f"{addr}: {e}", cond=lambda: pid not in self.live)
+            raise _Retry() from None
+        except StreamError as e:
+            self.note_error(pid, str(e))
+            if e.definitive:
+                await self._fail(pid, str(e), cond=lambda: pid not in self.live)
+            raise _Retry() from None
+
+        entry = self._entry(pid)
+        entry["ImportedServices"] = entry["ImportedServices"] or []
+        entry["ExportedServices"] = entry["ExportedServices"] or []
+        live = LiveStream(
+            peering_id=pid, role="dialer", secret=secret, ws=ws, status=entry,
+            interval=self.heartbeat, timeout=self.heartbeat_timeout,
+            still_leader=self.node.is_leader,
+        )
+        live.mark_receive(True)  # the acceptor's first Heartbeat accepted the Open
+        live.status["LastSend"] = live.status["LastReceive"]
+        live.on_frame = lambda frame: self._on_dialer_frame(pid, frame)
+        old = self.live.get(pid)
+        if old is not None:
+            await old.stop(UNAVAILABLE, "superseded by a newer stream for this peering")
+        self.live[pid] = live
+        try:
+            res = await self._write(
+                pid, ACTIVE, expect_states=LIVE_STATES, expect_secret=secret,
+                want=lambda r: r["State"] != ACTIVE,
+            )
+            if res is not None and "error" in res:
+                if "marked for deletion" in res["error"]:
+                    await live.terminate()
+                    return "done"
+                await live.stop(UNAVAILABLE, res["error"])
+                return "again"
+            entry.pop("LastError", None)
+            log.info("peering %s: stream to %s is up", pid, addr)
+            try:
+                return await self._run(live)
+            except Moved as e:
+                ring.leader = e.leader
+                return "again"
+        finally:
+            if self.live.get(pid) is live:
+                del self.live[pid]
+                self._last_ok[pid] = self._now()
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 1.0)
+
+    async def _on_dialer_frame(self, pid: str, frame: dict[str, Any]) -> None:
+        if frame["Type"] == SERVER_ADDRESSES:
+            addrs = sorted(str(a) for a in frame.get("Addresses") or [])
+            if addrs:
+                await self._write(
+                    pid, None, PeerServerAddresses=addrs,
+                    want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
+                )
+
+    # ---- termination ----
+
+    async def terminate(self, peering_id: str) -> None:
+        """Send Terminated over this peering's stream (if one is up) and stop dialing it."""
+        live = self.live.get(peering_id)
+        if live is not None:
+            log.info("peering %s: sending Terminated", peering_id)
+            await live.terminate()
+        dialer = self._dialers.pop(peering_id, None)
+        if dialer is not None:
+            dialer[1].cancel()
+        self.streams.pop(peering_id, None)
+
+    # ---- the leader routine ----
+
+    async def run_leader(self) -> None:
+        self._leading_since = self._now()
+        log.info("peering reconciler started")
+        try:
+            while True:
+                self._kick.clear()
+                await self._reconcile()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), 0.25)
+                await asyncio.sleep(0.005)  # let a burst of applies land before the next pass
+        finally:
+            await self._stand_down()
+
+    async def _reconcile(self) -> None:
+        recs, _ = self.fsm.list(partition=None)
+        now = self._now()
+        seen = set()
+        for rec in recs:
+            pid = rec["ID"]
+            seen.add(pid)
+            if rec["State"] == DELETING:
+                if pid in self.live or pid in self._dialers:
+                    await self.terminate(pid)
+                continue
+            if should_dial(rec):
+                secret = self.fsm.secrets_for(pid).get("active", "")
+                wanted = bool(secret) and self._qualifies(rec, secret)
+                current = self._dialers.get(pid)
+                if current is not None and (
+                    not wanted or current[0] != secret or current[1].done()
+                ):
+                    self._dialers.pop(pid)
+                    live = self.live.get(pid)
+                    if live is not None and (not wanted or live.secret != secret):
+                        # say why before the dial task goes, or the peer sees an abrupt end
+                        await live.stop(UNAVAILABLE, "the peering was re-established")
+                    current[1].cancel()
+                    if current[0] != secret:
+                        self._last_ok[pid] = now  # a new establishment gets a full timeout
+                    current = None
+                if wanted and current is None:
+                    self._last_ok.setdefault(pid, now)
+                    self._entry(pid)
+                    self._dialers[pid] = (secret, asyncio.create_task(
+                        self._dial_loop(pid, secret), name=f"dial-{pid}"))
+            # Re-verification: a peering expected to be connected has no stream for too long.
+            expect = rec["State"] == ACTIVE or (should_dial(rec) and rec["State"] == ESTABLISHING)
+            if expect and pid not in self.live:
+                since = max(self._leading_since, self._last_ok.get(pid, 0.0))
+                if now - since > self.heartbeat_timeout:
+                    last = (self.streams.get(pid) or {}).get("LastError")
+                    reason = (f"no peering stream for {self.heartbeat_timeout:g}s"
+                              + (f": {last}" if last else ""))
+                    self._last_ok[pid] = now  # don't rewrite it every pass
+                    await self._fail(pid, reason, cond=lambda p=pid: p not in self.live)
+        for pid in list(self._dialers):
+            if pid not in seen:
+                self._dialers.pop(pid)[1].cancel()
+        for pid in list(self.streams):
+            if pid not in seen:
+                self.streams.pop(pid, None)
+
+    async def _stand_down(self) -> None:
+        """Leadership lost (or shutdown): close every stream, forget every status."""
+        leader = self.leader_peering_addr() if not self.node.is_leader() else ""
+        lives = list(self.live.values())
+        await asyncio.gather(
+            *(lv.stop(FAILED_PRECONDITION, NOT_LEADER, leader) for lv in lives),
+            return_exceptions=True,
+        )
+        dialers = [t for _, t in self._dialers.values()]
+        self._dialers.clear()
+        for t in dialers:
+            t.cancel()
+        for t in dialers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.live.clear()
+        self.streams.clear()
+        self._last_ok.clear()
+        log.info("peering reconciler stopped")
+
+    async def close(self) -> None:
+        """Server shutdown: tell peers (they retry elsewhere) and release the client session."""
+        await asyncio.gather(
+            *(lv.stop(UNAVAILABLE, "server shutting down") for lv in list(self.live.values())),
+            return_exceptions=True,
+        )
+        if self._session is not None:
+            await self._session.close()

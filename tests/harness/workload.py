@@ -1,0 +1,209 @@
+"""A bounded concurrent client workload that records a checkable history.
+
+Keys are peering names. A write creates one (POST /v1/peering/token); a read asks for one
+(GET /v1/peering/<name>[?mode]) and sees "present" (200) or absent (404). Each key is a register
+that goes from None to "present", so a read that answers 404 after the create was acknowledged -
+a stale read - is a linearizability violation, and so is an acknowledged create that is missing
+after the run (a lost write).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import urllib.error
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .cluster import Agent, LocalCluster
+from .history import HistoryRecorder
+from .http import call
+
+PRESENT = "present"
+MODE_QUERY = {"default": "", "consistent": "?consistent", "stale": "?stale"}
+
+
+@dataclass
+class ScenarioReport:
+    name: str
+    faults: int = 0
+    operations: int = 0
+    acknowledged_writes: int = 0
+    lost_writes: list[str] = field(default_factory=list)
+    verdict: str = "?"
+    max_gap: float = 0.0
+    stale_reads: int = 0
+
+    def line(self) -> str:
+        return (
+            f"SCENARIO {self.name}: faults={self.faults} ops={self.operations} "
+            f"acked_writes={self.acknowledged_writes} lost_writes={len(self.lost_writes)} "
+            f"linearizable={self.verdict} max_failover_gap={self.max_gap:.2f}s "
+            f"stale_reads={self.stale_reads}"
+        )
+
+
+class Workload:
+    """`clients` threads, each alternating creates and reads until `stop()` or `max_ops`."""
+
+    def __init__(
+        self,
+        targets: Callable[[], Sequence[Agent]],
+        *,
+        clients: int = 4,
+        modes: Sequence[str] = ("consistent",),
+        max_ops: int = 2000,
+        timeout: float = 8.0,
+        prefix: str = "w",
+        read_targets: Callable[[], Sequence[Agent]] | None = None,
+    ) -> None:
+        self.targets = targets
+        self.read_targets = read_targets or targets
+        self.clients = clients
+        self.modes = modes
+        self.max_ops = max_ops
+        self.timeout = timeout
+        self.prefix = prefix
+        self.recorder = HistoryRecorder()
+        self.acked: dict[str, float] = {}  # name -> time the create was acknowledged
+        self.ack_times: list[float] = []
+        self.stale_reads = 0
+        self._created: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ops = 0
+
+    def start(self) -> Workload:
+        for c in range(self.clients):
+            t = threading.Thread(target=self._client, args=(c,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 5)
+
+    def _take_op(self) -> bool:
+        with self._lock:
+            if self._ops >= self.max_ops:
+                return False
+            self._ops += 1
+            return True
+
+    def _client(self, c: int) -> None:
+        rng = random.Random(c)
+        n = 0
+        while not self._stop.is_set() and self._take_op():
+            with self._lock:
+                known = list(self._created[-50:])
+            if not known or rng.random() < 0.5:
+                n += 1
+                self._write(f"c{c}", f"{self.prefix}-{c}-{n}", rng)
+            else:
+                self._read(f"c{c}", rng.choice(known), rng.choice(self.modes), rng)
+
+    def _pick(self, pool: Sequence[Agent], rng: random.Random) -> Agent | None:
+        if not pool:
+            time.sleep(0.05)  # every server is down right now
+            return None
+        return rng.choice(list(pool))
+
+    def _write(self, client: str, name: str, rng: random.Random) -> None:
+        agent = self._pick(self.targets(), rng)
+        if agent is None:
+            return
+        with self._lock:
+            self._created.append(name)
+        with self.recorder.op(client, name, "write", PRESENT) as op:
+            try:
+                reply = call("POST", agent.url("/v1/peering/token"), {"PeerName": name},
+                             timeout=self.timeout)
+            except (OSError, urllib.error.URLError) as e:
+                if _refused(e):
+                    op.fail()  # never reached a server
+                    time.sleep(0.05)
+                else:
+                    op.unknown()
+                return
+            if reply.status == 200:
+                op.ok()
+                now = time.monotonic()
+                with self._lock:
+                    self.acked[name] = now
+                    self.ack_times.append(now)
+            elif reply.status in (400, 403, 404):
+                op.fail()
+            else:
+                op.unknown()
+
+    def _read(self, client: str, name: str, mode: str, rng: random.Random) -> None:
+        agent = self._pick(self.read_targets(), rng)
+        if agent is None:
+            return
+        url = agent.url(f"/v1/peering/{name}{MODE_QUERY[mode]}")
+        if mode == "stale":
+            # Stale reads may legitimately be stale: counted, kept out of the checked history.
+            acked_before = name in self.acked
+            try:
+                reply = call("GET", url, timeout=self.timeout)
+            except (OSError, urllib.error.URLError):
+                return
+            if reply.status == 404 and acked_before:
+                with self._lock:
+                    self.stale_reads += 1
+            return
+        with self.recorder.op(client, name, "read") as op:
+            try:
+                reply = call("GET", url, timeout=self.timeout)
+            except (OSError, urllib.error.URLError):
+                op.unknown()
+                return
+            if reply.status == 200:
+                op.ok(PRESENT)
+            elif reply.status == 404:
+                op.ok(None)
+            else:
+                op.unknown()
+
+    def max_gap(self, start: float, end: float) -> float:
+        """Longest stretch without an acknowledged write (the worst failover gap)."""
+        points = [start, *sorted(self.ack_times), end]
+        return max(b - a for a, b in zip(points, points[1:], strict=False))
+
+
+def _refused(e: BaseException) -> bool:
+    reason = getattr(e, "reason", e)
+    return isinstance(reason, ConnectionRefusedError)
+
+
+def verify(cluster: LocalCluster, workload: Workload, report: ScenarioReport) -> ScenarioReport:
+    """After the run: every acknowledged create is on every running node, and the history of
+    creates + non-stale reads (plus a final read per key) is linearizable."""
+    running = [a for a in cluster.agents if a.running]
+    cluster.wait_converged()
+    index = max(int(a.call("GET", "/v1/peerings?consistent").headers["X-Consul-Index"])
+                for a in running[:1])
+    final: dict[str, str | None] = {}
+    names_by_node = {}
+    for a in running:
+        # wait until this node has applied everything the leader had at `index`
+        a.call("GET", f"/v1/peerings?stale&index={index - 1}&wait=10s")
+        names_by_node[a.name] = {p["Name"] for p in a.call("GET", "/v1/peerings?stale").json()}
+    leader_names = next(iter(names_by_node.values()))
+    for name in {op.key for op in workload.recorder.operations()}:
+        final[name] = PRESENT if name in leader_names else None
+    report.lost_writes = sorted(
+        name for name in workload.acked
+        if any(name not in names for names in names_by_node.values())
+    )
+    summary = workload.recorder.summary()
+    report.operations = summary.ops
+    report.acknowledged_writes = len(workload.acked)
+    result = workload.recorder.check(final=final)
+    report.verdict = "yes" if result.ok else f"NO: {result.describe()[:2000]}"
+    report.stale_reads = workload.stale_reads
+    return report

@@ -1,0 +1,279 @@
+"""Network partitions on real processes: every agent in its own network namespace, links cut
+with iptables DROP rules, so Raft and forwarded HTTP traffic really stop crossing.
+
+Measurements are printed (run with -s) and attached as junit properties; nothing is asserted
+on wall-clock time except the bounded waits themselves.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from harness.cluster import Agent, eventually
+from harness.http import Reply
+from harness.netns import (
+    SUPERNET,
+    NetnsCluster,
+    Network,
+    missing_tools,
+    netns_list,
+    root_links,
+    sweep_orphans,
+)
+
+pytestmark = pytest.mark.integration
+
+# Requests that may cross a cut link, or ask a node that lost its leader, stay short. Reads on
+# the isolated node may wait the agent's hold time (--hold-timeout 5 in tests) before a 503.
+SHORT = 1.0
+HOLD_WAIT = 12.0
+
+
+@pytest.fixture
+def net_tools() -> None:
+    if problem := missing_tools():
+        pytest.fail(problem, pytrace=False)  # never skip: CI installs these tools
+
+
+@pytest.fixture
+def netns_cluster(tmp_path, net_tools) -> Iterator[NetnsCluster]:
+    with NetnsCluster(str(tmp_path)) as c:
+        yield c
+
+
+def leader_of(agent: Agent) -> str:
+    return agent.call("GET", "/v1/status/leader", timeout=SHORT).json()
+
+
+def names(reply: Reply) -> list[str]:
+    assert reply.status == 200, (reply.status, reply.text)
+    return [p["Name"] for p in reply.json()]
+
+
+def stale_names(agent: Agent) -> list[str]:
+    return names(agent.call("GET", "/v1/peerings?stale", timeout=SHORT))
+
+
+def until(cond: Callable[[], bool], timeout: float) -> float:
+    """Seconds until cond() holds (polled every 20 ms; errors count as false)."""
+    start = time.monotonic()
+    eventually(cond, timeout, interval=0.02)
+    return time.monotonic() - start
+
+
+def new_leader_among(c: NetnsCluster, pool: list[Agent], old: Agent) -> Agent | None:
+    views = {leader_of(a) for a in pool}
+    if len(views) == 1 and (view := views.pop()) and view != old.raft_addr:
+        return c.by_raft(view)
+    return None
+
+
+def last_contact_ms(agent: Agent) -> int:
+    reply = agent.call("GET", "/v1/peerings?stale", timeout=SHORT)
+    return int(reply.headers["X-Consul-LastContact"])
+
+
+def term(agent: Agent) -> int:
+    return int(agent.call("GET", "/v1/agent/self", timeout=SHORT).json()["Stats"]["raft"]["term"])
+
+
+def report(record_property: Callable[[str, Any], None], key: str, value: Any) -> None:
+    record_property(key, value)
+    print(f"\n[partition] {key}: {value}", file=sys.stderr)
+
+
+def timed(agent: Agent, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    start = time.monotonic()
+    try:
+        r = agent.call(method, path, body, timeout=HOLD_WAIT)
+    except OSError as e:
+        return {"error": repr(e), "seconds": round(time.monotonic() - start, 2)}
+    return {
+        "status": r.status,
+        "seconds": round(time.monotonic() - start, 2),
+        "body": r.text[:120],
+        **{
+            h: r.headers[h]
+            for h in (
+                "X-Consul-KnownLeader",
+                "X-Consul-LastContact",
+                "X-Consul-Effective-Consistency",
+                "X-Consul-Index",
+            )
+            if h in r.headers
+        },
+    }
+
+
+def test_isolated_leader_is_replaced_and_steps_down(netns_cluster, record_property):
+    c = netns_cluster
+    old = c.leader()
+    rest = [a for a in c.agents if a is not old]
+    assert c.agents[0].call("POST", "/v1/peering/token", {"PeerName": "before"}).status == 200
+
+    c.isolate(old)
+    start = time.monotonic()
+    # A default read on the old leader at once: its lease (0.5 s) may still let it serve; no
+    # other leader can exist before the election timeout (>= 1 s) anyway.
+    early_pool = ThreadPoolExecutor(1)
+    early = early_pool.submit(timed, old, "GET", "/v1/peerings")
+    new_at: float | None = None
+    down_at: float | None = None
+    new: Agent | None = None
+    while time.monotonic() - start < 20 and (new_at is None or down_at is None):
+        if new_at is None:
+            try:
+                new = new_leader_among(c, rest, old)
+            except OSError:
+                new = None
+            if new is not None:
+                new_at = time.monotonic() - start
+        if down_at is None:
+            try:
+                if leader_of(old) != old.raft_addr:
+                    down_at = time.monotonic() - start
+            except OSError:
+                pass
+        time.sleep(0.02)
+    report(record_property, "seconds_to_new_leader", new_at)
+    report(record_property, "seconds_until_old_leader_steps_down", down_at)
+    report(
+        record_property,
+        "old_leader_gone_before_new_one_by",
+        None if new_at is None or down_at is None else round(new_at - down_at, 2),
+    )
+    report(record_property, "isolated_old_leader_default_right_after_cut", early.result())
+    early_pool.shutdown()
+    assert new_at is not None and new is not None, "the majority elected no new leader in 20 s"
+    assert down_at is not None, "the isolated old leader still names itself after 20 s"
+
+    # Writes through either majority node commit (a follower forwards across the bridge).
+    for i, a in enumerate(rest):
+        reply = a.call("POST", "/v1/peering/token", {"PeerName": f"during-{i}"}, timeout=10)
+        assert reply.status == 200, reply.text
+        assert reply.headers["X-Peerplane-Served-By"] == new.name
+    assert names(new.call("GET", "/v1/peerings", timeout=5)) == ["before", "during-0", "during-1"]
+
+    # What the cut-off old leader answers, in every read mode and for a write (concurrently:
+    # the non-stale ones may each wait the hold time).
+    probes = {
+        "stale": ("GET", "/v1/peerings?stale", None),
+        "default": ("GET", "/v1/peerings", None),
+        "consistent": ("GET", "/v1/peerings?consistent", None),
+        "write": ("POST", "/v1/peering/token", {"PeerName": "on-isolated"}),
+    }
+    with ThreadPoolExecutor(len(probes)) as pool:
+        futures = {k: pool.submit(timed, old, *v) for k, v in probes.items()}
+        seen = {k: f.result() for k, f in futures.items()}
+    for k, v in seen.items():
+        report(record_property, f"isolated_old_leader_{k}", v)
+    assert seen["stale"]["status"] == 200
+    assert "during-0" not in seen["stale"]["body"]  # it cannot have the majority's writes
+    # Anything but stale must not answer 200 from the minority: it would be stale data, or a
+    # write acknowledged without a quorum.
+    for k in ("default", "consistent", "write"):
+        assert seen[k].get("status") != 200, (k, seen[k])
+
+
+def test_healed_old_leader_rejoins_as_follower_with_majority_data(netns_cluster, record_property):
+    c = netns_cluster
+    old = c.leader()
+    rest = [a for a in c.agents if a is not old]
+    c.isolate(old)
+    new = c.leader(among=rest, timeout=20)
+    assert new is not old
+    reply = rest[0].call(
+        "POST", "/v1/peering/token", {"PeerName": "written-in-partition"}, timeout=10
+    )
+    assert reply.status == 200, reply.text
+    assert "written-in-partition" not in names(old.call("GET", "/v1/peerings?stale", timeout=5))
+    # Stay cut long enough for the old leader's Raft connections to time out (PySyncObj's
+    # connectionTimeout is 3.5 s here) and for it to try elections of its own.
+    until(lambda: last_contact_ms(old) > 5000, 20)
+    report(record_property, "raft_terms_before_heal", {"old": term(old), "new": term(new)})
+
+    start = time.monotonic()
+    c.heal()
+    healed = time.monotonic() - start
+    leader = c.leader(timeout=30)  # all three agree again
+    agreed = time.monotonic() - start
+    assert leader is not old, "the old leader lacks committed entries and cannot win"
+    synced = until(lambda: "written-in-partition" in stale_names(old), 30)
+    report(record_property, "seconds_to_remove_rules", round(healed, 3))
+    report(record_property, "seconds_after_heal_until_all_agree", round(agreed, 2))
+    report(record_property, "seconds_after_heal_until_old_leader_has_data", round(synced, 2))
+    report(record_property, "leader_after_heal", "unchanged" if leader is new else "re-elected")
+    report(record_property, "raft_term_after_heal", term(leader))
+    stats = old.call("GET", "/v1/agent/self", timeout=5).json()["Stats"]["raft"]
+    assert stats["state"] == "Follower", stats
+    # And it forwards again: a default read through it is served by the leader.
+    assert "written-in-partition" in names(old.call("GET", "/v1/peerings", timeout=10))
+
+
+def _leftovers(net: Network, octet: int) -> list[str]:
+    ours = [ns for ns in netns_list() if ns.startswith(f"pp-{net.id}")]
+    ours += [link for link in root_links() if link == net.root_link]
+    addrs = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True)
+    routes = subprocess.run(
+        ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True
+    )
+    ours += [
+        line
+        for line in (addrs.stdout + routes.stdout).splitlines()
+        if f"{SUPERNET}.{octet}." in line
+    ]
+    return ours
+
+
+def root_rules() -> str:
+    return subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+
+
+def test_cleanup_leaves_no_namespaces_links_or_rules(tmp_path, net_tools):
+    rules_before = root_rules()
+
+    # A network torn down by an exception, with a partition in place and a process inside.
+    net = Network(3)
+    with pytest.raises(RuntimeError, match="boom"), net:
+        net.partition([[0], [1, 2]])
+        assert net.rules(0) and net.rules(1)
+        sleeper = subprocess.Popen(["ip", "netns", "exec", net.ns(0), "sleep", "60"])
+        assert _leftovers(net, net.octet)
+        raise RuntimeError("boom")
+    assert net.octet is not None
+    assert _leftovers(net, net.octet) == []
+    assert sleeper.wait(10) is not None
+
+    # A whole cluster, partitioned and then stopped.
+    c = NetnsCluster(str(tmp_path)).start()
+    procs = [a.proc for a in c.agents]
+    c.isolate(c.agents[0])
+    c.stop()
+    assert c.net.octet is not None
+    assert _leftovers(c.net, c.net.octet) == []
+    assert all(p is not None and p.poll() is not None for p in procs)
+
+    # No rule was ever added to the root namespace (its other rules are not ours to compare:
+    # docker may change them meanwhile).
+    assert SUPERNET not in rules_before + root_rules()
+
+
+def test_networks_of_dead_runs_are_swept(net_tools):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    net_id = f"{dead.pid:x}x0"
+    subprocess.run(["ip", "netns", "add", f"pp-{net_id}-hub"], check=True)
+    subprocess.run(["ip", "netns", "add", f"pp-{net_id}-1"], check=True)
+    try:
+        assert net_id in sweep_orphans()
+        assert not [ns for ns in netns_list() if ns.startswith(f"pp-{net_id}-")]
+    finally:
+        for ns in (f"pp-{net_id}-hub", f"pp-{net_id}-1"):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
