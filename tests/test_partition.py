@@ -277,3 +277,32 @@ def test_networks_of_dead_runs_are_swept(net_tools):
     finally:
         for ns in (f"pp-{net_id}-hub", f"pp-{net_id}-1"):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_stale_reads_on_an_isolated_leader_say_how_stale_they_are_and_max_stale_stops_them(
+    netns_cluster,
+):
+    c = netns_cluster
+    old = c.leader()
+    rest = [a for a in c.agents if a is not old]
+    c.isolate(old)
+    new = eventually(lambda: new_leader_among(c, rest, old), timeout=20)
+    assert new.call("POST", "/v1/peering/token", {"PeerName": "majority-write"},
+                    timeout=10).status == 200
+    # It knows it lost the majority once its lease ran out, and says so.
+    eventually(lambda: old.call("GET", "/v1/peerings?stale", timeout=5).headers[
+        "X-Consul-KnownLeader"] == "false", timeout=10)
+    first = old.call("GET", "/v1/peerings?stale", timeout=5)
+    time.sleep(1.2)
+    second = old.call("GET", "/v1/peerings?stale", timeout=5)
+    assert first.status == second.status == 200
+    assert "majority-write" not in names(second)  # a stale read really is stale here
+    assert second.headers["X-Consul-Effective-Consistency"] == "stale"
+    assert int(second.headers["X-Consul-LastContact"]) >= int(
+        first.headers["X-Consul-LastContact"]) + 1000
+    bounded = old.call("GET", "/v1/peerings?max_stale=1s", timeout=15)
+    assert (bounded.status, bounded.text) == (503, "No cluster leader")
+    # The same bound on a majority follower is met, so it answers from its own fresh state.
+    follower = next(a for a in rest if a is not new)
+    fresh = follower.call("GET", "/v1/peerings?max_stale=1s", timeout=10)
+    assert fresh.status == 200 and "majority-write" in names(fresh)
