@@ -3,12 +3,14 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint bench
+.PHONY: dev test lint bench screenshot
 
 $(BIN)/peerplane: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# ACL rules: build python-hcl2's parser cache once here, not inside a running agent.
+	$(BIN)/python -c "import hcl2; hcl2.loads('acl = \"read\"')"
 	touch $@
 
 dev: $(BIN)/peerplane
@@ -20,3 +22,9 @@ test: $(BIN)/peerplane
 
 lint: $(BIN)/peerplane
 	$(BIN)/ruff check .
+
+# A PNG of the dashboard (/ui/) of two freshly peered local clusters, shot by headless Chromium
+# (apt-get install chromium). SCREENSHOT=path.png to choose the file; URL=... for a running one.
+SCREENSHOT ?= dashboard.png
+screenshot: $(BIN)/peerplane
+	$(BIN)/python bench/dashboard_screenshot.py --out $(SCREENSHOT) $(if $(URL),--url $(URL))

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from . import peering, status
+from . import acl, agent, authz, limits, observe, openapi, peering, status, ui
 from .context import SERVER, ServerContext
 from .errors import APIError
 
@@ -62,9 +62,17 @@ async def consul_headers(request: web.Request, handler) -> web.StreamResponse:
 
 def make_app(ctx: ServerContext) -> web.Application:
     app = web.Application(
-        middlewares=[consul_headers, consul_errors], client_max_size=ctx.max_body
+        middlewares=[observe.observe, consul_headers, consul_errors, limits.read_body_in_time,
+                     limits.cap_blocking_queries, authz.enforce],
+        client_max_size=ctx.max_body,
     )
     app[SERVER] = ctx
+    limits.install(app, ctx.limits)
     peering.add_routes(app)
+    acl.add_routes(app)
     status.add_routes(app)
+    agent.add_routes(app)
+    observe.add_routes(app)
+    ui.add_routes(app)
+    openapi.add_routes(app)
     return app

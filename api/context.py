@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from cluster.fsm import FSM
+from cluster.metrics import Metrics
 from cluster.raft import RaftNode
 from cluster.reconciler import PeeringService
 
+from .limits import HTTPLimits
 from .watch import IndexWatch
+
+if TYPE_CHECKING:
+    from .authz import ACLResolver
 
 
 @dataclass
@@ -27,6 +33,7 @@ class ServerContext:
     hold_timeout: float = 7.0  # Consul's RPCHoldTimeout: how long to wait for a leader
     apply_timeout: float = 5.0  # one replicated command
     max_body: int = 1 << 20
+    limits: HTTPLimits = field(default_factory=HTTPLimits)  # api/limits.py
     acl_default_policy: str = "allow"
     consistent_reads: str = "barrier"  # or "readindex"; see bench/read_modes.py
     watch: IndexWatch = field(default_factory=IndexWatch)
@@ -35,6 +42,16 @@ class ServerContext:
     session: aiohttp.ClientSession | None = None
     # Peer streams, secret exchange and the reconciler (cluster/reconciler.py); set by the agent.
     peering: PeeringService | None = None
+    # Observability (api/observe.py, api/agent.py): this server's metrics registry, its node
+    # ID and the agent's configuration with secrets left out (for /v1/agent/self).
+    metrics: Metrics | None = None
+    node_id: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    # ACLs (api/authz.py, api/acl.py): the token resolver when --acl-enabled, else None; the
+    # data dir holds Consul's `acl-bootstrap-reset` file.
+    acl: ACLResolver | None = None
+    data_dir: str = ""
 
 
 SERVER = web.AppKey("server", ServerContext)

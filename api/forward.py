@@ -8,10 +8,14 @@ hold time ends, as Consul's RPC layer does. Leaderless periods end in 503 `No cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 from aiohttp import web
 
+from cluster import logs
+
+from .authz import authorize, mark_forwarded
 from .context import SERVER, ServerContext
 from .errors import APIError, no_leader
 
@@ -37,35 +41,69 @@ async def route_to_leader(
     while True:
         if ctx.node.is_leader():
             if not need_lease or ctx.node.lease_holds():
+                await authorize(request)  # ACLs are decided by the server that serves it
                 return None
         elif request.headers.get(FORWARDED):
             # Never forward twice: the sender holds the clock and will retry.
             raise APIError(503, "No cluster leader", {NOT_LEADER: "1"})
         else:
-            target = _leader_http(ctx)
+            leader = ctx.node.leader()
+            target = _leader_http(ctx, leader)
             if target is not None:
                 try:
-                    return await _proxy(request, ctx, target, extra_time)
+                    response = await _proxy(request, ctx, target, leader, extra_time)
                 except _LeaderMoved:
                     pass
+                else:
+                    mark_forwarded(request)
+                    return response
         if loop.time() >= deadline:
             raise no_leader()
         await asyncio.sleep(_POLL)
 
 
-def _leader_http(ctx: ServerContext) -> str | None:
-    leader = ctx.node.leader()
+def _leader_http(ctx: ServerContext, leader: str | None) -> str | None:
     if leader is None or leader == ctx.raft_addr:
         return None
     return ctx.fsm.servers_view().get(leader, {}).get("HTTPAddr")
 
 
 async def _proxy(
+    request: web.Request, ctx: ServerContext, target: str, leader: str | None, extra_time: float
+) -> web.Response:
+    """Send to the leader, but stop waiting as soon as this node sees leadership move: a
+    request parked at a cut-off or paused old leader would otherwise hold the client for the
+    whole proxy timeout although a new leader is already there. Reads are then retried at the
+    new leader; a write's outcome is unknown (503), as with any lost connection."""
+    task = asyncio.ensure_future(_send(request, ctx, target, extra_time))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_POLL * 2.5)
+            if done:
+                return task.result()
+            if ctx.node.leader() != leader:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                if request.method in ("GET", "HEAD"):
+                    raise _LeaderMoved
+                raise APIError(
+                    503, "Request outcome unknown: leadership changed while the leader had the "
+                    "request; read before retrying"
+                )
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def _send(
     request: web.Request, ctx: ServerContext, target: str, extra_time: float
 ) -> web.Response:
     assert ctx.session is not None
     headers = {k: request.headers[k] for k in _PASS_REQUEST if k in request.headers}
     headers[FORWARDED] = ctx.node_name
+    if (rid := logs.REQUEST_ID.get()) is not None:
+        headers["X-Request-Id"] = rid  # the leader logs the request under the same ID
     body = await request.read()
     timeout = aiohttp.ClientTimeout(total=ctx.hold_timeout + ctx.apply_timeout + extra_time + 5)
     idempotent = request.method in ("GET", "HEAD")
@@ -75,13 +113,19 @@ async def _proxy(
             headers=headers, timeout=timeout, allow_redirects=False,
         ) as resp:
             payload = await resp.read()
+            if ctx.metrics is not None:
+                ctx.metrics.observe_forward(request.method, resp.status)
             if resp.status == 503 and resp.headers.get(NOT_LEADER):
                 raise _LeaderMoved
             out = {k: v for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE}
             return web.Response(status=resp.status, body=payload, headers=out)
     except aiohttp.ClientConnectorError:
+        if ctx.metrics is not None:
+            ctx.metrics.observe_forward(request.method, "error")
         raise _LeaderMoved from None  # never reached the leader: safe to retry
     except (aiohttp.ClientError, TimeoutError):
+        if ctx.metrics is not None:
+            ctx.metrics.observe_forward(request.method, "error")
         if idempotent:
             raise _LeaderMoved from None
         raise APIError(

@@ -11,6 +11,7 @@ from multidict import MultiMapping
 
 from cluster.raft import NotApplied, UnknownOutcome
 
+from .authz import authorize
 from .context import SERVER
 from .errors import APIError, bad_request
 from .forward import route_to_leader
@@ -18,27 +19,63 @@ from .forward import route_to_leader
 DEFAULT_WAIT = 300.0
 MAX_WAIT = 600.0
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-          "h": 3600.0}
+_UNITS_NS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
+             "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_MAX_NS = (1 << 63) - 1
+_DIGITS = "0123456789"
+_INDEX = re.compile(r"[0-9]+")
+_MAX_INDEX = (1 << 64) - 1
 
 
 def go_duration(text: str) -> float:
-    """Seconds from Go's time.ParseDuration syntax ("1m30s", "250ms", "0")."""
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    if body == "0":
+    """Seconds from Go's time.ParseDuration syntax ("1m30s", "250ms", ".5h", "-1.5s", "0").
+
+    A port of Go's parser (integer nanoseconds, ASCII digits only, the same overflow limit of
+    about 292 years); every failure is a ValueError."""
+    s, neg = text, False
+    if s[:1] in ("-", "+"):
+        neg, s = s[0] == "-", s[1:]
+    if s == "0":
         return 0.0
-    if not body:
+    if not s:
         raise ValueError(text)
-    pos, total = 0, 0.0
-    while pos < len(body):
-        m = _DURATION.match(body, pos)
-        if not m:
+    total = 0
+    while s:
+        if s[0] != "." and s[0] not in _DIGITS:
             raise ValueError(text)
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    return sign * total
+        i = 0
+        while i < len(s) and s[i] in _DIGITS:
+            i += 1
+        pre, digits, s = i > 0, s[:i].lstrip("0") or "0", s[i:]
+        if len(digits) > 19 or int(digits) > 1 << 63:
+            raise ValueError(text)
+        whole = int(digits)
+        frac, scale, post = 0, 1, False
+        if s[:1] == ".":
+            i = 1
+            while i < len(s) and s[i] in _DIGITS:
+                if scale < 10**18:  # Go stops adding digits that would overflow
+                    frac, scale = frac * 10 + int(s[i]), scale * 10
+                i += 1
+            post, s = i > 1, s[i:]
+        if not pre and not post:
+            raise ValueError(text)
+        i = 0
+        while i < len(s) and s[i] != "." and s[i] not in _DIGITS:
+            i += 1
+        unit = _UNITS_NS.get(s[:i]) if i else None
+        if unit is None:
+            raise ValueError(text)
+        s = s[i:]
+        if whole > (1 << 63) // unit:
+            raise ValueError(text)
+        value = whole * unit + int(frac * (unit / scale))
+        total += value
+        if value > 1 << 63 or total > 1 << 63:
+            raise ValueError(text)
+    if not neg and total > _MAX_NS:
+        raise ValueError(text)
+    return (-total if neg else total) / 1e9
 
 
 @dataclass(frozen=True)
@@ -66,17 +103,17 @@ def parse_read_options(query: MultiMapping[str]) -> ReadOptions:
         raise bad_request("Cannot specify ?stale with ?consistent, conflicting semantics.")
     index = None
     if "index" in query:
-        try:
-            index = int(query["index"])
-            if index < 0:
-                raise ValueError
-        except ValueError:
-            raise bad_request("Invalid index") from None
+        # Go's strconv.ParseUint(s, 10, 64): ASCII digits only, no sign, spaces or underscores
+        text = query["index"]
+        digits = (text.lstrip("0") or "0") if _INDEX.fullmatch(text) else ""
+        if not digits or len(digits) > 20 or int(digits) > _MAX_INDEX:
+            raise bad_request("Invalid index")
+        index = int(digits)
     wait = DEFAULT_WAIT
     if "wait" in query:
         try:
             wait = go_duration(query["wait"])
-            if wait < 0:
+            if query["wait"].startswith("-"):
                 raise ValueError
         except ValueError:
             raise bad_request("Invalid wait time") from None
@@ -91,6 +128,7 @@ async def route_read(request: web.Request, opts: ReadOptions) -> web.StreamRespo
     extra = opts.wait * 1.07 if opts.index is not None else 0.0
     if opts.mode == "stale":
         if opts.max_stale is None or ctx.node.last_contact_ms() <= opts.max_stale * 1000:
+            await authorize(request)  # a stale read is decided from this server's state
             return None
         # Too far behind: the leader answers instead (or 503 when there is none).
         return await route_to_leader(request, extra_time=extra)

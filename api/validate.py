@@ -10,6 +10,7 @@ from cluster.gojson import GoJSONError, Schema, go_decode_strict
 from .errors import APIError, bad_request, go_quote
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")
+_PARTITION = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
 _META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
 META_MAX_PAIRS = 64
 META_KEY_MAX = 128
@@ -46,12 +47,13 @@ def check_peer_name(name: str) -> None:
 
 
 def partition_of(query_value: str | None, header_value: str | None, body_value: str = "") -> str:
-    """Partition from body, query or header; `default` when none. Names follow peer-name rules."""
-    given = body_value or query_value or header_value or "default"
-    partition = given.lower()
-    if not _NAME.fullmatch(partition):
-        raise APIError(400, f"Invalid partition name {go_quote(given)}")
-    return partition
+    """Partition from body, query or header (the first given wins), lowercased; `default` when
+    none. Every value given must follow the peer-name rules in any case (ASCII only: a Kelvin
+    sign is not a `k`), or the request is refused, whichever of them would have won."""
+    for given in (body_value, query_value, header_value):
+        if given and not _PARTITION.fullmatch(given):
+            raise APIError(400, f"Invalid partition name {go_quote(given)}")
+    return (body_value or query_value or header_value or "default").lower()
 
 
 def _meta_pair_problem(key: str, value: str) -> str | None:
@@ -63,7 +65,8 @@ def _meta_pair_problem(key: str, value: str) -> str | None:
         return f"Key is too long (limit: {META_KEY_MAX} characters)"
     if key.startswith("consul-"):
         return "Key prefix 'consul-' is reserved for internal use"
-    if len(value.encode()) > META_VALUE_MAX:  # Go's len(): bytes, not characters
+    # Go's len(): UTF-8 bytes, not characters (surrogatepass: a lone surrogate must not crash)
+    if len(value.encode("utf-8", "surrogatepass")) > META_VALUE_MAX:
         return f"Value is too long (limit: {META_VALUE_MAX} characters)"
     return None
 

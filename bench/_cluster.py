@@ -30,14 +30,18 @@ class Result:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def wrk(script: str, nodes: list[str], path: str, seconds: float, connections: int) -> Result:
+def wrk(
+    script: str, nodes: list[str], path: str, seconds: float, connections: int,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run wrk with bench/<script>, thread i on nodes[i]; `env` adds variables for the script."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is required: apt-get install wrk")
     threads = len(nodes)
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(max(connections, threads)),
          "-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", os.path.join(HERE, script), f"http://{nodes[0]}{path}"],
-        env={**os.environ, "PEERPLANE_BENCH_NODES": ",".join(nodes)},
+        env={**os.environ, **(env or {}), "PEERPLANE_BENCH_NODES": ",".join(nodes)},
         capture_output=True, text=True, check=True,
     ).stdout
     m = re.search(r"RESULT requests=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+) "

@@ -12,8 +12,11 @@ import aiohttp
 from aiohttp import web
 
 from api.app import make_app
+from api.authz import ACLResolver
 from api.context import ServerContext
+from api.limits import HardenedAppRunner, HTTPLimits
 
+from . import acl, agentinfo, logs, metrics
 from .fsm import FSM
 from .leader import LeaderRoutines
 from .peerstream import make_listener_app
@@ -45,6 +48,7 @@ class AgentConfig:
     timing: RaftTiming = field(default_factory=RaftTiming)
     peering_heartbeat: float = DEFAULT_HEARTBEAT
     peering_heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+    http_limits: HTTPLimits = field(default_factory=HTTPLimits)  # api/limits.py
 
     @property
     def raft_addr(self) -> str:
@@ -111,10 +115,19 @@ async def run_agent(cfg: AgentConfig) -> None:
         hold_timeout=cfg.hold_timeout,
         acl_default_policy=cfg.acl_default_policy,
         consistent_reads=cfg.consistent_reads,
+        limits=cfg.http_limits,
     )
     ctx_holder.append(ctx)
-    ctx.session = aiohttp.ClientSession()
-    runner = web.AppRunner(make_app(ctx), access_log=None, handle_signals=False)
+    ctx.data_dir = cfg.data_dir
+    if cfg.acl_enabled:
+        ctx.acl = ACLResolver(fsm, cfg.acl_default_policy, cfg.datacenter)
+    ctx.node_id = agentinfo.node_id(cfg.data_dir)
+    ctx.config = agentinfo.debug_config(cfg)
+    ctx.metrics = metrics.Metrics().bind(node, fsm, ctx.streams)
+    metrics.install(ctx.metrics)
+    ctx.session = aiohttp.ClientSession(connector=cfg.http_limits.client_connector())
+    runner = HardenedAppRunner(make_app(ctx), cfg.http_limits, access_log=None,
+                               handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
     # Peer streams: a TLS listener on every server; dialing and accepting happen on the leader.
@@ -131,25 +144,29 @@ async def run_agent(cfg: AgentConfig) -> None:
             loop.call_soon_threadsafe(peering.kick)
 
     fsm.add_listener(kick)
-    peer_runner = web.AppRunner(make_listener_app(peering), access_log=None,
-                                handle_signals=False)
+    peer_runner = HardenedAppRunner(make_listener_app(peering), cfg.http_limits,
+                                    access_log=None, handle_signals=False)
     await peer_runner.setup()
     await web.TCPSite(peer_runner, cfg.bind, cfg.peering_port,
                       ssl_context=peering.leaf.listener_context()).start()
     leader = LeaderRoutines(node, fsm)
     leader.add(peering.run_leader)
     leader.before_remove = peering.terminate
+    if cfg.acl_enabled:
+        leader.enable_acls(cfg.acl_initial_management_token)
     tasks = [
         asyncio.create_task(_register_self(ctx, cfg)),
         asyncio.create_task(leader.supervise()),
     ]
+    if cfg.acl_enabled:
+        # Load the HCL parser off the event loop now, not on the first policy write.
+        tasks.append(asyncio.create_task(asyncio.to_thread(acl.parse_rules, 'acl = "read"')))
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(
+    logs.announce(
         f"peerplane agent {cfg.node} ready: datacenter={cfg.datacenter} "
         f"http=http://{ctx.http_addr} raft={cfg.raft_addr} peering={ctx.peering_addr}",
-        flush=True,
     )
     try:
         await stop.wait()

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
-from .raft import RaftTiming
+from . import client_cli
 
 
 def _env(flag: str, default: Any = None) -> Any:
@@ -61,7 +57,16 @@ def _agent_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raft-election-max", type=float,
                    default=float(_env("raft-election-max", 2.0)))
     p.add_argument("--raft-lease", type=float, default=float(_env("raft-lease", 0.5)))
+    p.add_argument("--http-read-timeout", type=float,
+                   default=float(_env("http-read-timeout", 30.0)),
+                   help="seconds a client has to send a request head (or stay idle between "
+                        "requests), and again its body, before the connection is closed")
+    p.add_argument("--http-max-blocking-queries", type=int,
+                   default=int(_env("http-max-blocking-queries", 256)),
+                   help="blocking queries (?index=) one server holds at once; more get 429")
     p.add_argument("--log-level", default=_env("log-level", "INFO"))
+    p.add_argument("--log-format", choices=["text", "json"], default=_env("log-format", "text"),
+                   help="text: readable lines; json: one JSON object a line (Consul's keys)")
 
 
 def _read_secret(path: str | None) -> str:
@@ -79,15 +84,19 @@ def _read_secret(path: str | None) -> str:
 
 
 def run_agent_cmd(args: argparse.Namespace) -> int:
-    from .agent import AgentConfig, run_agent
+    from api.limits import HTTPLimits
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s {args.node} %(name)s %(levelname)s %(message)s",
-    )
+    from . import logs
+    from .agent import AgentConfig, run_agent
+    from .raft import RaftTiming
+
+    logs.setup(args.log_level, args.log_format, args.node)
     if not 0 < args.peering_heartbeat < args.peering_heartbeat_timeout:
         raise SystemExit("peerplane agent: --peering-heartbeat must be positive and below "
                          "--peering-heartbeat-timeout")
+    if args.http_read_timeout <= 0 or args.http_max_blocking_queries < 1:
+        raise SystemExit("peerplane agent: --http-read-timeout and --http-max-blocking-queries "
+                         "must be positive")
     if args.raft_lease >= args.raft_election_min:
         raise SystemExit("peerplane agent: --raft-lease must be below --raft-election-min")
     advertise = args.advertise or args.bind
@@ -113,6 +122,8 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
         consistent_reads=args.consistent_reads,
         peering_heartbeat=args.peering_heartbeat,
         peering_heartbeat_timeout=args.peering_heartbeat_timeout,
+        http_limits=HTTPLimits(read_timeout=args.http_read_timeout,
+                               max_blocking_queries=args.http_max_blocking_queries),
         timing=RaftTiming(
             heartbeat=args.raft_heartbeat,
             election_min=args.raft_election_min,
@@ -124,120 +135,6 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
     import uvloop  # the agent's event loop: markedly less CPU per HTTP request
 
     uvloop.run(run_agent(cfg))
-    return 0
-
-
-# ---- HTTP client commands (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN) ----
-
-
-class _ClientError(Exception):
-    pass
-
-
-def _http(method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-    addr = os.environ.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
-    if "://" not in addr:
-        addr = "http://" + addr
-    req = urllib.request.Request(addr.rstrip("/") + path, method=method)
-    if body is not None:
-        req.data = json.dumps(body).encode()
-    token = os.environ.get("CONSUL_HTTP_TOKEN")
-    if token:
-        req.add_header("X-Consul-Token", token)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError as e:
-        raise _ClientError(f"Error connecting to {addr}: {e}") from None
-
-
-def _ok(status: int, payload: bytes) -> bytes:
-    if status != 200:
-        text = payload.decode(errors="replace")
-        raise _ClientError(f"Unexpected response code: {status} ({text})")
-    return payload
-
-
-def _client_parsers(sub: argparse._SubParsersAction) -> None:
-    peering = sub.add_parser("peering", help="manage cluster peerings").add_subparsers(
-        dest="peering_cmd", required=True
-    )
-    g = peering.add_parser("generate-token")
-    g.add_argument("-name", required=True)
-    g.add_argument("-partition", default="")
-    g.add_argument("-server-external-addresses", default="")
-    g.add_argument("-meta", action="append", default=[])
-    e = peering.add_parser("establish")
-    e.add_argument("-name", required=True)
-    e.add_argument("-peering-token", required=True)
-    e.add_argument("-partition", default="")
-    e.add_argument("-meta", action="append", default=[])
-    for cmd in ("read", "delete"):
-        c = peering.add_parser(cmd)
-        c.add_argument("-name", required=True)
-        c.add_argument("-partition", default="")
-    lst = peering.add_parser("list")
-    lst.add_argument("-partition", default="")
-    op = sub.add_parser("operator").add_subparsers(dest="operator_cmd", required=True)
-    raft = op.add_parser("raft").add_subparsers(dest="raft_cmd", required=True)
-    raft.add_parser("list-peers")
-
-
-def _meta(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        k, sep, v = pair.partition("=")
-        if not sep:
-            raise _ClientError(f"Error parsing -meta {pair!r}: expected key=value")
-        out[k] = v
-    return out
-
-
-def _query(partition: str) -> str:
-    return f"?partition={partition}" if partition else ""
-
-
-def run_peering_cmd(args: argparse.Namespace) -> int:
-    cmd = args.peering_cmd
-    if cmd == "generate-token":
-        body: dict[str, Any] = {"PeerName": args.name, "Meta": _meta(args.meta)}
-        if args.partition:
-            body["Partition"] = args.partition
-        if args.server_external_addresses:
-            body["ServerExternalAddresses"] = args.server_external_addresses.split(",")
-        print(json.loads(_ok(*_http("POST", "/v1/peering/token", body)))["PeeringToken"])
-    elif cmd == "establish":
-        body = {"PeerName": args.name, "PeeringToken": args.peering_token,
-                "Meta": _meta(args.meta)}
-        if args.partition:
-            body["Partition"] = args.partition
-        _ok(*_http("POST", "/v1/peering/establish", body))
-        print(f"Successfully established peering connection with {args.name}")
-    elif cmd == "read":
-        status, payload = _http("GET", f"/v1/peering/{args.name}{_query(args.partition)}")
-        if status == 404:
-            raise _ClientError(f"No peering with name {args.name} found.")
-        print(json.dumps(json.loads(_ok(status, payload)), indent=2))
-    elif cmd == "list":
-        rows = json.loads(_ok(*_http("GET", f"/v1/peerings{_query(args.partition)}")))
-        if not rows:
-            print("There are no peering connections.")
-        for r in rows:
-            print(f"{r['Name']}\t{r['State']}")
-    elif cmd == "delete":
-        _ok(*_http("DELETE", f"/v1/peering/{args.name}{_query(args.partition)}"))
-        print(f"Successfully submitted peering connection, {args.name}, for deletion")
-    return 0
-
-
-def run_list_peers() -> int:
-    cfg = json.loads(_ok(*_http("GET", "/v1/operator/raft/configuration")))
-    print("Node\tID\tAddress\tState\tVoter")
-    for s in cfg["Servers"]:
-        state = "leader" if s["Leader"] else "follower"
-        print(f"{s['Node']}\t{s['ID']}\t{s['Address']}\t{state}\t{str(s['Voter']).lower()}")
     return 0
 
 
@@ -264,6 +161,10 @@ def run_lab_cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in client_cli.COMMANDS:
+        # Consul's commands parse flags the Go way (-name x, -format=json): not argparse.
+        return client_cli.run(argv)
     parser = argparse.ArgumentParser(prog="peerplane")
     sub = parser.add_subparsers(dest="cmd", required=True)
     _agent_parser(sub)
@@ -272,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--datacenter", default="dc1")
     d.add_argument("--http-port", type=int, default=8500)
     d.add_argument("--data-dir", default=os.path.join(os.getcwd(), "data", "dev"))
-    _client_parsers(sub)
+    for name, summary in client_cli.SUMMARIES.items():
+        sub.add_parser(name, help=summary, add_help=False)
     _lab_parser(sub)
     args = parser.parse_args(argv)
     try:
@@ -282,13 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             from .dev import run_dev
 
             return run_dev(args.nodes, args.datacenter, args.http_port, args.data_dir)
-        if args.cmd == "peering":
-            return run_peering_cmd(args)
-        if args.cmd == "operator":
-            return run_list_peers()
         if args.cmd == "lab":
             return run_lab_cmd(args)
-    except _ClientError as e:
-        print(str(e), file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        return 130
     return 2

@@ -45,6 +45,10 @@ def should_dial(rec: Record) -> bool:
     return bool(rec.get("PeerServerAddresses") or rec.get("ManualServerAddresses"))
 
 
+def _name_order(rec: Record) -> tuple[str, str]:
+    return rec["Name"], rec["Partition"]
+
+
 def encode(cmd: dict[str, Any]) -> bytes:
     return msgpack.packb(cmd, use_bin_type=True)
 
@@ -89,6 +93,52 @@ def _check_types(cmd: dict[str, Any]) -> None:
             raise CommandError(f"invalid command: {key} has the wrong type")
 
 
+# ACL records as commands carry them (api/acl.py builds them; cluster/acl.py has the rules).
+GLOBAL_MANAGEMENT_POLICY_ID = "00000000-0000-0000-0000-000000000001"
+ANONYMOUS_TOKEN_ID = "00000000-0000-0000-0000-000000000002"
+
+
+def _acl_strings(value: Any, what: str, fields: tuple[str, ...]) -> Record:
+    if not isinstance(value, dict):
+        raise CommandError(f"invalid command: {what} is not a map")
+    rec: Record = {}
+    for key in fields:
+        item = value.get(key, "")
+        if not isinstance(item, str):
+            raise CommandError(f"invalid command: {what}.{key} has the wrong type")
+        rec[key] = item
+    return rec
+
+
+def _acl_policy(value: Any) -> Record:
+    rec = _acl_strings(value, "Policy", ("ID", "Name", "Description", "Rules", "Hash"))
+    dcs = value.get("Datacenters") or []
+    if not isinstance(dcs, list) or not all(isinstance(d, str) for d in dcs):
+        raise CommandError("invalid command: Policy.Datacenters has the wrong type")
+    if not rec["ID"] or not rec["Name"]:
+        raise CommandError("invalid command: a policy needs an ID and a Name")
+    rec["Datacenters"] = list(dcs)
+    return rec
+
+
+def _acl_token(value: Any) -> Record:
+    rec = _acl_strings(
+        value, "Token", ("AccessorID", "SecretID", "Description", "CreateTime", "Hash")
+    )
+    local, links = value.get("Local", False), value.get("Policies") or []
+    if not isinstance(local, bool):
+        raise CommandError("invalid command: Token.Local has the wrong type")
+    if not isinstance(links, list) or not all(
+        isinstance(link, dict) and isinstance(link.get("ID"), str) for link in links
+    ):
+        raise CommandError("invalid command: Token.Policies has the wrong type")
+    if not rec["AccessorID"] or not rec["SecretID"]:
+        raise CommandError("invalid command: a token needs an AccessorID and a SecretID")
+    ids = list(dict.fromkeys(link["ID"] for link in links))  # deduplicated, order kept
+    rec.update(Local=local, Policies=[{"ID": i} for i in ids])
+    return rec
+
+
 class FSM:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -96,6 +146,8 @@ class FSM:
         self._reset()
 
     def _reset(self) -> None:
+        # partition (None = all) -> (index it was built at, records sorted by name)
+        self._sorted: dict[str | None, tuple[int, list[Record]]] = {}
         self.index = 0  # raised by every state-changing command
         self.peerings_index = 0  # last index that touched the peerings table
         self.peerings: dict[Key, Record] = {}
@@ -106,6 +158,14 @@ class FSM:
         self.servers: dict[str, dict[str, str]] = {}
         # {"TrustDomain", "CACert", "CAKey"} once the first leader initialised the cluster
         self.identity: dict[str, str] | None = None
+        # ACLs (cluster/acl.py): policies by ID, tokens by AccessorID, and their indexes.
+        self.acl_policies: dict[str, Record] = {}
+        self.acl_policy_names: dict[str, str] = {}  # lowercased Name -> ID
+        self.acl_tokens: dict[str, Record] = {}  # AccessorID -> token (SecretID included)
+        self.acl_secrets: dict[str, str] = {}  # SecretID -> AccessorID
+        self.acl_bootstrap_index = 0  # index of the (last) bootstrap; 0 = never bootstrapped
+        self.acl_policies_index = 0
+        self.acl_tokens_index = 0
 
     # ---- listeners (called in the applying thread; must not block) ----
 
@@ -395,6 +455,194 @@ class FSM:
     def _op_barrier(self, cmd: dict[str, Any]) -> dict[str, Any]:
         return {"index": self.index}
 
+    # ---- ACL commands (records built and validated by api/acl.py; rules are not parsed here) ----
+
+    def _acl_cas(self, cmd: dict[str, Any], existing: Record | None) -> None:
+        if "expect_index" in cmd and cmd["expect_index"] != (
+            existing["ModifyIndex"] if existing else 0
+        ):
+            raise CommandError("ACL record changed since the request was prepared", "conflict")
+
+    def _acl_ids_free(self, tok: Record) -> bool:
+        return tok["AccessorID"] != tok["SecretID"] and not any(
+            i in self.acl_tokens or i in self.acl_secrets
+            for i in (tok["AccessorID"], tok["SecretID"])
+        )
+
+    def _acl_check_token_ids(self, tok: Record) -> None:
+        """A new token's AccessorID and SecretID are used by no token, as either ID."""
+        accessor, secret = tok["AccessorID"], tok["SecretID"]
+        if accessor in self.acl_tokens or accessor in self.acl_secrets:
+            raise CommandError("Invalid Token: AccessorID is already in use", "conflict")
+        if secret in self.acl_secrets or secret in self.acl_tokens or secret == accessor:
+            raise CommandError("Invalid Token: SecretID is already in use", "conflict")
+
+    def _acl_check_links(self, tok: Record, extra: Record | None = None) -> None:
+        for link in tok["Policies"]:
+            if link["ID"] not in self.acl_policies and (extra is None or extra["ID"] != link["ID"]):
+                raise CommandError(f'No such ACL policy with ID "{link["ID"]}"')
+
+    def _acl_put_policy(self, rec: Record, index: int) -> None:
+        existing = self.acl_policies.get(rec["ID"])
+        rec = dict(rec, CreateIndex=existing["CreateIndex"] if existing else index,
+                   ModifyIndex=index)
+        if existing is not None:
+            self.acl_policy_names.pop(existing["Name"].lower(), None)
+        self.acl_policies[rec["ID"]] = rec
+        self.acl_policy_names[rec["Name"].lower()] = rec["ID"]
+        self.acl_policies_index = index
+
+    def _acl_put_token(self, tok: Record, index: int) -> None:
+        existing = self.acl_tokens.get(tok["AccessorID"])
+        tok = dict(tok, ModifyIndex=index)
+        tok["CreateIndex"] = existing["CreateIndex"] if existing else index
+        if existing is not None:
+            tok["CreateTime"] = existing["CreateTime"]
+            self.acl_secrets.pop(existing["SecretID"], None)
+        self.acl_tokens[tok["AccessorID"]] = tok
+        self.acl_secrets[tok["SecretID"]] = tok["AccessorID"]
+        self.acl_tokens_index = index
+
+    def _op_acl_init(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """The leader's ACL initialisation: the built-in global-management policy, the anonymous
+        token and the initial management token (from the agent's configuration), each only
+        when missing. Creating the initial management token uses up the bootstrap, as in
+        Consul."""
+        policy = _acl_policy(cmd.get("Policy"))
+        anonymous = _acl_token(cmd.get("Anonymous"))
+        management = _acl_token(cmd["Management"]) if cmd.get("Management") else None
+        add_policy = (policy["ID"] not in self.acl_policies
+                      and policy["Name"].lower() not in self.acl_policy_names)
+        add_anonymous = self._acl_ids_free(anonymous)
+        add_management = management is not None and self._acl_ids_free(management)
+        if add_anonymous and add_management:
+            assert management is not None
+            add_management = not {management["AccessorID"], management["SecretID"]} & {
+                anonymous["AccessorID"], anonymous["SecretID"]}
+        if not (add_policy or add_anonymous or add_management):
+            return {"index": self.index}
+        index = self._bump()
+        if add_policy:
+            self._acl_put_policy(policy, index)
+        if add_anonymous:
+            self._acl_put_token(anonymous, index)
+        if add_management:
+            assert management is not None
+            self._acl_put_token(management, index)
+            if not self.acl_bootstrap_index:
+                self.acl_bootstrap_index = index
+        return {"index": index, "changed": True}
+
+    def _op_acl_bootstrap(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Consul's ACLBootstrap: allowed once (again only with the current reset index), so of
+        any number of racing bootstrap calls exactly one is applied."""
+        tok = _acl_token(cmd.get("Token"))
+        policy = _acl_policy(cmd["Policy"]) if cmd.get("Policy") else None
+        reset = cmd.get("ResetIndex", 0)
+        if not isinstance(reset, int) or isinstance(reset, bool):
+            raise CommandError("invalid command: ResetIndex has the wrong type")
+        if self.acl_bootstrap_index:
+            if not reset:
+                raise CommandError(
+                    f"ACL bootstrap no longer allowed (reset index: {self.acl_bootstrap_index})",
+                    "bootstrap",
+                )
+            if reset != self.acl_bootstrap_index:
+                raise CommandError(
+                    f"Invalid bootstrap reset index (specified {reset}, "
+                    f"reset index: {self.acl_bootstrap_index})",
+                    "bootstrap",
+                )
+        self._acl_check_token_ids(tok)
+        add_policy = policy is not None and policy["ID"] not in self.acl_policies
+        self._acl_check_links(tok, policy if add_policy else None)
+        index = self._bump()
+        if add_policy:
+            assert policy is not None
+            self._acl_put_policy(policy, index)
+        self._acl_put_token(tok, index)
+        self.acl_bootstrap_index = index
+        return {"index": index, "changed": True, "AccessorID": tok["AccessorID"]}
+
+    def _op_acl_policy_set(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        rec = _acl_policy(cmd.get("Policy"))
+        existing = self.acl_policies.get(rec["ID"])
+        owner = self.acl_policy_names.get(rec["Name"].lower())
+        if cmd.get("create"):
+            if existing is not None:
+                raise CommandError("Invalid Policy: ID is already in use", "conflict")
+            if owner is not None:
+                raise CommandError(
+                    f'Invalid Policy: A Policy with Name "{rec["Name"]}" already exists',
+                    "conflict",
+                )
+        else:
+            if existing is None:
+                raise CommandError(f"cannot find policy {rec['ID']}", "not_found")
+            self._acl_cas(cmd, existing)
+            if owner is not None and owner != rec["ID"]:
+                raise CommandError(
+                    f'Invalid Policy: A policy with name "{rec["Name"]}" already exists',
+                    "conflict",
+                )
+            if rec["ID"] == GLOBAL_MANAGEMENT_POLICY_ID:
+                if rec["Datacenters"]:
+                    raise CommandError("Changing the Datacenters of the builtin "
+                                       "global-management policy is not permitted")
+                if rec["Rules"] != existing["Rules"]:
+                    raise CommandError("Changing the Rules for the builtin global-management "
+                                       "policy is not permitted")
+        index = self._bump()
+        self._acl_put_policy(rec, index)
+        return {"index": index, "changed": True, "ID": rec["ID"]}
+
+    def _op_acl_policy_delete(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        existing = self.acl_policies.get(cmd["ID"])
+        if existing is None:
+            return {"index": self.index}
+        if existing["ID"] == GLOBAL_MANAGEMENT_POLICY_ID:
+            raise CommandError(
+                "Delete operation not permitted on the builtin global-management policy"
+            )
+        index = self._bump()
+        del self.acl_policies[existing["ID"]]
+        self.acl_policy_names.pop(existing["Name"].lower(), None)
+        self.acl_policies_index = index
+        return {"index": index, "changed": True}
+
+    def _op_acl_token_set(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        tok = _acl_token(cmd.get("Token"))
+        existing = self.acl_tokens.get(tok["AccessorID"])
+        if cmd.get("create"):
+            self._acl_check_token_ids(tok)
+        else:
+            if existing is None:
+                raise CommandError(f'Cannot find token "{tok["AccessorID"]}"', "not_found")
+            self._acl_cas(cmd, existing)
+            if tok["SecretID"] != existing["SecretID"]:
+                raise CommandError("Changing a tokens SecretID is not permitted")
+            if tok["Local"] != existing["Local"]:
+                raise CommandError(f"cannot toggle local mode of {tok['AccessorID']}")
+        self._acl_check_links(tok)
+        index = self._bump()
+        self._acl_put_token(tok, index)
+        return {"index": index, "changed": True, "AccessorID": tok["AccessorID"]}
+
+    def _op_acl_token_delete(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        accessor = cmd.get("AccessorID")
+        if not isinstance(accessor, str):
+            raise CommandError("invalid command: AccessorID has the wrong type")
+        if accessor == ANONYMOUS_TOKEN_ID:
+            raise CommandError("Delete operation not permitted on the anonymous token")
+        existing = self.acl_tokens.get(accessor)
+        if existing is None:
+            return {"index": self.index}
+        index = self._bump()
+        del self.acl_tokens[accessor]
+        self.acl_secrets.pop(existing["SecretID"], None)
+        self.acl_tokens_index = index
+        return {"index": index, "changed": True}
+
     _HANDLERS: dict[str, Callable[[FSM, dict[str, Any]], dict[str, Any]]] = {
         "register_server": _op_register_server,
         "init_identity": _op_init_identity,
@@ -405,6 +653,12 @@ class FSM:
         "delete": _op_delete,
         "remove": _op_remove,
         "barrier": _op_barrier,
+        "acl_init": _op_acl_init,
+        "acl_bootstrap": _op_acl_bootstrap,
+        "acl_policy_set": _op_acl_policy_set,
+        "acl_policy_delete": _op_acl_policy_delete,
+        "acl_token_set": _op_acl_token_set,
+        "acl_token_delete": _op_acl_token_delete,
     }
 
     # ---- reads (any thread) ----
@@ -419,12 +673,18 @@ class FSM:
             return self.peerings.get(key) if key else None
 
     def list(self, partition: str | None) -> tuple[list[Record], int]:
-        """Records of a partition (all partitions for None) sorted by name, and the table index."""
+        """Records of a partition (all partitions for None) sorted by name, and the table index.
+
+        The sorted list is cached until the next state change: the list endpoint and the leader
+        routines call this far more often than peerings change."""
         with self._lock:
-            recs = [r for (p, _), r in self.peerings.items() if partition is None or p == partition]
-            index = self.peerings_index
-        recs.sort(key=lambda r: (r["Name"], r["Partition"]))
-        return recs, index
+            cached = self._sorted.get(partition)
+            if cached is None or cached[0] != self.index:
+                recs = [r for (p, _), r in self.peerings.items()
+                        if partition is None or p == partition]
+                recs.sort(key=_name_order)
+                cached = self._sorted[partition] = (self.index, recs)
+            return list(cached[1]), self.peerings_index
 
     def secrets_for(self, peering_id: str) -> dict[str, str]:
         with self._lock:
@@ -433,6 +693,36 @@ class FSM:
     def servers_view(self) -> dict[str, dict[str, str]]:
         with self._lock:
             return dict(self.servers)
+
+    def acl_policy(self, policy_id: str) -> Record | None:
+        with self._lock:
+            return self.acl_policies.get(policy_id)
+
+    def acl_policy_by_name(self, name: str) -> Record | None:
+        with self._lock:
+            policy_id = self.acl_policy_names.get(name.lower())
+            return self.acl_policies.get(policy_id) if policy_id else None
+
+    def acl_policy_list(self) -> tuple[list[Record], int]:
+        """Policies sorted by ID (Consul's memdb order) and the policies table index."""
+        with self._lock:
+            recs, index = list(self.acl_policies.values()), self.acl_policies_index
+        return sorted(recs, key=lambda r: r["ID"]), index
+
+    def acl_token(self, accessor: str) -> Record | None:
+        with self._lock:
+            return self.acl_tokens.get(accessor)
+
+    def acl_token_by_secret(self, secret: str) -> Record | None:
+        with self._lock:
+            accessor = self.acl_secrets.get(secret)
+            return self.acl_tokens.get(accessor) if accessor else None
+
+    def acl_token_list(self) -> tuple[list[Record], int]:
+        """Tokens sorted by AccessorID and the tokens table index."""
+        with self._lock:
+            recs, index = list(self.acl_tokens.values()), self.acl_tokens_index
+        return sorted(recs, key=lambda r: r["AccessorID"]), index
 
     # ---- snapshots ----
 
@@ -446,6 +736,11 @@ class FSM:
                     "secrets": self.secrets,
                     "servers": self.servers,
                     "identity": self.identity,
+                    "acl_policies": list(self.acl_policies.values()),
+                    "acl_tokens": list(self.acl_tokens.values()),
+                    "acl_bootstrap_index": self.acl_bootstrap_index,
+                    "acl_policies_index": self.acl_policies_index,
+                    "acl_tokens_index": self.acl_tokens_index,
                 },
                 use_bin_type=True,
             )
@@ -461,6 +756,16 @@ class FSM:
             self.secrets = data["secrets"]
             self.servers = data["servers"]
             self.identity = data["identity"]
+            # Snapshots written before ACLs existed have none of these keys: empty tables.
+            for policy in data.get("acl_policies") or []:
+                self.acl_policies[policy["ID"]] = policy
+                self.acl_policy_names[policy["Name"].lower()] = policy["ID"]
+            for tok in data.get("acl_tokens") or []:
+                self.acl_tokens[tok["AccessorID"]] = tok
+                self.acl_secrets[tok["SecretID"]] = tok["AccessorID"]
+            self.acl_bootstrap_index = data.get("acl_bootstrap_index", 0)
+            self.acl_policies_index = data.get("acl_policies_index", 0)
+            self.acl_tokens_index = data.get("acl_tokens_index", 0)
         for fn in self._listeners:
             try:
                 fn(self.index)

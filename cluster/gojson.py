@@ -286,19 +286,21 @@ class _Scanner:
         return self.end_value(c)
 
 
-def _check_valid(data: bytes) -> str | None:
-    """json.Unmarshal's checkValid: the error text for the whole input, or None."""
+def _check_valid(data: bytes, limit: int) -> str | None:
+    """json.Unmarshal's checkValid: the error text for the whole input, or None. Only the
+    first `limit` bytes are scanned; None for a longer input means "no error in them"."""
     scan = _Scanner()
-    for c in data:
+    for c in data[:limit]:
         if scan.step(c) == _ERROR:
             return scan.err
-    return scan.eof()
+    return scan.eof() if len(data) <= limit else scan.err
 
 
-def _read_value(data: bytes) -> str | None:
-    """json.Decoder.readValue: the error text for the first value of a stream, or None."""
+def _read_value(data: bytes, limit: int) -> str | None:
+    """json.Decoder.readValue: the error text for the first value of a stream, or None
+    (also when the first `limit` bytes hold neither the value's end nor an error)."""
     scan = _Scanner()
-    for c in data:
+    for c in data[:limit]:
         code = scan.step(c)
         if code == _END:
             return None
@@ -306,9 +308,9 @@ def _read_value(data: bytes) -> str | None:
             return None
         if code == _ERROR:
             return scan.err
-    if scan.step(0x20) == _END:
+    if len(data) > limit or scan.step(0x20) == _END:
         return None
-    return "unexpected EOF" if any(c not in _SPACE for c in data) else "EOF"
+    return "unexpected EOF" if data.strip(b" \t\n\r") else "EOF"
 
 
 # ---- parsing valid input ----
@@ -342,15 +344,47 @@ def _valid(value: str) -> str:
     return value if value.isascii() else _BAD_TEXT.sub("\ufffd", value)
 
 
-def _failure(raw: bytes, found: str | None, type_name: str) -> GoJSONError:
-    if found is not None:
+# The scanner is a Python loop (~0.4 us a byte), so it reads at most this much: an error past
+# it gets an approximate text from Python's error instead (no CPU second for a megabyte of junk).
+_SCAN_LIMIT = 64 * 1024
+
+
+def _failure(raw: bytes, doc: str, exc: Exception, scan: Callable[[bytes, int], str | None],
+             eof_text: str, type_name: str) -> GoJSONError:
+    if isinstance(exc, _Constant):  # only ever seen where a value starts
+        if exc.args[0] == "-Infinity":
+            return GoJSONError("invalid character 'I' in numeric literal")
+        return GoJSONError(f"invalid character '{exc.args[0][0]}' looking for beginning of value")
+    if (found := scan(raw, _SCAN_LIMIT)) is not None:
         return GoJSONError(found)
+    if isinstance(exc, json.JSONDecodeError) and len(raw) > _SCAN_LIMIT:
+        return _approximate(doc, exc, eof_text)
     # Go's scanner accepts what Python refused only when nesting exceeds Python's recursion
     # limit but not Go's (10000). A top-level array is still the wrong type; an object would
     # need the decode we cannot do, so say what stopped us.
     if raw.lstrip(b" \t\n\r")[:1] == b"[":
         return GoJSONError(f"json: cannot unmarshal array into Go value of type {type_name}")
     return GoJSONError("json: nesting too deep")
+
+
+_CONTEXTS = {
+    "Expecting property name enclosed in double quotes": "looking for beginning of object key "
+                                                         "string",
+    "Expecting ':' delimiter": "after object key",
+    "Expecting ',' delimiter": "after object key:value pair",
+    "Extra data": "after top-level value",
+    "Invalid control character at": "in string literal",
+}
+
+
+def _approximate(doc: str, err: json.JSONDecodeError, eof_text: str) -> GoJSONError:
+    """Go's text for the usual cases, from where Python stopped (large inputs only)."""
+    rest = doc[err.pos:]
+    if not rest.strip(" \t\n\r") or err.msg.startswith("Unterminated string"):
+        return GoJSONError(eof_text)
+    context = _CONTEXTS.get(err.msg, "looking for beginning of value")
+    first_byte = rest[0].encode("utf-8", "surrogateescape")[0]
+    return GoJSONError(f"invalid character {_quote_char(first_byte)} {context}")
 
 
 # ---- conversion to the Go types ----
@@ -453,17 +487,19 @@ def go_decode_strict(raw: bytes, schema: Schema, type_name: str) -> dict[str, An
         raise GoJSONError("EOF")
     try:
         value, _ = _DECODER.raw_decode(doc, start)
-    except _PARSE_FAILURES:
-        raise _failure(raw, _read_value(raw), type_name) from None
-    if _json_kind(value) == "number" and (found := _read_value(raw)) is not None:
+    except _PARSE_FAILURES as e:
+        raise _failure(raw, doc, e, _read_value, "unexpected EOF", type_name) from None
+    if _json_kind(value) == "number" and (found := _read_value(raw, _SCAN_LIMIT)) is not None:
         raise GoJSONError(found)  # Python stops a top-level `1.x` or `1e` where Go refuses it
     return _top(value, schema, type_name, strict=True)
 
 
 def go_unmarshal(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
     """json.Unmarshal: the whole input is one value; unknown fields ignored."""
+    doc = _text(raw)
     try:
-        value = _DECODER.decode(_text(raw))
-    except _PARSE_FAILURES:
-        raise _failure(raw, _check_valid(raw), type_name) from None
+        value = _DECODER.decode(doc)
+    except _PARSE_FAILURES as e:
+        raise _failure(raw, doc, e, _check_valid, "unexpected end of JSON input", type_name) \
+            from None
     return _top(value, schema, type_name, strict=False)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
+from . import acl
 from .fsm import DELETING, FSM
 from .identity import new_identity
 from .raft import NotApplied, RaftNode, UnknownOutcome
@@ -36,6 +39,45 @@ class LeaderRoutines:
 
     def add(self, routine: Callable[[], Awaitable[None]]) -> None:
         self._routines.append(routine)
+
+    def enable_acls(self, initial_management_token: str | None) -> None:
+        """Run the ACL initialisation on every new leader (see `_init_acl`)."""
+        self._routines.append(lambda: self._init_acl(initial_management_token))
+
+    async def _init_acl(self, initial_management: str | None) -> None:
+        """Consul's initializeACLs: the built-in global-management policy, the anonymous token
+        and, from the agent's configuration, the initial management token - each created once
+        for the cluster. The management token's secret comes from the flag; its accessor is
+        drawn here, before submission. Never logs a secret."""
+        while True:
+            fsm = self.fsm
+            missing_policy = fsm.acl_policy(acl.GLOBAL_MANAGEMENT_ID) is None
+            missing_anonymous = fsm.acl_token(acl.ANONYMOUS_ACCESSOR) is None
+            missing_management = bool(initial_management) and (
+                fsm.acl_token_by_secret(initial_management or "") is None
+            )
+            if not (missing_policy or missing_anonymous or missing_management):
+                return
+            now = acl.rfc3339(datetime.datetime.now(datetime.UTC))
+            cmd: dict = {
+                "op": "acl_init", "Policy": acl.management_policy_record(),
+                "Anonymous": acl.anonymous_token_record(now),
+            }
+            if missing_management:
+                cmd["Management"] = acl.token_record(
+                    str(uuid.uuid4()), initial_management or "",
+                    acl.INITIAL_MANAGEMENT_DESCRIPTION, [acl.GLOBAL_MANAGEMENT_ID], now,
+                )
+            res = await self._submit(cmd)
+            if res is not None and "error" in res:
+                log.warning("ACL initialisation refused: %s", res["error"])
+            elif res is not None and not res.get("changed"):
+                # What is missing cannot be added (an ID taken by another token): give up.
+                log.warning("ACL initialisation left the state as it was")
+                return
+            elif res is not None and missing_management:
+                log.info("Created ACL initial management token from configuration")
+            await asyncio.sleep(0.5)
 
     async def supervise(self, poll: float = 0.05) -> None:
         try:

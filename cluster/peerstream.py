@@ -38,6 +38,7 @@ import msgpack
 from aiohttp import WSMsgType, web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
+from . import metrics
 from .tls import client_context
 
 if TYPE_CHECKING:
@@ -64,7 +65,9 @@ ABORTED = "Aborted"
 ESTABLISHMENT_DENIED = "invalid peering establishment secret"
 EXCHANGE_WINDOW = 3.0  # Consul: 3 s of attempts, 150 ms jittered sleeps, 2 s per dial
 EXCHANGE_DIAL_TIMEOUT = 2.0
-MAX_FRAME = 8 << 20
+MAX_FRAME = 8 << 20  # a larger websocket message closes the stream with 1009 (too big)
+EXCHANGE_MAX_BODY = 64 << 10
+EXCHANGE_READ_TIMEOUT = 5.0
 OPEN_TIMEOUT = 10.0
 
 
@@ -72,10 +75,23 @@ def pack(frame: dict[str, Any]) -> bytes:
     return msgpack.packb(frame, use_bin_type=True)
 
 
+class FrameError(ValueError):
+    """A peer-stream frame that is not a msgpack map with a string `Type`."""
+
+
 def unpack(data: bytes) -> dict[str, Any]:
-    frame = msgpack.unpackb(data, raw=False)
+    """Decode one frame. Whatever is wrong with it (bad or truncated msgpack, trailing bytes,
+    nesting too deep, bad UTF-8, non-string map keys, no string Type, too large) raises
+    FrameError and nothing else."""
+    if len(data) > MAX_FRAME:
+        raise FrameError(f"frame of {len(data)} bytes is over the limit of {MAX_FRAME} bytes")
+    try:
+        frame = msgpack.unpackb(data, raw=False)
+    except Exception as e:  # noqa: BLE001 - msgpack raises ValueError kinds, also others
+        detail = str(e)[:200] or type(e).__name__
+        raise FrameError(f"malformed msgpack: {detail}") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("Type"), str):
-        raise ValueError("frame is not a map with a Type")
+        raise FrameError("frame is not a map with a Type")
     return frame
 
 
@@ -149,6 +165,7 @@ class LiveStream:
         self.status["LastReceive"] = now
         if heartbeat:
             self.status["LastHeartbeat"] = now
+            metrics.stream_heartbeat("received")
 
     async def pump(self) -> str:
         """Heartbeat and receive until the stream ends. Returns why *we* closed it ("terminate",
@@ -176,7 +193,9 @@ class LiveStream:
                 if msg.type == WSMsgType.BINARY:
                     try:
                         frame = unpack(msg.data)
-                    except Exception as e:  # noqa: BLE001 - garbage from the peer
+                    except FrameError as e:  # garbage from the peer: say why, then close
+                        await self.stop(INVALID_ARGUMENT, f"invalid frame: {e}",
+                                        close_code=aiohttp.WSCloseCode.INVALID_TEXT)
                         raise StreamError(f"invalid frame from the peer: {e}") from None
                     await self._handle(frame)
                     continue
@@ -221,6 +240,7 @@ class LiveStream:
                 return
             with contextlib.suppress(Exception):
                 await self.send({"Type": HEARTBEAT})
+                metrics.stream_heartbeat("sent")
             await asyncio.sleep(self.interval)
 
     async def terminate(self, drain: float = 1.0) -> None:
@@ -236,8 +256,12 @@ class LiveStream:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), 1.0)
 
-    async def stop(self, code: str, message: str, leader: str = "") -> None:
-        """Close without ending the peering (leadership moved, shutdown, replaced)."""
+    async def stop(
+        self, code: str, message: str, leader: str = "",
+        close_code: int = aiohttp.WSCloseCode.OK,
+    ) -> None:
+        """Close without ending the peering (leadership moved, shutdown, replaced, or a
+        malformed frame: then with close code 1007 and the reason)."""
         if self._closing:
             return
         self._closing = "stop"
@@ -246,8 +270,10 @@ class LiveStream:
             frame["LeaderAddress"] = leader
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.send(frame), 1.0)
+        # a close reason holds at most 123 bytes of UTF-8: cut, never inside a character
+        reason = message.encode()[:120].decode("utf-8", "ignore").encode()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), 1.0)
+            await asyncio.wait_for(self.ws.close(code=close_code, message=reason), 1.0)
 
 
 def _wall() -> float:
@@ -329,6 +355,7 @@ async def exchange_secret(
         raise _AttemptFailed
 
     def wait(rs: RetryCallState) -> float:
+        metrics.reconciler_retry("exchange")
         if rs.outcome is not None and isinstance(rs.outcome.exception(), _Redirect):
             return 0.0
         return random.uniform(0.1, 0.2)
@@ -404,14 +431,21 @@ async def dial_stream(
 
 
 def make_listener_app(service: PeeringService) -> web.Application:
-    app = web.Application(client_max_size=64 << 10)
+    app = web.Application(client_max_size=EXCHANGE_MAX_BODY)
 
     async def exchange(request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.read())
+            body = json.loads(await asyncio.wait_for(request.read(), EXCHANGE_READ_TIMEOUT))
             peer_id = str(body["PeerID"])
             secret = str(body["EstablishmentSecret"])
-        except (ValueError, KeyError, TypeError):
+        except TimeoutError:  # a dialer sends it at once (its own attempt lasts 2 s)
+            response = _answer(408, INVALID_ARGUMENT, "timed out reading the exchange request")
+            response.force_close()
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            return _answer(413, INVALID_ARGUMENT,
+                           f"exchange request too large (limit: {EXCHANGE_MAX_BODY} bytes)")
+        except (ValueError, KeyError, TypeError, RecursionError):  # deep nesting: RecursionError
             return _answer(400, INVALID_ARGUMENT, "malformed exchange request")
         if not service.is_leader():
             return _answer(503, FAILED_PRECONDITION,

@@ -144,12 +144,15 @@ class _DurableMeta(MetaStorer):
 
 
 def _sync_journal(journal: Any) -> None:
-    """msync the journal's mmap and fsync its file (size changes are metadata)."""
-    journal.flush()
+    """fdatasync the journal file. On Linux this writes back pages dirtied through the mmap
+    too (shared mappings are dirty-tracked in the page cache), and the file size with them, so
+    a separate msync would only sync the same pages twice."""
     f = getattr(journal, "_FileJournal__journalFile", None)
     handle = getattr(f, "_ResizableFile__f", None)
-    if handle is not None:
-        os.fsync(handle.fileno())
+    if handle is None:
+        journal.flush()
+    else:
+        os.fdatasync(handle.fileno())
 
 
 class _SyncObj(SyncObj):
@@ -164,9 +167,10 @@ class _SyncObj(SyncObj):
     def __init__(
         self, *args: Any, lease: LeaseTracker, vote_guard: float, durable: bool, **kwargs: Any
     ) -> None:
-        # Set before SyncObj.__init__ so PySyncObj treats them as non-replicated. Contact starts
-        # at process start: a node that never heard a leader is as stale as its uptime.
-        self.last_leader_contact = time.monotonic()
+        # Set before SyncObj.__init__ so PySyncObj treats them as non-replicated. A node that
+        # has not heard a leader since it started may hold state of any age (a restart replays
+        # an old journal): its contact counts from the clock's epoch, i.e. "very long ago".
+        self.last_leader_contact = 0.0
         self.lease = lease
         self.vote_guard = vote_guard
         self.durable = durable

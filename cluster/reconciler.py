@@ -5,8 +5,9 @@
 
 - dials every dialer peering that holds an active stream secret and has no stream, rotating
   through ManualServerAddresses (else PeerServerAddresses), verifying the acceptor against the
-  token's CA and ServerName, with `tenacity` backoff (2^n * 0.5 s capped at min(64 s, a quarter
-  of the heartbeat timeout); 8 ms when a follower points at its leader, as Consul);
+  token's CA and ServerName, with `tenacity` backoff (20 ms between the addresses of one round,
+  then 0.5 s * 2^n capped at min(64 s, a quarter of the heartbeat timeout, so a new leader can
+  re-verify in time); 8 ms when a follower answers, as Consul, doubling to 0.5 s);
 - accepts streams from dialers (the listener in `cluster.peerstream` calls `accept`);
 - writes every state change through Raft with `set_state`: ACTIVE when a stream is up (both
   sides), FAILING on a stream error or when a peering expected to be connected has had no
@@ -32,6 +33,7 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
+from . import metrics
 from .fsm import (
     ACTIVE,
     DELETING,
@@ -126,8 +128,10 @@ class PeeringService:
         self.live: dict[str, LiveStream] = {}
         self._dialers: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._last_ok: dict[str, float] = {}
+        self._last_ok: dict[str, float] = {}  # last time a peering's stream was known good
+        self._dialed: dict[str, str] = {}  # the stream secret each peering was last dialed with
         self._leading_since = 0.0
+        self._leading = False  # run_leader is active (dial loops stop dialing when it ends)
         self._kick = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
 
@@ -365,11 +369,15 @@ class PeeringService:
 
         def wait(rs: RetryCallState) -> float:
             exc = rs.outcome.exception() if rs.outcome else None
+            metrics.reconciler_retry(
+                "redirect" if isinstance(exc, _Retry) and exc.redirect else "dial")
+            log.debug("peering %s: dial attempt %d failed: %r", peering_id, rs.attempt_number,
+                      exc.__cause__ or exc.__context__ if exc else None)
             if isinstance(exc, _Retry) and exc.redirect:
                 # A follower answered: Consul's 8 ms fast path, doubling after 5 tries (an
-                # election is under way), capped at 1 s so a new leader is found promptly.
+                # election is under way), capped at 0.5 s so a new leader is found promptly.
                 counts["redirects"] += 1
-                return min(0.008 * 2 ** max(0, counts["redirects"] - 5), 1.0)
+                return min(0.008 * 2 ** max(0, counts["redirects"] - 5), 0.5)
             counts["redirects"] = 0
             counts["failures"] += 1
             rec = self.fsm.by_id(peering_id) or {}
@@ -393,7 +401,7 @@ class PeeringService:
 
     def _qualifies(self, rec: Record | None, secret: str) -> bool:
         return (
-            rec is not None and should_dial(rec) and bool(rec.get("PeerID"))
+            self._leading and rec is not None and should_dial(rec) and bool(rec.get("PeerID"))
             and rec["State"] not in (DELETING, TERMINATED)
             and self.fsm.secrets_for(rec["ID"]).get("active") == secret
         )
@@ -501,6 +509,7 @@ class PeeringService:
 
     async def run_leader(self) -> None:
         self._leading_since = self._now()
+        self._leading = True
         log.info("peering reconciler started")
         try:
             while True:
@@ -536,11 +545,11 @@ class PeeringService:
                         # say why before the dial task goes, or the peer sees an abrupt end
                         await live.stop(UNAVAILABLE, "the peering was re-established")
                     current[1].cancel()
-                    if current[0] != secret:
-                        self._last_ok[pid] = now  # a new establishment gets a full timeout
                     current = None
                 if wanted and current is None:
-                    self._last_ok.setdefault(pid, now)
+                    if self._dialed.get(pid) != secret:  # a new establishment: a full timeout
+                        self._dialed[pid] = secret
+                        self._last_ok[pid] = now
                     self._entry(pid)
                     self._dialers[pid] = (secret, asyncio.create_task(
                         self._dial_loop(pid, secret), name=f"dial-{pid}"))
@@ -557,12 +566,13 @@ class PeeringService:
         for pid in list(self._dialers):
             if pid not in seen:
                 self._dialers.pop(pid)[1].cancel()
-        for pid in list(self.streams):
-            if pid not in seen:
-                self.streams.pop(pid, None)
+        for table in (self.streams, self._last_ok, self._locks, self._dialed):
+            for pid in [p for p in table if p not in seen]:
+                table.pop(pid, None)
 
     async def _stand_down(self) -> None:
         """Leadership lost (or shutdown): close every stream, forget every status."""
+        self._leading = False  # no dial loop starts another attempt from here on
         leader = self.leader_peering_addr() if not self.node.is_leader() else ""
         lives = list(self.live.values())
         await asyncio.gather(
@@ -579,6 +589,7 @@ class PeeringService:
         self.live.clear()
         self.streams.clear()
         self._last_ok.clear()
+        self._dialed.clear()
         log.info("peering reconciler stopped")
 
     async def close(self) -> None:

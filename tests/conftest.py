@@ -20,11 +20,14 @@ def fresh_cluster(tmp_path):
 
 
 SCENARIO_LINES: list[str] = []
+FUZZ_LINES: list[str] = []  # tests/test_fuzz.py: requests sent, statuses seen, failures
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--chaos-kills", type=int, default=10,
                      help="leader SIGKILLs in the repeated-failover scenario (CI: 10; try 50)")
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="the long fuzz run (>= 10,000 requests; also PEERPLANE_FUZZ_LONG=1)")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -32,4 +35,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if SCENARIO_LINES:
         terminalreporter.section("chaos scenarios")
         for line in SCENARIO_LINES:
+            terminalreporter.write_line(line)
+    if FUZZ_LINES:
+        terminalreporter.section("fuzz")
+        for line in FUZZ_LINES:
             terminalreporter.write_line(line)

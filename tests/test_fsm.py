@@ -35,7 +35,7 @@ DELETED_TEXT = "cannot write to peering that is marked for deletion"
 SETTINGS = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-SEQUENCE_SETTINGS = settings(SETTINGS, max_examples=40)  # each example is a whole history
+SEQUENCE_SETTINGS = settings(SETTINGS, max_examples=30)  # each example is a whole history
 
 
 def run(f: FSM, **cmd: Any) -> dict[str, Any]:
@@ -955,7 +955,7 @@ def test_every_template_command_is_accepted_on_the_seeded_fsm(cmd):
     assert_healthy(f)
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(SETTINGS, max_examples=250)
 @given(st.sampled_from(valid_commands()), st.data())
 def test_a_damaged_command_is_refused_whole_or_leaves_a_sound_fsm(template, data):
     f = seeded()

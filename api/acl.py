@@ -1,0 +1,534 @@
+"""The ACL endpoints in Consul's shapes: bootstrap, policies and tokens.
+
+Thin handlers: decode and check what Consul's HTTP layer checks, route (writes to the leader,
+reads by read mode - the ACL decision is taken there, see api/authz.py), check what Consul's
+ACL RPC checks against the leader's state, then commit a command whose IDs, secrets and times
+were chosen here. The FSM re-checks everything that could have changed in between (names,
+IDs, bootstrap) in log order. Status codes: Consul's RPC errors are 500 with their text; as
+for peering, this server answers 400 with the same text (403 for ACL denials, bootstrap).
+Secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from cluster import acl
+from cluster.fsm import Record
+from cluster.gojson import GoJSONError, Schema, go_decode_strict
+from cluster.raft import NotApplied, UnknownOutcome
+
+from .authz import IDENTITY, Identity
+from .context import SERVER, ServerContext
+from .errors import APIError, bad_request, no_leader
+from .forward import route_to_leader
+from .reads import parse_read_options, read_headers, route_read
+from .render import json_response
+
+log = logging.getLogger("peerplane.acl")
+
+BOOTSTRAP_RESET_FILE = "acl-bootstrap-reset"
+RESERVED_PREFIX = "00000000-0000-0000-0000-0000000000"
+_CAS_RETRIES = 5
+
+BOOTSTRAP_REQUEST: Schema = {"BootstrapSecret": "string"}
+# Every field of Consul's structs.ACLPolicy / ACLToken is accepted (a read object can be sent
+# back); the ones peerplane does not implement must be empty.
+POLICY_REQUEST: Schema = {
+    "ID": "string", "Name": "string", "Description": "string", "Rules": "string",
+    "Datacenters": "[]string", "Hash": "any", "CreateIndex": "any", "ModifyIndex": "any",
+    "Namespace": "string", "Partition": "string",
+}
+TOKEN_REQUEST: Schema = {
+    "AccessorID": "string", "SecretID": "string", "Description": "string", "Policies": "any",
+    "Roles": "any", "ServiceIdentities": "any", "NodeIdentities": "any",
+    "TemplatedPolicies": "any", "Local": "any", "AuthMethod": "string",
+    "ExpirationTime": "any", "ExpirationTTL": "any", "CreateTime": "any", "Hash": "any",
+    "CreateIndex": "any", "ModifyIndex": "any", "Namespace": "string", "Partition": "string",
+    "Type": "string", "Rules": "string",
+}
+_UNSUPPORTED = ("Roles", "ServiceIdentities", "NodeIdentities", "TemplatedPolicies",
+                "ExpirationTime", "ExpirationTTL")
+
+
+def _ctx(request: web.Request) -> ServerContext:
+    ctx = request.app[SERVER]
+    if ctx.acl is None:
+        raise APIError(401, "ACL support disabled")
+    return ctx
+
+
+def _now() -> str:
+    return acl.rfc3339(datetime.datetime.now(datetime.UTC))
+
+
+def _decode(raw: bytes, schema: Schema, type_name: str, what: str) -> dict[str, Any]:
+    try:
+        return go_decode_strict(raw, schema, type_name)
+    except GoJSONError as e:
+        raise bad_request(f"{what} decoding failed: {e}") from None
+
+
+async def _commit(ctx: ServerContext, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Submit a command; rebuild and retry when its compare-and-set precondition failed."""
+    for _ in range(_CAS_RETRIES):
+        cmd = build()
+        try:
+            res = await ctx.node.submit(cmd, ctx.apply_timeout)
+        except NotApplied:
+            raise no_leader() from None
+        except UnknownOutcome:
+            raise APIError(
+                503, "Request outcome unknown: leadership changed or the write timed out; "
+                "read the ACL state before retrying"
+            ) from None
+        error = res.get("error")
+        if error is None:
+            return res
+        if res.get("kind") == "conflict" and "changed since" in error:
+            continue
+        if res.get("kind") == "bootstrap":
+            raise APIError(403, f"Permission denied: {error}")
+        raise bad_request(error)
+    raise APIError(503, "The ACL record kept changing concurrently; retry the request")
+
+
+def _identity(request: web.Request) -> Identity:
+    identity = request.get(IDENTITY)
+    assert identity is not None, "ACL decision missing"
+    return identity
+
+
+def _may_write(request: web.Request) -> bool:
+    return _identity(request).authorizer.allows(acl.Permission("acl", "write"))
+
+
+# ---- rendering (Consul's field order) ----
+
+
+def policy_json(rec: Record, stub: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"ID": rec["ID"], "Name": rec["Name"],
+                           "Description": rec["Description"]}
+    if not stub:
+        out["Rules"] = rec["Rules"]
+    if rec.get("Datacenters"):
+        out["Datacenters"] = list(rec["Datacenters"])
+    out.update(Hash=rec["Hash"], CreateIndex=rec["CreateIndex"], ModifyIndex=rec["ModifyIndex"])
+    return out
+
+
+def token_json(ctx: ServerContext, tok: Record, redact: bool = False) -> dict[str, Any]:
+    """A token with its policy links resolved to current names (links to deleted policies
+    dropped, as Consul's fixupTokenPolicyLinks does); the secret hidden when `redact`."""
+    out: dict[str, Any] = {
+        "AccessorID": tok["AccessorID"],
+        "SecretID": acl.REDACTED if redact else tok["SecretID"],
+        "Description": tok["Description"],
+    }
+    links = []
+    for link in tok["Policies"]:
+        policy = ctx.fsm.acl_policy(link["ID"])
+        if policy is not None:
+            links.append({"ID": policy["ID"], "Name": policy["Name"]})
+    if links:
+        out["Policies"] = links
+    out.update(Local=tok["Local"], CreateTime=tok["CreateTime"], Hash=tok["Hash"],
+               CreateIndex=tok["CreateIndex"], ModifyIndex=tok["ModifyIndex"])
+    return out
+
+
+# ---- bootstrap ----
+
+
+def _reset_index(ctx: ServerContext) -> int:
+    """Consul's bootstrap reset: the index an operator wrote into <data-dir>/acl-bootstrap-reset."""
+    if not ctx.data_dir:
+        return 0
+    try:
+        with open(os.path.join(ctx.data_dir, BOOTSTRAP_RESET_FILE)) as f:
+            text = f.read().strip()
+    except OSError:
+        return 0
+    digits = text.split()[0] if text else ""
+    return int(digits) if digits.isdigit() else 0
+
+
+async def bootstrap(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    raw = await request.read()
+    secret = ""
+    if raw:
+        try:
+            body = go_decode_strict(raw, BOOTSTRAP_REQUEST, "api.BootstrapRequest")
+        except GoJSONError as e:
+            raise bad_request(f"Request decoding failed: {e}") from None
+        secret = body.get("BootstrapSecret", "")
+        if secret and not acl.is_uuid(secret):
+            raise bad_request("Invalid Token: SecretID is not a valid UUID")
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+    reset = 0
+    if ctx.fsm.acl_bootstrap_index:  # checked here too, so refused calls never reach Raft
+        reset = _reset_index(ctx)
+        if not reset:
+            raise APIError(403, "Permission denied: ACL bootstrap no longer allowed "
+                                f"(reset index: {ctx.fsm.acl_bootstrap_index})")
+        with_file = os.path.join(ctx.data_dir, BOOTSTRAP_RESET_FILE)
+        try:  # used once, valid or not (a restored snapshot must not re-open bootstrap)
+            os.remove(with_file)
+        except OSError:
+            pass
+    accessor, secret = str(uuid.uuid4()), secret or str(uuid.uuid4())
+    token = acl.token_record(accessor, secret, acl.BOOTSTRAP_DESCRIPTION,
+                             [acl.GLOBAL_MANAGEMENT_ID], _now())
+    await _commit(ctx, lambda: {
+        "op": "acl_bootstrap", "Token": token, "Policy": acl.management_policy_record(),
+        "ResetIndex": reset,
+    })
+    log.info("ACL bootstrap completed")
+    stored = ctx.fsm.acl_token(accessor)
+    assert stored is not None
+    return json_response(request, {"ID": stored["SecretID"], **token_json(ctx, stored)})
+
+
+# ---- policies ----
+
+
+async def _check_policy(ctx: ServerContext, body: dict[str, Any]) -> str:
+    """Consul's PolicySet checks: the name, then the rules (parsed off the event loop)."""
+    name = body.get("Name", "")
+    if not name:
+        raise bad_request("Invalid Policy: no Name is set")
+    if not acl.valid_policy_name(name):
+        raise bad_request(
+            "Invalid Policy: invalid Name. Only alphanumeric characters, '-' and '_' are allowed"
+        )
+    if body.get("Partition", "default") not in ("", "default") or body.get(
+        "Namespace", "default"
+    ) not in ("", "default"):
+        raise bad_request("Namespaces and admin partitions are a Consul Enterprise feature")
+    rules = body.get("Rules", "")
+    try:
+        await asyncio.to_thread(acl.parse_rules, rules)
+    except acl.RulesError as e:
+        raise bad_request(str(e)) from None
+    return name
+
+
+async def _write_policy(request: web.Request, policy_id: str, create: bool) -> web.StreamResponse:
+    ctx = _ctx(request)
+    body = _decode(await request.read(), POLICY_REQUEST, "structs.ACLPolicy", "Policy")
+    if create and body.get("ID"):
+        raise bad_request("Cannot specify the ID when creating a new policy")
+    if not create:
+        if body.get("ID") and body["ID"] != policy_id:
+            raise bad_request("Policy ID in URL and payload do not match")
+        policy_id = body.get("ID") or policy_id
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+    name = await _check_policy(ctx, body)
+    if create:
+        policy_id = str(uuid.uuid4())
+        taken = ctx.fsm.acl_policy_by_name(name)
+        if taken is not None:
+            raise bad_request(f'Invalid Policy: A Policy with Name "{name}" already exists')
+    else:
+        if not acl.is_uuid(policy_id):
+            raise bad_request("Policy ID invalid UUID")
+        if ctx.fsm.acl_policy(policy_id) is None:
+            raise bad_request(f"cannot find policy {policy_id}")
+    description, rules = body.get("Description", ""), body.get("Rules", "")
+    datacenters = body.get("Datacenters") or []
+    record = {
+        "ID": policy_id, "Name": name, "Description": description, "Rules": rules,
+        "Datacenters": datacenters,
+        "Hash": acl.policy_hash(name, description, rules, datacenters),
+    }
+
+    def build() -> dict[str, Any]:
+        cmd: dict[str, Any] = {"op": "acl_policy_set", "Policy": record, "create": create}
+        if not create:
+            existing = ctx.fsm.acl_policy(policy_id)
+            cmd["expect_index"] = existing["ModifyIndex"] if existing else 0
+        return cmd
+
+    await _commit(ctx, build)
+    stored = ctx.fsm.acl_policy(policy_id)
+    assert stored is not None
+    return json_response(request, policy_json(stored))
+
+
+async def policy_create(request: web.Request) -> web.StreamResponse:
+    return await _write_policy(request, "", create=True)
+
+
+async def policy_update(request: web.Request) -> web.StreamResponse:
+    return await _write_policy(request, request.match_info.get("id", ""), create=False)
+
+
+async def _read(
+    request: web.Request, index: Callable[[], int]
+) -> tuple[web.StreamResponse | None, Any]:
+    """Route a read by its mode and wait out a blocking query; (forwarded, options)."""
+    ctx = _ctx(request)
+    opts = parse_read_options(request.query)
+    if (routed := await route_read(request, opts)) is not None:
+        return routed, opts
+    if opts.index is not None:
+        await ctx.watch.wait_past(index, opts.index, opts.wait)
+    return None, opts
+
+
+async def policy_read(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    policy_id = request.match_info.get("id", "")
+    if not policy_id:
+        raise bad_request("Missing policy ID")
+    routed, opts = await _read(request, lambda: ctx.fsm.acl_policies_index)
+    if routed is not None:
+        return routed
+    rec = ctx.fsm.acl_policy(policy_id)
+    if rec is None:
+        raise APIError(404, "Requested policy does not exist: ACL not found")
+    return json_response(request, policy_json(rec),
+                         read_headers(request, opts, ctx.fsm.acl_policies_index))
+
+
+async def policy_read_by_name(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    name = request.match_info.get("name", "")
+    if not name:
+        raise bad_request("Missing policy Name")
+    routed, opts = await _read(request, lambda: ctx.fsm.acl_policies_index)
+    if routed is not None:
+        return routed
+    rec = ctx.fsm.acl_policy_by_name(name)
+    if rec is None:
+        raise APIError(404, "Requested policy does not exist: ACL not found")
+    return json_response(request, policy_json(rec),
+                         read_headers(request, opts, ctx.fsm.acl_policies_index))
+
+
+async def policy_list(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    routed, opts = await _read(request, lambda: ctx.fsm.acl_policies_index)
+    if routed is not None:
+        return routed
+    recs, index = ctx.fsm.acl_policy_list()
+    return json_response(request, [policy_json(r, stub=True) for r in recs],
+                         read_headers(request, opts, index))
+
+
+async def policy_delete(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    policy_id = request.match_info.get("id", "")
+    if not policy_id:
+        raise bad_request("Missing policy ID")
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+    if policy_id == acl.GLOBAL_MANAGEMENT_ID:
+        raise bad_request(
+            "Delete operation not permitted on the builtin global-management policy"
+        )
+    await _commit(ctx, lambda: {"op": "acl_policy_delete", "ID": policy_id})
+    return json_response(request, True)
+
+
+# ---- tokens ----
+
+
+def _links(ctx: ServerContext, value: Any) -> list[str]:
+    """Policy links from a request (by ID or by name) -> policy IDs, as Consul resolves them."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(v, dict) and isinstance(v.get("ID", ""), str)
+        and isinstance(v.get("Name", ""), str) for v in value
+    ):
+        raise bad_request("Token decoding failed: json: cannot unmarshal into Go struct field "
+                          "ACLToken.Policies of type []structs.ACLTokenPolicyLink")
+    ids: list[str] = []
+    for link in value:
+        link_id, name = link.get("ID", ""), link.get("Name", "")
+        if not link_id:
+            policy = ctx.fsm.acl_policy_by_name(name)
+            if policy is None:
+                raise bad_request(f'No such ACL policy with name "{name}"')
+            link_id = policy["ID"]
+        elif ctx.fsm.acl_policy(link_id) is None:
+            raise bad_request(f'No such ACL policy with ID "{link_id}"')
+        if link_id not in ids:
+            ids.append(link_id)
+    return ids
+
+
+def _check_token_body(body: dict[str, Any]) -> bool:
+    """What peerplane does not implement, and what Consul refuses outright; returns Local."""
+    for key in _UNSUPPORTED:
+        if body.get(key):
+            raise bad_request(f"{key} are not supported by this server")
+    if body.get("AuthMethod"):
+        raise bad_request("AuthMethod field is disallowed outside of Login")
+    if body.get("Rules"):
+        raise bad_request("Rules cannot be specified for this token")
+    if body.get("Type"):
+        raise bad_request("Type cannot be specified for this token")
+    local = body.get("Local", False)
+    if local is None:
+        local = False
+    if not isinstance(local, bool):
+        raise bad_request("Token decoding failed: json: cannot unmarshal into Go struct field "
+                          "ACLToken.Local of type bool")
+    return local
+
+
+def _new_token_id(ctx: ServerContext, value: str, field: str) -> str:
+    """Consul's checks on a caller-chosen AccessorID / SecretID of a new token."""
+    if not acl.is_uuid(value):
+        raise bad_request(f"Invalid Token: {field} is not a valid UUID")
+    if ctx.fsm.acl_token(value) is not None or ctx.fsm.acl_token_by_secret(value) is not None:
+        raise bad_request(f"Invalid Token: {field} is already in use")
+    if value.startswith(RESERVED_PREFIX):
+        raise bad_request(
+            f'Invalid Token: UUIDs with the prefix "{RESERVED_PREFIX}" are reserved'
+        )
+    return value
+
+
+async def _write_token(request: web.Request, accessor: str, create: bool) -> web.StreamResponse:
+    ctx = _ctx(request)
+    body = _decode(await request.read(), TOKEN_REQUEST, "structs.ACLToken", "Token")
+    if not create:
+        accessor = body.get("AccessorID") or accessor
+        if accessor != request.match_info.get("id", ""):
+            raise bad_request("Token Accessor ID in URL and payload do not match")
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+    if body.get("Partition", "default") not in ("", "default") or body.get(
+        "Namespace", "default"
+    ) not in ("", "default"):
+        raise bad_request("Namespaces and admin partitions are a Consul Enterprise feature")
+    existing: Record | None = None
+    if create:
+        accessor = body.get("AccessorID") or ""
+        accessor = _new_token_id(ctx, accessor, "AccessorID") if accessor else str(uuid.uuid4())
+        secret = body.get("SecretID") or ""
+        secret = _new_token_id(ctx, secret, "SecretID") if secret else str(uuid.uuid4())
+        create_time = _now()
+    else:
+        if not acl.is_uuid(accessor):
+            raise bad_request("AccessorID is not a valid UUID")
+        existing = ctx.fsm.acl_token(accessor)
+        if existing is None:
+            raise bad_request(f'Cannot find token "{accessor}"')
+        secret = body.get("SecretID") or existing["SecretID"]
+        if secret != existing["SecretID"]:
+            raise bad_request("Changing a tokens SecretID is not permitted")
+        create_time = existing["CreateTime"]
+    local = _check_token_body(body)
+    if existing is not None and local != existing["Local"]:
+        raise bad_request(f"cannot toggle local mode of {accessor}")
+    policy_ids = _links(ctx, body.get("Policies"))
+    record = acl.token_record(accessor, secret, body.get("Description", ""), policy_ids,
+                              create_time, local)
+
+    def build() -> dict[str, Any]:
+        cmd: dict[str, Any] = {"op": "acl_token_set", "Token": record, "create": create}
+        if not create:
+            current = ctx.fsm.acl_token(accessor)
+            cmd["expect_index"] = current["ModifyIndex"] if current else 0
+        return cmd
+
+    await _commit(ctx, build)
+    stored = ctx.fsm.acl_token(accessor)
+    assert stored is not None
+    return json_response(request, token_json(ctx, stored))
+
+
+async def token_create(request: web.Request) -> web.StreamResponse:
+    return await _write_token(request, "", create=True)
+
+
+async def token_update(request: web.Request) -> web.StreamResponse:
+    return await _write_token(request, request.match_info.get("id", ""), create=False)
+
+
+async def token_read(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    accessor = request.match_info.get("id", "")
+    if not accessor:
+        raise bad_request("Missing token AccessorID")
+    routed, opts = await _read(request, lambda: ctx.fsm.acl_tokens_index)
+    if routed is not None:
+        return routed
+    tok = ctx.fsm.acl_token(accessor)
+    if tok is None:
+        raise APIError(404, "Requested token does not exist: ACL not found")
+    return json_response(request, token_json(ctx, tok, redact=not _may_write(request)),
+                         read_headers(request, opts, ctx.fsm.acl_tokens_index))
+
+
+async def token_self(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    routed, opts = await _read(request, lambda: ctx.fsm.acl_tokens_index)
+    if routed is not None:
+        return routed
+    tok = ctx.fsm.acl_token(_identity(request).accessor)
+    if tok is None:
+        raise APIError(404, "Supplied token does not exist")
+    return json_response(request, token_json(ctx, tok),
+                         read_headers(request, opts, ctx.fsm.acl_tokens_index))
+
+
+async def token_list(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    routed, opts = await _read(request, lambda: ctx.fsm.acl_tokens_index)
+    if routed is not None:
+        return routed
+    redact = not _may_write(request)
+    recs, index = ctx.fsm.acl_token_list()
+    return json_response(request, [token_json(ctx, t, redact=redact) for t in recs],
+                         read_headers(request, opts, index))
+
+
+async def token_delete(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    accessor = request.match_info.get("id", "")
+    if not accessor:
+        raise bad_request("Missing token AccessorID")
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+    if not acl.is_uuid(accessor):
+        raise bad_request("Accessor ID is missing or an invalid UUID")
+    if accessor == acl.ANONYMOUS_ACCESSOR:
+        raise bad_request("Delete operation not permitted on the anonymous token")
+    existing = ctx.fsm.acl_token(accessor)
+    if existing is not None and existing["SecretID"] == _identity(request).secret:
+        raise bad_request("Deletion of the request's authorization token is not permitted")
+    await _commit(ctx, lambda: {"op": "acl_token_delete", "AccessorID": accessor})
+    return json_response(request, True)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_put("/v1/acl/bootstrap", bootstrap)
+    r.add_put("/v1/acl/policy", policy_create)
+    r.add_get("/v1/acl/policies", policy_list, allow_head=False)
+    r.add_get("/v1/acl/policy/name/{name}", policy_read_by_name, allow_head=False)
+    r.add_get("/v1/acl/policy/{id}", policy_read, allow_head=False)
+    r.add_put("/v1/acl/policy/{id}", policy_update)
+    r.add_delete("/v1/acl/policy/{id}", policy_delete)
+    r.add_put("/v1/acl/token", token_create)
+    r.add_get("/v1/acl/tokens", token_list, allow_head=False)
+    r.add_get("/v1/acl/token/self", token_self, allow_head=False)
+    r.add_get("/v1/acl/token/{id}", token_read, allow_head=False)
+    r.add_put("/v1/acl/token/{id}", token_update)
+    r.add_delete("/v1/acl/token/{id}", token_delete)

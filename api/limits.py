@@ -1,0 +1,168 @@
+"""Limits on what one HTTP client can make a server hold: header and URL sizes, how long a
+request may take to arrive, and how many blocking queries may wait at once.
+
+- **Request line** (method, URL, version) over `max_line_size` bytes: `414` `URI too long
+  (limit: N bytes)`. **A header line** over `max_field_size` bytes, or more than `max_headers`
+  header lines: `431` `Request header fields too large (limit: ...)`. Other malformed HTTP: `400`
+  `Bad request: <reason>`. The parser answers these itself (the app never sees the request), so
+  the answer comes from a `RequestHandler` subclass; every one closes the connection.
+- **Slow clients**: a connection that has not delivered a complete request head within
+  `read_timeout` seconds of connecting (or of its previous answer) is closed - aiohttp's
+  keep-alive timer, which also runs while a head is arriving byte by byte. A request body that
+  has not fully arrived within `read_timeout` seconds is answered `408` `Timed out reading the
+  request body (limit: N s)` and the connection is closed (after at most as long again
+  draining what is left of the body, aiohttp's lingering close).
+- **Blocking queries** (`GET ...?index=`): at most `max_blocking_queries` wait on one server at a
+  time, forwarded ones included; beyond that `429` `Too many concurrent blocking queries
+  (limit: N); retry later`. Non-blocking requests are never refused.
+
+Body size (`413`) is `ServerContext.max_body` (the app's `client_max_size`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger("peerplane.http")
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+@dataclass(frozen=True)
+class HTTPLimits:
+    read_timeout: float = 30.0  # request head (and idle keep-alive), and request body, seconds
+    max_line_size: int = 16384  # the request line: method, URL with query, version
+    max_field_size: int = 8192  # one header line
+    max_headers: int = 128  # header lines
+    max_blocking_queries: int = 256  # per server, forwarded ones included
+
+    def __post_init__(self) -> None:
+        # An over-long line is told apart (414 or 431) by the limit it broke.
+        if self.max_line_size == self.max_field_size:
+            raise ValueError("max_line_size and max_field_size must differ")
+
+    def runner_kwargs(self) -> dict[str, Any]:
+        """aiohttp server settings (web.AppRunner / RequestHandler keyword arguments)."""
+        return {
+            "keepalive_timeout": self.read_timeout,
+            # after an answer, what is left of an unread body is drained this long at most
+            "lingering_time": self.read_timeout,
+            "max_line_size": self.max_line_size,
+            "max_field_size": self.max_field_size,
+            "max_headers": self.max_headers,
+        }
+
+    def client_connector(self) -> aiohttp.TCPConnector:
+        """For forwarding to the leader: idle connections are dropped before the leader's
+        keep-alive timer would close them under a request, and blocking queries forwarded up to
+        the cap still leave connections for everything else."""
+        return aiohttp.TCPConnector(
+            limit=self.max_blocking_queries + 64,
+            keepalive_timeout=min(15.0, self.read_timeout / 2),
+        )
+
+
+LIMITS = web.AppKey("limits", HTTPLimits)
+_BLOCKING = web.AppKey("blocking_queries", list)  # [count] of blocking queries in progress
+
+
+def install(app: web.Application, limits: HTTPLimits) -> None:
+    app[LIMITS] = limits
+    app[_BLOCKING] = [0]
+
+
+def too_many_blocking(limit: int) -> str:
+    return f"Too many concurrent blocking queries (limit: {limit}); retry later"
+
+
+def body_timeout_text(timeout: float) -> str:
+    return f"Timed out reading the request body (limit: {timeout:g} s)"
+
+
+@web.middleware
+async def read_body_in_time(request: web.Request, handler) -> web.StreamResponse:
+    """Read (and cache) the whole body before the handler runs, within the read timeout. Too
+    large a body raises HTTPRequestEntityTooLarge here, which becomes the 413."""
+    if request.method in _BODY_METHODS and request.can_read_body:
+        timeout = request.app[LIMITS].read_timeout
+        try:
+            await asyncio.wait_for(request.read(), timeout)
+        except TimeoutError:
+            response = web.Response(status=408, text=body_timeout_text(timeout))
+            response.force_close()
+            return response
+    return await handler(request)
+
+
+@web.middleware
+async def cap_blocking_queries(request: web.Request, handler) -> web.StreamResponse:
+    if request.method != "GET" or "index" not in request.query:
+        return await handler(request)
+    limit = request.app[LIMITS].max_blocking_queries
+    active = request.app[_BLOCKING]
+    if active[0] >= limit:
+        return web.Response(status=429, text=too_many_blocking(limit))
+    active[0] += 1
+    try:
+        return await handler(request)
+    finally:
+        active[0] -= 1
+
+
+# ---- malformed or oversized HTTP, answered by the parser's error path ----
+
+
+class _Handler(RequestHandler):
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status != 400 or not isinstance(exc, BadHttpMessage):
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, LineTooLong) and exc.args[1:2] == (self.max_line_size,):
+            status, text = 414, f"URI too long (limit: {self.max_line_size} bytes)"
+        elif isinstance(exc, LineTooLong):
+            status, text = 431, (
+                f"Request header fields too large (limit: {self.max_field_size} bytes "
+                "per header line)"
+            )
+        elif "Too many headers" in exc.message:
+            status, text = 431, (
+                f"Request header fields too large (limit: {self.max_headers} header lines)"
+            )
+        else:
+            reason = (exc.message or "malformed request").strip().splitlines()[0].rstrip(":")
+            text = f"Bad request: {reason}"
+        log.debug("refused a malformed request from %s: %s", request.remote, text)
+        response = web.Response(status=status, text=text, content_type="text/plain")
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+
+class HardenedAppRunner(web.AppRunner):
+    """web.AppRunner whose connections answer malformed and oversized requests with the texts
+    above (aiohttp's own answer quotes the offending bytes and logs a traceback each time)."""
+
+    def __init__(self, app: web.Application, limits: HTTPLimits, **kwargs: Any) -> None:
+        super().__init__(app, **limits.runner_kwargs(), **kwargs)
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server  # same state; only the connection class differs
+        return server

@@ -1,0 +1,80 @@
+"""Observability of the front end: the request middleware (request ID, metrics, request log line)
+and `GET /v1/agent/metrics` (Consul's JSON, or Prometheus text with `?format=prometheus`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+
+from cluster import logs
+
+from .context import SERVER
+from .render import json_response
+
+log = logging.getLogger("peerplane.http")
+
+REQUEST_ID = "X-Request-Id"
+
+
+def route_of(request: web.Request) -> str:
+    """The matched route's pattern (`/v1/peering/{name}`), never the raw path: bounded labels."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return "unmatched"
+    return resource.canonical
+
+
+@web.middleware
+async def observe(request: web.Request, handler) -> web.StreamResponse:
+    """Outermost middleware: sees the final status of every request, whatever answered it."""
+    rid = logs.request_id(request.headers.get(REQUEST_ID))
+    token = logs.REQUEST_ID.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers[REQUEST_ID] = rid
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        e.headers[REQUEST_ID] = rid
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away before the answer
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        route = route_of(request)
+        metrics = request.app[SERVER].metrics
+        if metrics is not None:
+            metrics.observe_http(route, request.method, status, elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            # Consul's "Request finished" line, at debug level as in Consul.
+            log.debug(
+                "Request finished: method=%s url=%s from=%s status=%d latency=%.3fms",
+                request.method, logs.redact_url(request.path_qs), request.remote, status,
+                elapsed * 1000,
+                extra={"method": request.method, "route": route, "status": status,
+                       "latency_ms": round(elapsed * 1000, 3)},
+            )
+        logs.REQUEST_ID.reset(token)
+
+
+async def agent_metrics(request: web.Request) -> web.StreamResponse:
+    metrics = request.app[SERVER].metrics
+    if metrics is None:
+        return web.Response(status=503, text="metrics are not enabled on this server")
+    accept = request.headers.get("Accept", "")
+    if request.query.get("format") == "prometheus" or "application/openmetrics-text" in accept:
+        body, content_type = metrics.prometheus(accept)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+    return json_response(request, metrics.json())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/agent/metrics", agent_metrics)

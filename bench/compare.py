@@ -1,0 +1,517 @@
+"""peerplane vs etcd 3.4 vs raw PySyncObj, side by side, in one run on this machine.
+
+    .venv/bin/python bench/compare.py [--duration 10] [--connections 32] [--failovers 10]
+                                      [--peerings 10000] [--markdown PATH] [--smoke]
+
+Everything runs on 127.0.0.1 and is stopped before the script exits:
+- peerplane: three `peerplane agent` processes (tests/harness LocalCluster), driven by wrk
+  with one thread per server (bench/_cluster.py): writes are POST /v1/peering/token with unique
+  names; reads are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over
+  all three servers (followers forward default/consistent reads to the leader). Failover: SIGKILL
+  the leader, time until the next write is acknowledged by a survivor (median). Establish ->
+  ACTIVE comes from bench/establish.py. At --peerings peerings (a fresh cluster): p50 of
+  GET /v1/peerings on the leader, VmRSS of each server, and cold restart (SIGKILL all, start
+  all, until a consistent list answers with every peering).
+- etcd 3.4 (Debian etcd-server): three members, default settings, the same wrk threads and
+  connections against the v3 JSON gateway: POST /v3/kv/put (unique keys), POST /v3/kv/range
+  linearizable and serializable, spread over all members; failover the same way.
+- raw PySyncObj (bench/raw_pysyncobj.py): three SyncObj processes configured like peerplane,
+  the replicated call submitted on the leader through an asyncio bridge, no HTTP.
+
+--smoke (CI): one-second wrk runs, 3 failovers, 200 peerings, short raw runs; exits non-zero if
+any part fails, so the scripts cannot rot. Numbers from a loaded machine are noise: compare
+ratios from one run, not numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from _cluster import LocalCluster, Result, machine, wrk
+from _etcd import EtcdCluster, b64
+from raw_pysyncobj import RawCluster
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEED = 100  # peerings seeded before the read runs
+
+
+@dataclass
+class Run:
+    """Everything measured, keyed like "pp.write"; values are wrk Results, floats or text."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+    def part(self, name: str, fn: Callable[[], None]) -> None:
+        print(f"== {name} ...", flush=True)
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception as e:  # one broken part must not hide the others' numbers
+            traceback.print_exc()
+            self.failures.append(f"{name}: {type(e).__name__}: {e}")
+        took = time.monotonic() - t0
+        self.timings.append((name, took))
+        print(f"== {name} done in {took:.1f} s", flush=True)
+
+    def load(self, key: str, result: Result) -> Result:
+        """Record a wrk run; a run with no answers or mostly errors fails its part."""
+        self.values[key] = result
+        print(f"   {key}: {result.rate:.0f}/s p50 {result.p50_ms:.1f} ms "
+              f"p99 {result.p99_ms:.1f} ms errors {result.errors}", flush=True)
+        if result.requests == 0 or result.errors * 2 > result.requests:
+            raise RuntimeError(f"{key}: {result.requests} requests, {result.errors} errors")
+        if result.errors:
+            self.notes.append(f"{key}: {result.errors} of {result.requests} requests failed")
+        return result
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def first_ack(writers: list[Callable[[float], bool]], timeout: float,
+              interval: float = 0.05, per_request: float = 2.0) -> float:
+    """Every `interval`, start one request per writer (each in a thread of its own, with a
+    `per_request` timeout) until one succeeds; monotonic() of the first success. A steady
+    stream of fresh requests, as retrying clients send: a request parked in a dead leader's
+    queue (etcd drops those proposals) cannot hide a later one that succeeds."""
+    done = threading.Event()
+    acks: list[float] = []
+    threads: list[threading.Thread] = []
+    deadline = time.monotonic() + timeout
+
+    def attempt(write: Callable[[float], bool]) -> None:
+        try:
+            ok = write(per_request)
+        except Exception:
+            ok = False
+        if ok:
+            acks.append(time.monotonic())
+            done.set()
+
+    while not done.is_set() and time.monotonic() < deadline:
+        for w in writers:
+            t = threading.Thread(target=attempt, args=(w,), daemon=True)
+            t.start()
+            threads.append(t)
+        done.wait(interval)
+    for t in threads:  # every request ends within per_request: nothing outlives the round
+        t.join(per_request + 5)
+    if not acks:
+        raise RuntimeError(f"no write acknowledged within {timeout}s of the kill")
+    return min(acks)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def _fill(addrs: list[str], names: list[str], concurrency: int,
+                deadline: float) -> int:
+    import aiohttp
+
+    todo = list(reversed(names))
+    created = 0
+    t0 = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout,
+                                     connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
+        async def worker(w: int) -> None:
+            nonlocal created
+            addr = addrs[w % len(addrs)]
+            while todo and time.monotonic() < deadline:
+                name = todo.pop()
+                for _ in range(5):  # generate-token is idempotent per name: retry is safe
+                    try:
+                        async with s.post(f"http://{addr}/v1/peering/token",
+                                          json={"PeerName": name}) as r:
+                            await r.read()
+                            if r.status == 200:
+                                created += 1
+                                if created % 2000 == 0:  # does the write rate hold as n grows?
+                                    print(f"   {created} peerings after "
+                                          f"{time.monotonic() - t0:.1f} s", flush=True)
+                                break
+                    except (aiohttp.ClientError, TimeoutError):
+                        pass
+                    await asyncio.sleep(0.1)
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return created
+
+
+def fill(cluster: LocalCluster, count: int, timeout: float, concurrency: int = 32) -> float:
+    """Create `count` peerings (unique names, spread over all servers); seconds taken."""
+    t0 = time.monotonic()
+    names = [f"scale-{i:06d}" for i in range(count)]
+    addrs = [a.http_addr for a in cluster.agents]
+    created = asyncio.run(_fill(addrs, names, concurrency, t0 + timeout))
+    if created != count:
+        raise RuntimeError(f"created {created} of {count} peerings within {timeout}s")
+    return time.monotonic() - t0
+
+
+def list_count(agent: Any, query: str = "", timeout: float = 30.0) -> int | None:
+    reply = agent.call("GET", f"/v1/peerings{query}", timeout=timeout)
+    return len(reply.json()) if reply.status == 200 else None
+
+
+# ---------------------------------------------------------------- peerplane
+
+
+def peerplane_main(args: argparse.Namespace, run: Run) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-pp-") as tmp, LocalCluster(tmp) as c:
+        nodes = [a.http_addr for a in c.agents]
+        for i in range(SEED):
+            reply = c.agents[i % 3].call("POST", "/v1/peering/token", {"PeerName": f"seed-{i}"})
+            if reply.status != 200:
+                raise RuntimeError(f"seeding: {reply.status} {reply.text}")
+        run.load("pp.write", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
+                                 args.connections))
+        for mode, query in (("default", ""), ("consistent", "?consistent"), ("stale", "?stale")):
+            run.load(f"pp.read.{mode}", wrk("spread.lua", nodes, f"/v1/peering/seed-7{query}",
+                                            args.duration, args.connections))
+        times = []
+        for k in range(args.failovers):
+            victim = c.leader()
+            survivors = [a for a in c.agents if a is not victim]
+
+            def writer(agent: Any, k: int = k) -> Callable[[float], bool]:
+                seq = iter(range(10**6))
+                return lambda t: agent.call(
+                    "POST", "/v1/peering/token",
+                    {"PeerName": f"failover-{k}-{agent.name}-{next(seq)}"}, timeout=t,
+                ).status == 200
+
+            t0 = time.monotonic()
+            victim.kill()
+            t_ack = first_ack([writer(a) for a in survivors], timeout=30)
+            times.append(t_ack - t0)
+            print(f"   failover {k + 1}: {times[-1] * 1000:.0f} ms", flush=True)
+            victim.start()
+            victim.wait_ready()
+            c.wait_converged()
+        run.values["pp.failover"] = times
+
+
+def peerplane_page_cache(args: argparse.Namespace, run: Run) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-pp-pc-") as tmp, LocalCluster(
+        tmp, extra_args=["--durability", "page-cache"]
+    ) as c:
+        nodes = [a.http_addr for a in c.agents]
+        run.load("pp.write.pagecache", wrk("token.lua", nodes, "/v1/peering/token",
+                                           args.duration, args.connections))
+
+
+def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
+    n = args.peerings
+    with tempfile.TemporaryDirectory(prefix="bench-pp-scale-") as tmp, LocalCluster(tmp) as c:
+        took = fill(c, n, timeout=args.fill_timeout)
+        run.values["pp.fill"] = (n, took)
+        print(f"   created {n} peerings in {took:.1f} s ({n / took:.0f}/s)", flush=True)
+        leader = c.leader()
+        got = list_count(leader, "?consistent")
+        if got != n:
+            raise RuntimeError(f"consistent list has {got} peerings, expected {n}")
+        samples = []
+        deadline = time.monotonic() + 60
+        while len(samples) < args.list_samples and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            reply = leader.call("GET", "/v1/peerings", timeout=30)
+            samples.append(time.monotonic() - t0)
+            if reply.status != 200:
+                raise RuntimeError(f"list: {reply.status} {reply.text[:200]}")
+        run.values["pp.list"] = samples
+        run.values["pp.rss"] = [rss_mb(a.proc.pid) for a in c.agents if a.proc is not None]
+        # cold restart: SIGKILL everything, start everything, until a consistent list is whole
+        for a in c.agents:
+            a.kill()
+        t0 = time.monotonic()
+        for a in c.agents:
+            a.start()
+        deadline = t0 + args.restart_timeout
+        seen = None
+        while time.monotonic() < deadline:
+            for a in c.agents:
+                try:
+                    seen = list_count(a, "?consistent", timeout=5)
+                except OSError:
+                    seen = None
+                if seen == n:
+                    break
+            if seen == n:
+                break
+            time.sleep(0.02)
+        if seen != n:
+            raise RuntimeError(f"no whole consistent list within {args.restart_timeout}s "
+                               f"of a cold restart (last: {seen})")
+        run.values["pp.restart"] = time.monotonic() - t0
+
+
+ESTABLISH_RE = re.compile(r"both ACTIVE\s+median\s+([\d.]+) ms")
+
+
+def peerplane_establish(args: argparse.Namespace, run: Run) -> None:
+    """Use establish.py's `measure(runs) -> list[seconds]` if it has one; else run its CLI
+    and read the "both ACTIVE" median it prints."""
+    path = os.path.join(HERE, "establish.py")
+    if not os.path.exists(path):
+        run.values["pp.establish"] = "n/a"
+        run.notes.append("establish -> ACTIVE: n/a (bench/establish.py does not exist)")
+        return
+    import establish
+
+    measure = getattr(establish, "measure", None)
+    if callable(measure):
+        xs = list(measure(args.establish_runs))
+        run.values["pp.establish"] = statistics.median(xs) * 1000
+        run.values["pp.establish.n"] = len(xs)
+        return
+    # establish.py needs >= 1 failover per side to finish; its failover numbers are its own.
+    proc = subprocess.run(
+        [sys.executable, path, "--runs", str(args.establish_runs), "--failovers", "1"],
+        capture_output=True, text=True, timeout=args.establish_timeout,
+    )
+    m = ESTABLISH_RE.search(proc.stdout)
+    if proc.returncode != 0 or not m:
+        run.values["pp.establish"] = "n/a"
+        raise RuntimeError(f"bench/establish.py exited {proc.returncode} without a 'both "
+                           f"ACTIVE' median:\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
+    run.values["pp.establish"] = float(m.group(1))
+    run.values["pp.establish.n"] = args.establish_runs
+    run.notes.append("establish -> ACTIVE: median of 'both ACTIVE' from bench/establish.py "
+                     f"--runs {args.establish_runs} (two 3-server clusters, fast stream timings)")
+
+
+# ---------------------------------------------------------------- etcd
+
+
+def etcd(args: argparse.Namespace, run: Run) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-etcd-") as tmp, EtcdCluster(tmp) as e:
+        nodes = e.client_addrs
+        e.put(e.leader(), "bench/seed", "x" * 64)
+        run.load("etcd.write", wrk("etcd_put.lua", nodes, "/v3/kv/put", args.duration,
+                                   args.connections))
+        for mode, serializable in (("linearizable", False), ("serializable", True)):
+            body = json.dumps({"key": b64("bench/seed"), "serializable": serializable})
+            run.load(f"etcd.read.{mode}", wrk("post.lua", nodes, "/v3/kv/range", args.duration,
+                                               args.connections,
+                                               env={"PEERPLANE_BENCH_BODY": body}))
+        times = []
+        for k in range(args.failovers):
+            victim = e.leader()
+            survivors = [i for i in range(len(nodes)) if i != victim]
+
+            def writer(i: int, k: int = k) -> Callable[[float], bool]:
+                seq = iter(range(10**6))
+                return lambda t: bool(e.put(i, f"failover/{k}/{i}/{next(seq)}", "x", t))
+
+            t0 = time.monotonic()
+            e.kill(victim)
+            t_ack = first_ack([writer(i) for i in survivors], timeout=30)
+            times.append(t_ack - t0)
+            print(f"   failover {k + 1}: {times[-1] * 1000:.0f} ms", flush=True)
+            e.start_member(victim)
+            e.leader()  # every member (the restarted one too) answers and agrees
+        run.values["etcd.failover"] = times
+
+
+# ---------------------------------------------------------------- raw PySyncObj
+
+
+def raw(args: argparse.Namespace, run: Run) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-raw-") as tmp, RawCluster(tmp) as c:
+        for key, inflight, fsync in (("raw.write", args.connections, True),
+                                     ("raw.write.pagecache", args.connections, False),
+                                     ("raw.write.1000", 1000, False)):
+            r = c.bench(inflight, args.duration, fsync)
+            res = Result(r["calls"], r["seconds"], r["p50_ms"], r["p99_ms"], r["errors"])
+            run.load(key, res)
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _num(v: float | None, kind: str) -> str:
+    if v is None:
+        return "—"
+    if kind == "rate":
+        return f"{v:,.0f}"
+    if kind == "s":
+        return f"{v:.2f}"
+    return f"{v:,.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def table(run: Run, args: argparse.Namespace) -> list[str]:
+    v = run.values
+
+    def res(key: str, what: str) -> float | None:
+        r = v.get(key)
+        if not isinstance(r, Result):
+            return None
+        return {"rate": r.rate, "p50": r.p50_ms, "p99": r.p99_ms}[what]
+
+    def med_ms(key: str) -> float | None:
+        xs = v.get(key)
+        return statistics.median(xs) * 1000 if isinstance(xs, list) and xs else None
+
+    rows: list[tuple[str, str, float | None, float | None, float | None, str | None]] = []
+
+    def triple(name: str, detail: str, pp: str, et: str | None, rw: str | None) -> None:
+        for what, label, kind in ((("rate", f"{name}/s {detail}", "rate"),
+                                   ("p50", f"{name} p50 ms", "ms"),
+                                   ("p99", f"{name} p99 ms", "ms"))):
+            rows.append((label, kind, res(pp, what), res(et, what) if et else None,
+                         res(rw, what) if rw else None, None))
+
+    c = args.connections
+    triple("writes", f"(fsync; {c} conns / in flight)", "pp.write", "etcd.write", "raw.write")
+    triple("page-cache writes", f"(no fsync; {c} conns / in flight)", "pp.write.pagecache",
+           None, "raw.write.pagecache")
+    triple("default reads", "(etcd: linearizable)", "pp.read.default",
+           "etcd.read.linearizable", None)
+    triple("consistent reads", "(etcd: linearizable)", "pp.read.consistent",
+           "etcd.read.linearizable", None)
+    triple("stale reads", "(etcd: serializable)", "pp.read.stale",
+           "etcd.read.serializable", None)
+    fo = v.get("pp.failover") or []
+    rows.append((f"failover ms, median of {len(fo)} (SIGKILL leader -> next ack)", "ms",
+                 med_ms("pp.failover"), med_ms("etcd.failover"), None, None))
+    est = v.get("pp.establish")
+    rows.append(("establish -> ACTIVE ms, median", "ms",
+                 est if isinstance(est, float) else None, None, None,
+                 est if isinstance(est, str) else None))
+    n = args.peerings
+    rows.append((f"list p50 ms at {n:,} peerings", "ms", med_ms("pp.list"), None, None, None))
+    rss = v.get("pp.rss")
+    rows.append((f"RSS MB per node at {n:,} peerings (max)", "ms",
+                 max(rss) if rss else None, None, None,
+                 " / ".join(f"{x:.0f}" for x in rss) if rss else None))
+    rows.append((f"cold restart s at {n:,} peerings", "s", v.get("pp.restart"), None, None,
+                 None))
+    raw1000 = v.get("raw.write.1000")
+    raw_text = (f"{raw1000.rate:,.0f}/s (p50 {raw1000.p50_ms:.0f} / p99 {raw1000.p99_ms:.0f} ms)"
+                if isinstance(raw1000, Result) else "—")
+
+    head = ["workload", "peerplane", "etcd 3.4", "raw PySyncObj", "ratio peerplane/anchor"]
+    body = []
+    for label, kind, pp, et, rw, text in rows:
+        ratios = [f"{pp / a:.2f}× {name}" for a, name in ((et, "etcd"), (rw, "raw"))
+                  if pp is not None and a]
+        pp_cell = _num(pp, kind)
+        if text and pp is None:
+            pp_cell = text
+        elif text:
+            pp_cell = f"{pp_cell} ({text})"
+        body.append([label, pp_cell, _num(et, kind), _num(rw, kind), ", ".join(ratios) or "—"])
+    body.append(["replicated calls, 1000 in flight, page cache", "—", "—", raw_text, "—"])
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+        ) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
+                         for i, w in enumerate(widths)) + "|"
+    return [line(head), sep, *(line(r) for r in body)]
+
+
+def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> list[str]:
+    fill = run.values.get("pp.fill")
+    out = [
+        f"peerplane vs etcd 3.4 vs raw PySyncObj — {started:%Y-%m-%d %H:%M} UTC"
+        f"{' (SMOKE: numbers meaningless)' if args.smoke else ''}",
+        f"machine: {machine()}; load average at start {args.loadavg}",
+        f"wrk: {args.connections} connections, one thread per server/member, "
+        f"{args.duration:g} s per run; raw PySyncObj: submitted on the leader, "
+        f"{args.connections} or 1000 in flight, {args.duration:g} s",
+        "",
+        *table(run, args),
+        "",
+        "ratio: peerplane divided by the anchor (for rates higher is better; for ms/s/MB lower "
+        "is better). peerplane and etcd fsync their logs; 'page cache' rows run peerplane with "
+        "--durability page-cache and raw PySyncObj without fsync.",
+    ]
+    if isinstance(fill, tuple):
+        out.append(f"{fill[0]:,} peerings created in {fill[1]:.1f} s "
+                   f"({fill[0] / fill[1]:,.0f}/s, 32 concurrent HTTP clients)")
+    out += [f"note: {n}" for n in run.notes]
+    out += [f"FAILED: {f}" for f in run.failures]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--failovers", type=int, default=10)
+    p.add_argument("--peerings", type=int, default=10_000)
+    p.add_argument("--establish-runs", type=int, default=20)
+    p.add_argument("--markdown", metavar="PATH", help="also write the table here (Markdown)")
+    p.add_argument("--only", default="peerplane,establish,scale,etcd,raw",
+                   help="comma-separated parts to run (default: all)")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds-long run of every part, for CI; non-zero exit on any failure")
+    args = p.parse_args()
+    args.list_samples, args.fill_timeout, args.restart_timeout = 20, 600.0, 120.0
+    args.establish_timeout = 600.0
+    if args.smoke:
+        args.duration, args.failovers, args.peerings = 1.0, 3, 200
+        args.establish_runs, args.list_samples, args.fill_timeout = 1, 3, 60.0
+    args.loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    started = datetime.datetime.now(datetime.UTC)
+    t0 = time.monotonic()
+    only = set(args.only.split(","))
+    run = Run()
+    parts: list[tuple[str, str, Callable[[], None]]] = [
+        ("peerplane", "peerplane: writes, reads, failover", lambda: peerplane_main(args, run)),
+        ("peerplane", "peerplane: writes with --durability page-cache",
+         lambda: peerplane_page_cache(args, run)),
+        ("scale", f"peerplane: {args.peerings} peerings", lambda: peerplane_scale(args, run)),
+        ("establish", "peerplane: establish -> ACTIVE", lambda: peerplane_establish(args, run)),
+        ("etcd", "etcd 3.4", lambda: etcd(args, run)),
+        ("raw", "raw PySyncObj", lambda: raw(args, run)),
+    ]
+    unknown = only - {key for key, _, _ in parts}
+    if unknown:
+        p.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    for key, name, fn in parts:
+        if key in only:
+            run.part(name, fn)
+    lines = report(run, args, started)
+    print("\n" + "\n".join(lines))
+    total = time.monotonic() - t0
+    print("\ntime per part: " + ", ".join(f"{n} {s:.0f} s" for n, s in run.timings)
+          + f"; total {total:.0f} s")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return 1 if run.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The benchmark comparison still runs end to end (bench/compare.py --smoke).
+
+A seconds-long run of every part - peerplane (writes, reads, failover, peerings at scale,
+establish), etcd 3.4 and raw PySyncObj - so the bench scripts cannot rot. Its numbers are not
+checked (speed is measured in benchmarks, never asserted in tests); only that every part ran.
+Needs `wrk` and `etcd` (Debian's wrk, etcd-server; .ci/run installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.integration
+def test_compare_smoke_runs_every_part(tmp_path):
+    md = tmp_path / "table.md"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "compare.py"), "--smoke",
+         "--markdown", str(md)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    table = md.read_text()
+    for row in ("writes/s", "consistent reads/s", "stale reads/s", "failover ms",
+                "establish -> ACTIVE", "list p50 ms", "cold restart s"):
+        assert row in table, table
+    assert "FAILED" not in table, table

@@ -1,0 +1,354 @@
+"""The docker-compose clusters on a real Docker engine (run alone: `pytest -m compose`).
+
+Builds the image with deploy/build.sh (cached), brings up dc1 and dc2 (profile `peer`) from the
+repository's docker-compose.yml under a project name of its own, and drives everything through
+the published HTTP ports: one leader, writes through every node, peering dc1 <-> dc2 to ACTIVE,
+`docker kill` of the leader, `docker network disconnect` of the leader and its return. The
+project is always taken down with `down -v`, and nothing of it may be left behind.
+
+A missing or unreachable Docker engine fails these tests; it never skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cluster import eventually
+from harness.http import Reply, call
+
+pytestmark = pytest.mark.compose
+
+ROOT = Path(__file__).resolve().parents[1]
+DC1 = {"dc1-server-1": 8500, "dc1-server-2": 8501, "dc1-server-3": 8502}
+DC2 = {"dc2-server-1": 8510, "dc2-server-2": 8511, "dc2-server-3": 8512}
+PORTS = {**DC1, **DC2}
+# Fast peer-stream timings for the test only (the compose file keeps Consul's 15 s / 2 min).
+FAST_STREAM = {"PEERPLANE_PEERING_HEARTBEAT": "1", "PEERPLANE_PEERING_HEARTBEAT_TIMEOUT": "10"}
+
+
+def run(cmd: list[str], timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def http(port: int, method: str, path: str, body: Any = None, timeout: float = 5.0) -> Reply:
+    return call(method, f"http://127.0.0.1:{port}{path}", body, timeout=timeout)
+
+
+def json_ok(port: int, path: str) -> Any:
+    reply = http(port, "GET", path)
+    assert reply.status == 200, (port, path, reply.status, reply.text)
+    return reply.json()
+
+
+def leader_of(port: int) -> str:
+    """The leader this node knows, as a service name ('' when none)."""
+    return json_ok(port, "/v1/status/leader").partition(":")[0]
+
+
+def raft_state(port: int) -> str:
+    return json_ok(port, "/v1/agent/self")["Stats"]["raft"]["state"]
+
+
+def agreed_leader(nodes: dict[str, int]) -> str:
+    """The leader every given node names, provided it is one of them and says so itself."""
+    names = {leader_of(port) for port in nodes.values()}
+    assert len(names) == 1, f"nodes disagree on the leader: {names}"
+    name = names.pop()
+    assert name in nodes, f"leader {name!r} is not among {sorted(nodes)}"
+    assert raft_state(nodes[name]) == "Leader"
+    return name
+
+
+def peering(port: int, name: str, query: str = "") -> dict[str, Any] | None:
+    reply = http(port, "GET", f"/v1/peering/{name}{query}")
+    if reply.status == 404:
+        return None
+    assert reply.status == 200, (port, name, reply.status, reply.text)
+    return reply.json()
+
+
+def when(stamp: str | None) -> float:
+    """A StreamStatus timestamp as epoch seconds (0 when unset)."""
+    if not stamp:
+        return 0.0
+    return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+
+
+def write_token(port: int, name: str) -> None:
+    reply = http(port, "POST", "/v1/peering/token", {"PeerName": name}, timeout=30)
+    assert reply.status == 200, (port, name, reply.status, reply.text)
+    assert reply.json()["PeeringToken"]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Stack:
+    project: str
+    compose_cmd: list[str]
+    network: str
+
+    def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return run([*self.compose_cmd, *args], timeout=timeout)
+
+    def container(self, service: str) -> str:
+        cid = self.compose("ps", "-q", service).stdout.strip()
+        assert cid, f"no container for {service}"
+        return cid
+
+    def ip(self, service: str) -> str:
+        fmt = f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}'
+        return run(["docker", "inspect", "-f", fmt, self.container(service)]).stdout.strip()
+
+    def logs(self) -> str:
+        return run([*self.compose_cmd, "logs", "--no-color", "--tail", "40"], check=False).stdout
+
+
+def compose_binary() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if run(["docker", "compose", "version"], check=False).returncode == 0:
+        return ["docker", "compose"]
+    pytest.fail("neither docker-compose nor the `docker compose` plugin is installed")
+
+
+def leftovers(project: str) -> list[str]:
+    label = f"label=com.docker.compose.project={project}"
+    found = []
+    for kind in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
+        out = run(["docker", *kind, "-q", "--filter", label], check=False).stdout.split()
+        found += [f"{kind[0]}:{x}" for x in out]
+    return found
+
+
+def remove_leftovers(project: str) -> None:
+    label = f"label=com.docker.compose.project={project}"
+    for ls, rm in ((["ps", "-a"], ["rm", "-f", "-v"]), (["network", "ls"], ["network", "rm"]),
+                   (["volume", "ls"], ["volume", "rm", "-f"])):
+        ids = run(["docker", *ls, "-q", "--filter", label], check=False).stdout.split()
+        if ids:
+            run(["docker", *rm, *ids], check=False)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if shutil.which("docker") is None:
+        pytest.fail("docker is not installed: the compose tests need a Docker engine")
+    info = run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=30, check=False)
+    if info.returncode != 0:
+        pytest.fail(f"the Docker engine is unreachable: {info.stderr.strip()}")
+    busy = [p for p in PORTS.values() if not port_free(p)]
+    if busy:
+        pytest.fail(f"host ports {busy} are in use; the compose file publishes 8500-8502/8510-8512")
+
+    # The image, through the same script a user runs (cached when nothing changed).
+    env = dict(os.environ, PYTHON=sys.executable)
+    built = subprocess.run([str(ROOT / "deploy" / "build.sh")], env=env, capture_output=True,
+                           text=True, timeout=3600)
+    assert built.returncode == 0, f"deploy/build.sh failed:\n{built.stdout}\n{built.stderr}"
+
+    override = tmp_path_factory.mktemp("compose") / "fast-stream.yml"
+    override.write_text(json.dumps(  # JSON is YAML
+        {"services": {name: {"environment": FAST_STREAM} for name in PORTS}}
+    ))
+    project = f"pptest{uuid.uuid4().hex[:10]}"
+    compose_cmd = [*compose_binary(), "-p", project, "-f", str(ROOT / "docker-compose.yml"),
+                   "-f", str(override), "--profile", "peer"]
+    try:
+        run([*compose_cmd, "up", "-d"], timeout=300)
+        ids = run([*compose_cmd, "ps", "-q"]).stdout.split()
+        assert len(ids) == 6, ids
+        networks = json.loads(run(
+            ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", ids[0]]
+        ).stdout)
+        assert len(networks) == 1, networks
+        s = Stack(project, compose_cmd, next(iter(networks)))
+
+        def healthy() -> bool:
+            fmt = "{{.Name}} {{.State.Status}} {{.State.Health.Status}}"
+            out = run(["docker", "inspect", "-f", fmt, *ids]).stdout.splitlines()
+            assert all(line.endswith(" running healthy") for line in out), out
+            return True
+
+        try:
+            eventually(healthy, 180, 1.0)
+        except AssertionError as e:
+            raise AssertionError(f"containers not healthy: {e}\n{s.logs()}") from None
+        yield s
+    finally:
+        down = run([*compose_cmd, "down", "-v", "--remove-orphans", "--timeout", "5"],
+                   timeout=300, check=False)
+        left = leftovers(project)
+        if left:
+            remove_leftovers(project)
+        assert down.returncode == 0, f"compose down failed: {down.stderr[-2000:]}"
+        assert not left, f"compose down -v left these behind: {left}"
+
+
+def wait_leader(nodes: dict[str, int], timeout: float = 30.0, not_: str = "") -> str:
+    def check() -> str:
+        name = agreed_leader(nodes)
+        assert name != not_, f"{not_} still leads"
+        return name
+
+    return eventually(check, timeout, 0.25)
+
+
+def wait_active(since: float = 0.0, timeout: float = 60.0) -> None:
+    """dc1's 'dc2' and dc2's 'dc1' are ACTIVE, with a stream that received after `since`."""
+
+    def check() -> bool:
+        for port, name in ((DC1["dc1-server-1"], "dc2"), (DC2["dc2-server-1"], "dc1")):
+            rec = peering(port, name)
+            assert rec is not None, f"peering {name} missing"
+            assert rec["State"] == "ACTIVE", (name, rec["State"])
+            last = when((rec.get("StreamStatus") or {}).get("LastReceive"))
+            assert last > since, f"{name}: no stream message since {since} (last {last})"
+        return True
+
+    eventually(check, timeout, 0.25)
+
+
+@pytest.fixture(scope="module")
+def peered(stack: Stack) -> None:
+    """dc1 and dc2 peered (dc1 names the peer 'dc2', dc2 names it 'dc1') and ACTIVE."""
+    wait_leader(DC1)
+    wait_leader(DC2)
+    token = http(DC1["dc1-server-2"], "POST", "/v1/peering/token", {"PeerName": "dc2"})
+    assert token.status == 200, token.text
+    established = http(DC2["dc2-server-3"], "POST", "/v1/peering/establish",
+                       {"PeerName": "dc1", "PeeringToken": token.json()["PeeringToken"]},
+                       timeout=30)
+    assert established.status == 200, established.text
+    try:
+        wait_active()
+    except AssertionError as e:
+        raise AssertionError(f"peering never became ACTIVE: {e}\n{stack.logs()}") from None
+
+
+def test_each_cluster_has_one_leader_and_every_node_takes_writes(stack: Stack) -> None:
+    for nodes in (DC1, DC2):
+        leader = wait_leader(nodes)
+        for port in nodes.values():
+            assert sorted(p.partition(":")[0] for p in json_ok(port, "/v1/status/peers")) == \
+                sorted(nodes)
+            if port != nodes[leader]:
+                assert raft_state(port) == "Follower"
+    for name, port in DC1.items():  # followers forward the write to the leader
+        write_token(port, f"write-via-{name}")
+    for name in DC1:
+        for port in DC1.values():
+            rec = peering(port, f"write-via-{name}", "?consistent")
+            assert rec is not None and rec["State"] == "PENDING", (name, port, rec)
+
+
+def test_peering_dc1_dc2_reaches_active_on_every_node(stack: Stack, peered: None) -> None:
+    for nodes, name, remote in ((DC1, "dc2", "dc2"), (DC2, "dc1", "dc1")):
+        for port in nodes.values():
+            rec = eventually(lambda p=port, n=name: peering(p, n, "?stale"), 10, 0.25)
+            assert rec["State"] == "ACTIVE", (port, rec)
+            assert rec["Remote"]["Datacenter"] == remote, rec
+
+
+def test_docker_kill_leader_elects_new_leader_and_peering_recovers(
+    stack: Stack, peered: None
+) -> None:
+    old = wait_leader(DC1)
+    survivors = {n: p for n, p in DC1.items() if n != old}
+    killed_at = time.time()
+    run(["docker", "kill", stack.container(old)])
+
+    new = wait_leader(survivors, 30, not_=old)
+    for name, port in survivors.items():
+        write_token(port, f"after-kill-via-{name}")
+    try:
+        wait_active(since=killed_at)  # the new leader streams with dc2 again
+    except AssertionError as e:
+        raise AssertionError(f"peering did not recover: {e}\n{stack.logs()}") from None
+
+    # `docker kill` counts as a manual stop for the restart policy: start it as an operator would.
+    run(["docker", "start", stack.container(old)])
+
+    def rejoined() -> bool:
+        assert leader_of(DC1[old]) == new
+        assert raft_state(DC1[old]) == "Follower"
+        for name in survivors:
+            assert peering(DC1[old], f"after-kill-via-{name}", "?stale") is not None
+        return True
+
+    eventually(rejoined, 60, 0.5)
+    assert wait_leader(DC1) == new
+
+
+def test_network_disconnect_leader_majority_takes_over_and_old_leader_rejoins(
+    stack: Stack, peered: None
+) -> None:
+    old = wait_leader(DC1)
+    majority = {n: p for n, p in DC1.items() if n != old}
+    cid = stack.container(old)
+    ip_before = stack.ip(old)
+    run(["docker", "network", "disconnect", stack.network, cid])
+    try:
+        new = wait_leader(majority, 30, not_=old)
+        write_token(majority[new], "during-partition")
+        other = next(n for n in majority if n != new)
+        write_token(majority[other], "during-partition-via-follower")
+
+        # The isolated old leader steps down (no quorum): ask it from inside its container.
+        probe = ("import json, urllib.request; print(json.load(urllib.request.urlopen("
+                 "'http://127.0.0.1:8500/v1/agent/self', timeout=3))['Stats']['raft']['state'])")
+
+        def stepped_down() -> bool:
+            out = run(["docker", "exec", cid, "/opt/peerplane/bin/python", "-c", probe])
+            assert out.stdout.strip() != "Leader"
+            return True
+
+        eventually(stepped_down, 30, 0.5)
+        assert peering(majority[new], "during-partition") is not None
+    finally:
+        run(["docker", "network", "connect", "--alias", old, stack.network, cid])
+    ip_after = stack.ip(old)
+
+    def rejoined() -> bool:
+        assert leader_of(DC1[old]) == new
+        assert raft_state(DC1[old]) == "Follower"
+        for name in ("during-partition", "during-partition-via-follower"):
+            assert peering(DC1[old], name, "?stale") is not None, name
+        return True
+
+    try:
+        eventually(rejoined, 60, 0.5)
+    except AssertionError as e:
+        raise AssertionError(
+            f"{old} did not rejoin as a follower with the majority's data: {e} "
+            f"(address {ip_before} -> {ip_after})\n{stack.logs()}"
+        ) from None
+    assert wait_leader(DC1) == new
+    wait_active(since=time.time() - 5)

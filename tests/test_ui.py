@@ -1,0 +1,106 @@
+"""The dashboard (`/ui/`) in headless Chromium (Debian's `chromium`, `--headless --no-sandbox`),
+driven over the DevTools protocol against a real three-server cluster: it loads on every node,
+shows the three servers and the leader, shows a new peering within a few seconds of its
+creation, and follows a leader failure."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.browser import Browser
+from harness.cluster import eventually
+
+pytestmark = pytest.mark.integration
+
+ROWS = "document.querySelectorAll('#servers tbody tr').length"
+LEADER = "document.getElementById('leader').dataset.leader"
+# "A few seconds": the page polls once a second; this bound leaves room for a loaded CI box.
+NEW_PEERING_WITHIN = 5.0
+
+
+def row_js(name: str) -> str:
+    return f"document.querySelector('#peerings tr[data-peering=\"{name}\"]')"
+
+
+def servers_js() -> str:
+    return ("Array.from(document.querySelectorAll('#servers tbody tr'))"
+            ".map(r => [r.dataset.node, r.dataset.role])")
+
+
+def test_every_node_serves_the_page(cluster):
+    for agent in cluster.agents:
+        page = agent.call("GET", "/ui/")
+        assert page.status == 200
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert '<script src="/ui/app.js"></script>' in page.text
+        for asset, kind in (("/ui/app.js", "application/javascript"),
+                            ("/ui/style.css", "text/css")):
+            reply = agent.call("GET", asset)
+            assert reply.status == 200 and reply.headers["Content-Type"].startswith(kind)
+        assert agent.call("GET", "/ui/missing.js").status == 404
+    # / and /ui lead to the dashboard, as in Consul.
+    for path in ("/", "/ui"):
+        moved = cluster.agents[0].call("GET", path)  # urllib follows the redirect
+        assert moved.status == 200 and moved.body == cluster.agents[0].call("GET", "/ui/").body
+
+
+async def test_dashboard_shows_servers_leader_and_new_peerings(cluster):
+    leader = cluster.leader()
+    follower = next(a for a in cluster.agents if a is not leader)
+    async with Browser() as browser:
+        page = await browser.new_page(follower.url("/ui/"))
+        await page.wait_for(f"{ROWS} === 3 && {LEADER}", timeout=30)
+        assert await page.evaluate(LEADER) == leader.name
+        rows = dict(await page.evaluate(servers_js()))
+        assert rows == {a.name: ("leader" if a is leader else "follower")
+                        for a in cluster.agents}
+        header = await page.evaluate("document.getElementById('leader').textContent")
+        assert header == f"{leader.name} ({leader.raft_addr})"
+        assert await page.evaluate("document.getElementById('served-by').textContent") == \
+            follower.name
+        # Term and indexes of every server are numbers.
+        cells = await page.evaluate(
+            "Array.from(document.querySelectorAll('#servers tbody tr'))"
+            ".map(r => Array.from(r.cells).slice(3, 6).map(c => c.textContent))")
+        assert all(c.isdigit() for row in cells for c in row), cells
+
+        # A peering created through another node appears within a few seconds.
+        assert await page.evaluate(row_js("ui-fresh")) is None
+        reply = cluster.agents[0].call("POST", "/v1/peering/token", {"PeerName": "ui-fresh"})
+        assert reply.status == 200, reply.text
+        created = time.monotonic()
+        await page.wait_for(f"{row_js('ui-fresh')} !== null", timeout=30)
+        shown_after = time.monotonic() - created
+        assert shown_after < NEW_PEERING_WITHIN, f"shown after {shown_after:.1f}s"
+        assert await page.evaluate(f"{row_js('ui-fresh')}.dataset.state") == "PENDING"
+
+        # A change of state shows too: deleting it.
+        assert cluster.agents[1].call("DELETE", "/v1/peering/ui-fresh").status == 200
+        await page.wait_for(f"{row_js('ui-fresh')} === null || "
+                            f"['DELETING', 'TERMINATED'].includes("
+                            f"{row_js('ui-fresh')}.dataset.state)", timeout=30)
+        assert page.exceptions == []
+
+
+async def test_dashboard_follows_a_leader_failure(fresh_cluster):
+    c = fresh_cluster
+    old = c.leader()
+    watcher = next(a for a in c.agents if a is not old)
+    async with Browser() as browser:
+        page = await browser.new_page(watcher.url("/ui/"))
+        await page.wait_for(f"{LEADER} === '{old.name}'", timeout=30)
+        old.kill()
+        new = c.leader(among=[a for a in c.agents if a is not old], timeout=30)
+        await page.wait_for(f"{LEADER} === '{new.name}'", timeout=30)
+        await page.wait_for(
+            f"document.querySelector('#servers tr[data-node=\"{old.name}\"]')"
+            f".dataset.role === 'unreachable'", timeout=30)
+        old.start()
+        old.wait_ready()
+        eventually(lambda: old.call("GET", "/v1/status/leader").json() == new.raft_addr)
+        await page.wait_for(
+            f"document.querySelector('#servers tr[data-node=\"{old.name}\"]')"
+            f".dataset.role === 'follower'", timeout=30)
+        assert page.exceptions == []
