@@ -270,7 +270,11 @@ class RaftNode:
             leaderFallbackTimeout=timing.lease,
             connectionTimeout=max(3.5, timing.election_max),
             connectionRetryTime=1.0,
-            commandsWaitLeader=False,  # fail fast; the HTTP layer waits for a leader itself
+            commandsWaitLeader=False,
+            # Containers may come back with another address: re-resolve peers quickly
+            # (PySyncObj caches DNS for 10 minutes by default).
+            dnsCacheTime=2.0,
+            dnsFailCacheTime=1.0,  # fail fast; the HTTP layer waits for a leader itself
             logCompactionMinEntries=compaction_entries,
             onStateChanged=self._on_state_changed,
         )
