@@ -11,13 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from cluster.fsm import ESTABLISHING, Record
+from cluster.gojson import go_quote
 from cluster.identity import server_name
 from cluster.raft import NotApplied, UnknownOutcome
 from cluster.reconciler import LIVE_STATES
 from cluster.token import PeeringToken, TokenError, decode_token
 
 from .context import SERVER, ServerContext
-from .errors import APIError, bad_request, go_quote, no_leader
+from .errors import APIError, bad_request, no_leader
 from .establish import exchange_secret
 from .forward import route_to_leader
 from .reads import parse_read_options, read_headers, route_read

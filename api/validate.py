@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cluster.gojson import GoJSONError, Schema, go_decode_strict
+from cluster.gojson import GoJSONError, Schema, go_decode_strict, go_quote
 
-from .errors import APIError, bad_request, go_quote
+from .errors import APIError, bad_request
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")
 _PARTITION = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")

@@ -30,8 +30,8 @@ _GO_SHORT = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\
              "\v": "\\v", '"': '\\"', "\\": "\\\\"}
 
 
-def _go_quote(text: str) -> str:
-    """Go's %q: printable runes as they are, the rest escaped."""
+def go_quote(text: str) -> str:
+    """Go's %q / strconv.Quote: what Consul puts in messages like `Peering not found for "x"`."""
     out = ['"']
     for ch in text:
         code = ord(ch)
@@ -39,7 +39,9 @@ def _go_quote(text: str) -> str:
             out.append(_GO_SHORT[ch])
         elif code < 0x20 or code == 0x7F:
             out.append(f"\\x{code:02x}")
-        elif 0xD800 <= code <= 0xDFFF:
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte kept by surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate: not a valid rune
             out.append("\\ufffd")
         elif ch.isprintable():
             out.append(ch)
@@ -57,7 +59,7 @@ def _quote_char(c: int) -> str:
         return "'\\''"
     if c == 0x22:
         return "'\"'"
-    return "'" + _go_quote(chr(c))[1:-1] + "'"
+    return "'" + go_quote(chr(c))[1:-1] + "'"
 
 
 # ---- Go's scanner, for the error texts ----
@@ -463,7 +465,7 @@ def _struct(obj: dict[str, Any], schema: Schema, path: str, strict: bool) -> dic
         name = key if key in schema else folded.get(_fold(key))
         if name is None:
             if strict:
-                raise GoJSONError(f"json: unknown field {_go_quote(_valid(key))}")
+                raise GoJSONError(f"json: unknown field {go_quote(_valid(key))}")
             continue
         out[name] = _convert(value, schema[name], f"{path}.{name}", strict)
     return {k: v for k, v in out.items() if v is not None}
