@@ -94,7 +94,7 @@ def test_isolated_old_leader_stays_linearizable_while_stale_reads_show_on_its_si
         load = Workload(lambda: c.agents, modes=("consistent", "default"), max_ops=100_000,
                         timeout=8.0).start()
         stale = Workload(lambda: c.agents, modes=("stale",), max_ops=100_000, clients=2,
-                         prefix="s", read_targets=lambda: [old]).start()
+                         read_targets=lambda: [old], write_ratio=0.0, names_from=load).start()
         t0 = time.monotonic()
         time.sleep(1.0)
         c.isolate(old)

@@ -57,7 +57,13 @@ class Workload:
         timeout: float = 8.0,
         prefix: str = "w",
         read_targets: Callable[[], Sequence[Agent]] | None = None,
+        write_ratio: float = 0.5,
+        names_from: Workload | None = None,
     ) -> None:
+        """`names_from`: read the names another workload creates (with write_ratio 0, a pure
+        reader of someone else's writes - e.g. stale reads on the cut-off side)."""
+        self.write_ratio = write_ratio
+        self.names_from = names_from
         self.targets = targets
         self.read_targets = read_targets or targets
         self.clients = clients
@@ -98,9 +104,12 @@ class Workload:
         rng = random.Random(c)
         n = 0
         while not self._stop.is_set() and self._take_op():
-            with self._lock:
-                known = list(self._created[-50:])
-            if not known or rng.random() < 0.5:
+            source = self.names_from or self
+            with source._lock:
+                known = list(source._created[-50:])
+            if not known and self.write_ratio == 0:
+                time.sleep(0.05)
+            elif not known or rng.random() < self.write_ratio:
                 n += 1
                 self._write(f"c{c}", f"{self.prefix}-{c}-{n}", rng)
             else:
@@ -147,7 +156,7 @@ class Workload:
         url = agent.url(f"/v1/peering/{name}{MODE_QUERY[mode]}")
         if mode == "stale":
             # Stale reads may legitimately be stale: counted, kept out of the checked history.
-            acked_before = name in self.acked
+            acked_before = name in (self.names_from or self).acked
             try:
                 reply = call("GET", url, timeout=self.timeout)
             except (OSError, urllib.error.URLError):
