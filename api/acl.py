@@ -24,20 +24,20 @@ from aiohttp import web
 from cluster import acl
 from cluster.fsm import Record
 from cluster.gojson import GoJSONError, Schema, go_decode_strict
-from cluster.raft import NotApplied, UnknownOutcome
 
 from .authz import IDENTITY, Identity
+from .commit import commit
 from .context import SERVER, ServerContext
-from .errors import APIError, bad_request, no_leader
+from .errors import APIError, bad_request
 from .forward import route_to_leader
 from .reads import parse_read_options, read_headers, route_read
 from .render import json_response
 
 log = logging.getLogger("peerplane.acl")
+ACL_RECORD = "ACL record"  # how the 503 texts of ACL writes name what changed
 
 BOOTSTRAP_RESET_FILE = "acl-bootstrap-reset"
 RESERVED_PREFIX = "00000000-0000-0000-0000-0000000000"
-_CAS_RETRIES = 5
 
 BOOTSTRAP_REQUEST: Schema = {"BootstrapSecret": "string"}
 # Every field of Consul's structs.ACLPolicy / ACLToken is accepted (a read object can be sent
@@ -75,30 +75,6 @@ def _decode(raw: bytes, schema: Schema, type_name: str, what: str) -> dict[str, 
         return go_decode_strict(raw, schema, type_name)
     except GoJSONError as e:
         raise bad_request(f"{what} decoding failed: {e}") from None
-
-
-async def _commit(ctx: ServerContext, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Submit a command; rebuild and retry when its compare-and-set precondition failed."""
-    for _ in range(_CAS_RETRIES):
-        cmd = build()
-        try:
-            res = await ctx.node.submit(cmd, ctx.apply_timeout)
-        except NotApplied:
-            raise no_leader() from None
-        except UnknownOutcome:
-            raise APIError(
-                503, "Request outcome unknown: leadership changed or the write timed out; "
-                "read the ACL state before retrying"
-            ) from None
-        error = res.get("error")
-        if error is None:
-            return res
-        if res.get("kind") == "conflict" and "changed since" in error:
-            continue
-        if res.get("kind") == "bootstrap":
-            raise APIError(403, f"Permission denied: {error}")
-        raise bad_request(error)
-    raise APIError(503, "The ACL record kept changing concurrently; retry the request")
 
 
 def _identity(request: web.Request) -> Identity:
@@ -189,10 +165,10 @@ async def bootstrap(request: web.Request) -> web.StreamResponse:
     accessor, secret = str(uuid.uuid4()), secret or str(uuid.uuid4())
     token = acl.token_record(accessor, secret, acl.BOOTSTRAP_DESCRIPTION,
                              [acl.GLOBAL_MANAGEMENT_ID], _now())
-    await _commit(ctx, lambda: {
+    await commit(ctx, lambda: {
         "op": "acl_bootstrap", "Token": token, "Policy": acl.management_policy_record(),
         "ResetIndex": reset,
-    })
+    }, ACL_RECORD)
     log.info("ACL bootstrap completed")
     stored = ctx.fsm.acl_token(accessor)
     assert stored is not None
@@ -260,7 +236,7 @@ async def _write_policy(request: web.Request, policy_id: str, create: bool) -> w
             cmd["expect_index"] = existing["ModifyIndex"] if existing else 0
         return cmd
 
-    await _commit(ctx, build)
+    await commit(ctx, build, ACL_RECORD)
     stored = ctx.fsm.acl_policy(policy_id)
     assert stored is not None
     return json_response(request, policy_json(stored))
@@ -338,7 +314,7 @@ async def policy_delete(request: web.Request) -> web.StreamResponse:
         raise bad_request(
             "Delete operation not permitted on the builtin global-management policy"
         )
-    await _commit(ctx, lambda: {"op": "acl_policy_delete", "ID": policy_id})
+    await commit(ctx, lambda: {"op": "acl_policy_delete", "ID": policy_id}, ACL_RECORD)
     return json_response(request, True)
 
 
@@ -447,7 +423,7 @@ async def _write_token(request: web.Request, accessor: str, create: bool) -> web
             cmd["expect_index"] = current["ModifyIndex"] if current else 0
         return cmd
 
-    await _commit(ctx, build)
+    await commit(ctx, build, ACL_RECORD)
     stored = ctx.fsm.acl_token(accessor)
     assert stored is not None
     return json_response(request, token_json(ctx, stored))
@@ -513,7 +489,7 @@ async def token_delete(request: web.Request) -> web.StreamResponse:
     existing = ctx.fsm.acl_token(accessor)
     if existing is not None and existing["SecretID"] == _identity(request).secret:
         raise bad_request("Deletion of the request's authorization token is not permitted")
-    await _commit(ctx, lambda: {"op": "acl_token_delete", "AccessorID": accessor})
+    await commit(ctx, lambda: {"op": "acl_token_delete", "AccessorID": accessor}, ACL_RECORD)
     return json_response(request, True)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -13,12 +12,12 @@ from aiohttp import web
 from cluster.fsm import ESTABLISHING, Record
 from cluster.gojson import go_quote
 from cluster.identity import server_name
-from cluster.raft import NotApplied, UnknownOutcome
 from cluster.reconciler import LIVE_STATES
 from cluster.token import PeeringToken, TokenError, decode_token
 
+from .commit import commit
 from .context import SERVER, ServerContext
-from .errors import APIError, bad_request, no_leader
+from .errors import APIError, bad_request
 from .establish import exchange_secret
 from .forward import route_to_leader
 from .reads import parse_read_options, read_headers, route_read
@@ -39,7 +38,6 @@ _NULL_STREAM = {
     "LastReceive": None,
     "LastSend": None,
 }
-_CAS_RETRIES = 5
 
 
 def peering_json(rec: Record, stream: dict[str, Any] | None) -> dict[str, Any]:
@@ -60,28 +58,6 @@ def peering_json(rec: Record, stream: dict[str, Any] | None) -> dict[str, Any]:
     out["Remote"] = {"Partition": remote.get("Partition", ""),
                      "Datacenter": remote.get("Datacenter", "")}
     return out
-
-
-async def commit(ctx: ServerContext, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Submit a command built from the current record, retrying when the record moved between
-    building and applying (the compare-and-set precondition failed)."""
-    for _ in range(_CAS_RETRIES):
-        cmd = build()
-        try:
-            res = await ctx.node.submit(cmd, ctx.apply_timeout)
-        except NotApplied:
-            raise no_leader() from None
-        except UnknownOutcome:
-            raise APIError(
-                503, "Request outcome unknown: leadership changed or the write timed out; "
-                "read the peering before retrying"
-            ) from None
-        if res.get("kind") == "conflict" and "changed since" in res.get("error", ""):
-            continue
-        if "error" in res:
-            raise bad_request(res["error"])
-        return res
-    raise APIError(503, "The peering kept changing concurrently; retry the request")
 
 
 async def _identity(ctx: ServerContext) -> dict[str, str]:
