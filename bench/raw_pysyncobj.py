@@ -33,9 +33,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated  # noqa: E402
+from pysyncobj import FAIL_REASON, SyncObjConsumer, replicated  # noqa: E402
 
-from cluster.raft import RaftTiming  # noqa: E402
+from cluster.raft import (  # noqa: E402
+    LeaseTracker,
+    PeerplaneSyncObj,
+    RaftTiming,
+    sync_conf,
+)
 
 PASSWORD = "raw-bench-secret"
 
@@ -52,53 +57,6 @@ class _Store(SyncObjConsumer):
     def put(self, key: bytes, value: bytes) -> int:
         self.data[key] = value
         return len(self.data)
-
-
-def _sync_journal(journal: Any) -> None:
-    journal.flush()
-    f = getattr(journal, "_FileJournal__journalFile", None)
-    handle = getattr(f, "_ResizableFile__f", None)
-    if handle is not None:
-        os.fsync(handle.fileno())
-
-
-class _SyncObj(SyncObj):
-    """Plain SyncObj; with `durable` set, sync the journal before acknowledging entries
-    (follower) and before sending them (leader), as peerplane's fsync durability does."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.durable = False  # set before SyncObj.__init__: not replicated state
-        super().__init__(*args, **kwargs)
-
-    def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
-                                  nextNodeIdx: Any = None, success: bool = False) -> None:
-        if self.durable and success:
-            _sync_journal(self._SyncObj__raftLog)
-        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
-
-    def _SyncObj__sendAppendEntries(self) -> None:
-        if self.durable:
-            _sync_journal(self._SyncObj__raftLog)
-        SyncObj._SyncObj__sendAppendEntries(self)
-
-
-def _conf(bind: str, data_dir: str) -> SyncObjConf:
-    t = RaftTiming()
-    return SyncObjConf(
-        password=PASSWORD,
-        bindAddress=bind,
-        journalFile=os.path.join(data_dir, "raft.journal"),
-        fullDumpFile=os.path.join(data_dir, "raft.dump"),
-        appendEntriesUseBatch=t.batch,
-        appendEntriesPeriod=t.heartbeat,
-        raftMinTimeout=t.election_min,
-        raftMaxTimeout=t.election_max,
-        leaderFallbackTimeout=t.lease,
-        connectionTimeout=max(3.5, t.election_max),
-        connectionRetryTime=1.0,
-        commandsWaitLeader=False,
-        logCompactionMinEntries=50_000,
-    )
 
 
 def _percentile(xs: list[float], p: float) -> float:
@@ -162,7 +120,12 @@ async def _serve(args: argparse.Namespace) -> None:
     os.makedirs(args.dir, exist_ok=True)
     store = _Store()
     partners = [p for p in args.partners.split(",") if p]
-    sync = _SyncObj(args.self_addr, partners, _conf(args.self_addr, args.dir), consumers=[store])
+    # peerplane's own SyncObj subclass and settings (lease, vote guard, group commit, fsync
+    # durability toggled per run below): the anchor differs from peerplane only by the HTTP.
+    t = RaftTiming()
+    conf = sync_conf(t, password=PASSWORD, bind_addr=args.self_addr, data_dir=args.dir)
+    sync = PeerplaneSyncObj(args.self_addr, partners, conf, consumers=[store],
+                            lease=LeaseTracker(), vote_guard=t.vote_guard, durable=False)
     loop = asyncio.get_running_loop()
 
     def reply(obj: dict[str, Any]) -> None:

@@ -155,7 +155,7 @@ def _sync_journal(journal: Any) -> None:
         os.fdatasync(handle.fileno())
 
 
-class _SyncObj(SyncObj):
+class PeerplaneSyncObj(SyncObj):
     """SyncObj plus the two things a leader lease needs and PySyncObj lacks:
 
     - followers remember when they last heard from a leader (X-Consul-LastContact, max_stale);
@@ -235,6 +235,34 @@ class _SyncObj(SyncObj):
         SyncObj._SyncObj__onNodeDisconnected(self, node)
 
 
+def sync_conf(
+    timing: RaftTiming, *, password: str, bind_addr: str, data_dir: str,
+    compaction_entries: int = 50_000, **extra: Any,
+) -> SyncObjConf:
+    """PySyncObj's configuration for a peerplane server (also used by the raw-PySyncObj bench,
+    so the anchor runs with exactly these settings)."""
+    return SyncObjConf(
+        password=password,
+        bindAddress=bind_addr,
+        journalFile=os.path.join(data_dir, "raft.journal"),
+        fullDumpFile=os.path.join(data_dir, "raft.dump"),
+        appendEntriesUseBatch=timing.batch,
+        appendEntriesPeriod=timing.heartbeat,
+        raftMinTimeout=timing.election_min,
+        raftMaxTimeout=timing.election_max,
+        leaderFallbackTimeout=timing.lease,
+        connectionTimeout=max(3.5, timing.election_max),
+        connectionRetryTime=1.0,
+        commandsWaitLeader=False,  # fail fast; the HTTP layer waits for a leader itself
+        # Containers may come back with another address: re-resolve peers quickly
+        # (PySyncObj caches DNS for 10 minutes by default).
+        dnsCacheTime=2.0,
+        dnsFailCacheTime=1.0,
+        logCompactionMinEntries=compaction_entries,
+        **extra,
+    )
+
+
 class RaftNode:
     def __init__(
         self,
@@ -258,29 +286,13 @@ class RaftNode:
         self._state_waiters: list[asyncio.Event] = []
         self._barrier: asyncio.Future[int] | None = None
         self._next_barrier: asyncio.Future[int] | None = None
-        conf = SyncObjConf(
-            password=password,
-            bindAddress=bind_addr,
-            journalFile=os.path.join(data_dir, "raft.journal"),
-            fullDumpFile=os.path.join(data_dir, "raft.dump"),
-            appendEntriesUseBatch=timing.batch,
-            appendEntriesPeriod=timing.heartbeat,
-            raftMinTimeout=timing.election_min,
-            raftMaxTimeout=timing.election_max,
-            leaderFallbackTimeout=timing.lease,
-            connectionTimeout=max(3.5, timing.election_max),
-            connectionRetryTime=1.0,
-            commandsWaitLeader=False,
-            # Containers may come back with another address: re-resolve peers quickly
-            # (PySyncObj caches DNS for 10 minutes by default).
-            dnsCacheTime=2.0,
-            dnsFailCacheTime=1.0,  # fail fast; the HTTP layer waits for a leader itself
-            logCompactionMinEntries=compaction_entries,
-            onStateChanged=self._on_state_changed,
+        conf = sync_conf(
+            timing, password=password, bind_addr=bind_addr, data_dir=data_dir,
+            compaction_entries=compaction_entries, onStateChanged=self._on_state_changed,
         )
         self._replica = _Replica(fsm)
         self._lease = LeaseTracker()
-        self._sync = _SyncObj(
+        self._sync = PeerplaneSyncObj(
             self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
             vote_guard=timing.vote_guard, durable=timing.durable,
         )
