@@ -15,6 +15,7 @@ from cluster.peering.reconciler import PeeringService
 from cluster.raft import RaftNode
 
 from .limits import HTTPLimits
+from .render import RenderedList
 from .watch import IndexWatch
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class ServerContext:
     watch: IndexWatch = field(default_factory=IndexWatch)
     # Live stream status per peering ID, kept by the leader's reconciler (never replicated).
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    peering_list: RenderedList = field(default_factory=RenderedList)  # GET /v1/peerings
     session: aiohttp.ClientSession | None = None
     # Peer streams, secret exchange and the reconciler (cluster/peering/reconciler.py); set by
     # the agent.
