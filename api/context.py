@@ -36,7 +36,7 @@ class ServerContext:
     max_body: int = 1 << 20
     limits: HTTPLimits = field(default_factory=HTTPLimits)  # api/limits.py
     acl_default_policy: str = "allow"
-    consistent_reads: str = "barrier"  # or "readindex"; see bench/read_modes.py
+    consistent_reads: str = "readindex"  # or "barrier"; see bench/read_modes.py
     watch: IndexWatch = field(default_factory=IndexWatch)
     # Live stream status per peering ID, kept by the leader's reconciler (never replicated).
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
