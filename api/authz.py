@@ -83,6 +83,7 @@ ROUTES: dict[tuple[str, str], Need | None] = {
     ("GET", "/v1/status/peers"): OPEN,
     ("GET", "/v1/operator/raft/configuration"): _OPERATOR_READ,
     ("GET", "/v1/operator/autopilot/health"): _OPERATOR_READ,
+    ("DELETE", "/v1/operator/raft/peer"): Need(_p("operator", "write")),
     ("GET", "/v1/agent/self"): _AGENT_READ,
     ("GET", "/v1/agent/metrics"): _AGENT_READ,
     ("GET", "/v1/agent/members"): OPEN,  # Consul filters members by node:read instead

@@ -30,7 +30,7 @@ COMMANDS = ("peering", "operator", "members")
 SUMMARIES = {
     "peering": "create and manage peering connections (generate-token, establish, read, "
                "list, delete)",
-    "operator": "cluster operator commands (raft list-peers)",
+    "operator": "cluster operator commands (raft list-peers, raft remove-peer)",
     "members": "list the servers of the cluster",
 }
 FORMATS = ("json", "pretty")
@@ -520,6 +520,31 @@ def operator_raft_list_peers(args: list[str]) -> int:
     return 0
 
 
+# ---- operator raft remove-peer ----
+
+
+def operator_raft_remove_peer(args: list[str]) -> int:
+    fs = FlagSet("peerplane operator raft remove-peer [options]")
+    fs.string("address", "", "The address to remove from the Raft configuration.")
+    fs.string("id", "", "The ID to remove from the Raft configuration.")
+    _http_flags(fs, partition=False)
+    fs.parse(args)
+    address, server_id = fs["address"], fs["id"]
+    if not address and not server_id:
+        raise CommandError("Error removing peer: an address or id is required for the peer "
+                           "to remove")
+    if address and server_id:
+        raise CommandError("Error removing peer: cannot give both an address and id")
+    query = {"address": address} if address else {"id": server_id}
+    try:
+        Client(fs).request("DELETE", "/v1/operator/raft/peer", query)
+    except (_StatusError, _TransportError) as e:
+        raise CommandError(f"Error removing peer: {e}") from None
+    which = f'address "{address}"' if address else f'id "{server_id}"'
+    _out(f"Removed peer with {which}")
+    return 0
+
+
 # ---- members ----
 
 
@@ -578,7 +603,8 @@ _TREE: dict[str, Any] = {
         "list": peering_list,
         "delete": peering_delete,
     },
-    "operator": {"raft": {"list-peers": operator_raft_list_peers}},
+    "operator": {"raft": {"list-peers": operator_raft_list_peers,
+                          "remove-peer": operator_raft_remove_peer}},
     "members": members,
 }
 
