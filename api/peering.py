@@ -228,8 +228,12 @@ async def read(request: web.Request, parsed: tuple[str, str]) -> web.StreamRespo
 async def list_peerings(request: web.Request, partition: str) -> web.StreamResponse:
     ctx = request.app[SERVER]
     recs, index = ctx.fsm.list(partition)
-    body = [peering_json(r, ctx.streams.get(r["ID"])) for r in recs]
-    return json_response(request, body, read_headers(request, index))
+    headers = read_headers(request, index)
+    if "pretty" in request.query:
+        body = [peering_json(r, ctx.streams.get(r["ID"])) for r in recs]
+        return json_response(request, body, headers)
+    data = ctx.peering_list.render(partition, recs, ctx.streams, peering_json)
+    return web.Response(body=data, content_type="application/json", headers=headers)
 
 
 async def delete(request: web.Request, parsed: tuple[str, str]) -> web.StreamResponse:
