@@ -7,19 +7,23 @@ from typing import Any
 
 from aiohttp import web
 
+from cluster.acl import Permission
 from cluster.raft import NotApplied, UnknownOutcome
 
+from .authz import OPEN, OPERATOR_READ
 from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
-from .forward import route_to_leader
+from .pipeline import LOCAL, WRITE, Route
 from .render import json_response
 
+OPERATOR_WRITE = Permission("operator", "write")
 
-async def leader(request: web.Request) -> web.StreamResponse:
+
+async def leader(request: web.Request, _: None) -> web.StreamResponse:
     return json_response(request, request.app[SERVER].node.leader() or "")
 
 
-async def peers(request: web.Request) -> web.StreamResponse:
+async def peers(request: web.Request, _: None) -> web.StreamResponse:
     return json_response(request, request.app[SERVER].node.members())
 
 
@@ -39,44 +43,50 @@ def _servers(ctx: ServerContext) -> list[dict[str, Any]]:
     ]
 
 
-async def raft_configuration(request: web.Request) -> web.StreamResponse:
+async def raft_configuration(request: web.Request, _: None) -> web.StreamResponse:
     ctx = request.app[SERVER]
     return json_response(request, {"Servers": _servers(ctx), "Index": ctx.node.applied_index()})
 
 
-async def remove_peer(request: web.Request) -> web.StreamResponse:
-    """Consul's DELETE /v1/operator/raft/peer: remove one server (?address= or ?id=) from the
-    Raft configuration, on the leader; an unknown server is an error and changes nothing."""
+async def parse_peer(request: web.Request) -> tuple[str, str]:
+    """(query key, value) of DELETE /v1/operator/raft/peer: ?address= or ?id=, not both."""
     query = request.query
     if "id" not in query and "address" not in query:
         raise bad_request("Must specify either ?id with the server's ID or ?address with "
                           "IP:port of peer to remove")
     if "id" in query and "address" in query:
         raise bad_request("Must specify only one of ?id or ?address")
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
+    key = "address" if "address" in query else "id"
+    return key, query[key]
+
+
+async def remove_peer(request: web.Request, parsed: tuple[str, str]) -> web.StreamResponse:
+    """Consul's DELETE /v1/operator/raft/peer, on the leader: remove one server from the Raft
+    configuration (one change at a time); an unknown server is an error and changes nothing."""
     ctx = request.app[SERVER]
-    key, value = ("address", "Address") if "address" in query else ("id", "ID")
-    wanted = query[key]
-    found = [s for s in _servers(ctx) if s[value] == wanted]
+    key, wanted = parsed
+    found = [s for s in _servers(ctx) if s["Address" if key == "address" else "ID"] == wanted]
     if not found:
-        # Go's %q of an ASCII string is its JSON form.
+        # Consul's text; Go's %q of an ASCII string is its JSON form.
         raise APIError(500, f"{key} {json.dumps(wanted)} was not found in the Raft configuration")
-    if found[0]["Address"] == ctx.raft_addr:
-        raise APIError(500, f"{key} {json.dumps(wanted)} is the leader; a leader cannot "
-                            "remove itself (restart it or stop it to move leadership first)")
+    addr = found[0]["Address"]
+    if addr == ctx.raft_addr:
+        raise APIError(500, f"{key} {json.dumps(wanted)} is the leader: a leader cannot remove "
+                            "itself (stop or restart it so that another server leads first)")
     try:
-        await ctx.node.remove_server(found[0]["Address"], ctx.apply_timeout)
+        await ctx.node.remove_server(addr, ctx.apply_timeout)
     except NotApplied as e:
-        raise APIError(500, f"removing {found[0]['Address']} failed: {e}") from None
+        raise APIError(500, f"removing {addr} failed: {e}") from None
     except UnknownOutcome:
         raise APIError(503, "Raft configuration change timed out; check "
                             "/v1/operator/raft/configuration") from None
     return web.Response(status=200)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/status/leader", leader)
-    app.router.add_get("/v1/status/peers", peers)
-    app.router.add_get("/v1/operator/raft/configuration", raft_configuration)
-    app.router.add_delete("/v1/operator/raft/peer", remove_peer)
+ROUTES = [
+    Route("GET", "/v1/status/leader", LOCAL, OPEN, leader, allow_head=True),
+    Route("GET", "/v1/status/peers", LOCAL, OPEN, peers, allow_head=True),
+    Route("GET", "/v1/operator/raft/configuration", LOCAL, OPERATOR_READ, raft_configuration,
+          allow_head=True),
+    Route("DELETE", "/v1/operator/raft/peer", WRITE, OPERATOR_WRITE, remove_peer, parse_peer),
+]
