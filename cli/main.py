@@ -30,8 +30,11 @@ def _agent_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raft-port", type=int, default=int(_env("raft-port", 8300)))
     p.add_argument("--peering-port", type=int, default=int(_env("peering-port", 8503)))
     p.add_argument("--data-dir", default=_env("data-dir"), required=_env("data-dir") is None)
-    p.add_argument("--join", default=_env("join", ""), help="HOST:RAFTPORT[,...] of all servers")
-    p.add_argument("--bootstrap-expect", type=int, default=_env("bootstrap-expect"))
+    p.add_argument("--join", default=_env("join", ""),
+                   help="HOST:RAFTPORT[,...]: with --bootstrap-expect, all first servers; "
+                        "without it, any live member of a running cluster to join")
+    p.add_argument("--bootstrap-expect", type=int, default=_env("bootstrap-expect"),
+                   help="servers that start the cluster together (all listed in --join)")
     p.add_argument("--cluster-secret-file", default=_env("cluster-secret-file"))
     p.add_argument("--acl-enabled", action="store_true", default=_env_bool("acl-enabled"))
     p.add_argument("--acl-default-policy", choices=["allow", "deny"],

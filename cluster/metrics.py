@@ -198,6 +198,8 @@ class Metrics:
                  [((), 1.0 if st.get("leader") is not None else 0.0)]),
                 ("peerplane.raft.peers.connected", "Other servers this one is connected to", (),
                  [((), connected)]),
+                ("peerplane.raft.servers", "Servers in the Raft configuration (voters, this one "
+                 "included)", (), [((), float(len(node.members())))]),
                 ("peerplane.raft.leader.last_contact_seconds",
                  "Seconds since this server last heard from a leader (0 on the leader)", (),
                  [((), node.last_contact_ms() / 1000.0)]),
