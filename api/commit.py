@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cluster.raft import NotApplied, UnknownOutcome
+from cluster.raft import DiskFault, NotApplied, UnknownOutcome
 
 from .context import ServerContext
-from .errors import APIError, bad_request, no_leader
+from .errors import APIError, bad_request, disk_unavailable, no_leader
 
 CAS_RETRIES = 5
 
@@ -23,6 +23,8 @@ async def commit(
         cmd = build()
         try:
             res = await ctx.node.submit(cmd, ctx.apply_timeout)
+        except DiskFault as e:
+            raise disk_unavailable(str(e)) from None
         except NotApplied:
             raise no_leader() from None
         except UnknownOutcome:

@@ -16,17 +16,18 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import pysyncobj.syncobj as _pysyncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
-from pysyncobj.journal import MetaStorer
-from pysyncobj.pickle import dumps as pickle_dumps
 from pysyncobj.transport import TCPTransport
 
 from . import metrics
 from .fsm import FSM, encode
+from .journal import ChecksummedJournal, JournalError, JournalPath
 
 log = logging.getLogger("peerplane.raft")
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+_JOURNAL_FAILED = "journal-failed"  # a submit's outcome when the journal failed meanwhile
 
 
 class NotApplied(Exception):
@@ -35,6 +36,10 @@ class NotApplied(Exception):
 
 class UnknownOutcome(Exception):
     """The command may or may not have been applied (timeout, leader change mid-flight)."""
+
+
+class DiskFault(NotApplied):
+    """This server's journal cannot be written: it takes no part in Raft until it can."""
 
 
 @dataclass(frozen=True)
@@ -126,33 +131,18 @@ def _timed_transport(lease: LeaseTracker) -> Any:
     return _TimedTransport
 
 
-class _DurableMeta(MetaStorer):
-    """PySyncObj's term/vote store, plus the fsyncs it leaves out (file, then directory)."""
-
-    def storeMeta(self, meta: Any) -> None:
-        tmp = self.getPath() + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(pickle_dumps(meta))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.getPath())
-        dir_fd = os.open(os.path.dirname(self.getPath()) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+_create_journal = _pysyncobj.createJournal
 
 
-def _sync_journal(journal: Any) -> None:
-    """fdatasync the journal file. On Linux this writes back pages dirtied through the mmap
-    too (shared mappings are dirty-tracked in the page cache), and the file size with them, so
-    a separate msync would only sync the same pages twice."""
-    f = getattr(journal, "_FileJournal__journalFile", None)
-    handle = getattr(f, "_ResizableFile__f", None)
-    if handle is None:
-        journal.flush()
-    else:
-        os.fdatasync(handle.fileno())
+def _journal_for(journal_file: Any) -> Any:
+    """PySyncObj builds its journal itself (`createJournal(conf.journalFile)`); a JournalPath
+    gets ours: write() + fdatasync instead of an mmap, CRC per entry (cluster/journal.py)."""
+    if isinstance(journal_file, JournalPath):
+        return ChecksummedJournal(journal_file)
+    return _create_journal(journal_file)
+
+
+_pysyncobj.createJournal = _journal_for
 
 
 class PeerplaneSyncObj(SyncObj):
@@ -176,7 +166,44 @@ class PeerplaneSyncObj(SyncObj):
         self.durable = durable
         self.draining = False
         self.send_deferred = False
+        self.on_journal_failure: Any = None  # called once per failure, from the tick thread
+        self._sitting_out = False
+        self._next_recovery = 0.0
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
+
+    # ---- a journal that cannot be written (disk full, I/O error) ----
+    # Such a server takes no part in Raft: a leader steps down, nobody campaigns, append_entries
+    # and vote requests are dropped unanswered (any answer would claim persistence it lacks).
+    # Once a second it tries to rewrite its journal; when that works it is a follower again and
+    # catches up from the leader like any lagging follower.
+
+    def journal_failure(self) -> str | None:
+        return self._SyncObj__raftLog.failure
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        if self._SyncObj__raftLog.failure is not None:
+            self._sit_out()
+        try:
+            SyncObj._onTick(self, timeToWait)
+        except JournalError:
+            time.sleep(timeToWait)  # the journal logged why; from the next tick on we sit out
+
+    def _sit_out(self) -> None:
+        now = time.monotonic()
+        if not self._sitting_out:
+            self._sitting_out = True
+            if self._SyncObj__raftState == LEADER:
+                self._SyncObj__setState(FOLLOWER)
+                self._SyncObj__raftLeader = None
+            self._SyncObj__onLeaderChanged()  # forwarded commands: outcome unknown
+            if self.on_journal_failure is not None:
+                self.on_journal_failure()
+        if now >= self._next_recovery:
+            self._next_recovery = now + 1.0
+            if self._SyncObj__raftLog.try_recover():
+                self._sitting_out = False
+        # Not before a full election timeout from now: first hear whether there is a leader.
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
 
     # ---- group commit ----
     # With batching off PySyncObj sends append_entries once per queued command. Commands
@@ -201,7 +228,7 @@ class PeerplaneSyncObj(SyncObj):
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
                                   nextNodeIdx: Any = None, success: bool = False) -> None:
         if self.durable and success:
-            _sync_journal(self._SyncObj__raftLog)
+            self._SyncObj__raftLog.sync()  # raises JournalError: then nothing is acknowledged
         SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
 
     def _SyncObj__sendAppendEntries(self) -> None:
@@ -209,11 +236,13 @@ class PeerplaneSyncObj(SyncObj):
             self.send_deferred = True
             return
         if self.durable:
-            _sync_journal(self._SyncObj__raftLog)
+            self._SyncObj__raftLog.sync()
         SyncObj._SyncObj__sendAppendEntries(self)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        if self._sitting_out and kind in ("append_entries", "request_vote", "timeout_now"):
+            return
         if kind == "next_node_idx":
             self.lease.on_response(node)
         elif kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
@@ -244,7 +273,7 @@ def sync_conf(
     return SyncObjConf(
         password=password,
         bindAddress=bind_addr,
-        journalFile=os.path.join(data_dir, "raft.journal"),
+        journalFile=JournalPath(os.path.join(data_dir, "raft.journal")),
         fullDumpFile=os.path.join(data_dir, "raft.dump"),
         appendEntriesUseBatch=timing.batch,
         appendEntriesPeriod=timing.heartbeat,
@@ -296,11 +325,24 @@ class RaftNode:
             self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
             vote_guard=timing.vote_guard, durable=timing.durable,
         )
-        if timing.durable:
-            journal = self._sync._SyncObj__raftLog
-            journal._FileJournal__metaStorer = _DurableMeta(
-                journal._FileJournal__metaStorer.getPath()
-            )
+        self._pending: set[asyncio.Future[tuple[Any, Any]]] = set()
+        self._sync.on_journal_failure = self._on_journal_failure
+
+    def _on_journal_failure(self) -> None:  # tick thread
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fail_pending)
+
+    def _fail_pending(self) -> None:
+        """Commands in flight when the journal failed: whether they commit is unknown (a leader
+        may have sent some before its write failed), so answer now instead of at the timeout."""
+        for fut in self._pending:
+            if not fut.done():
+                fut.set_result((None, _JOURNAL_FAILED))
+
+    def disk_failure(self) -> str | None:
+        """Why this server's journal cannot be written, while it cannot (None otherwise)."""
+        return self._sync.journal_failure()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -331,8 +373,10 @@ class RaftNode:
     # ---- writes ----
 
     async def submit(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
 
         def _set(res: Any, err: int) -> None:
             if not fut.done():
@@ -346,16 +390,19 @@ class RaftNode:
 
         started = time.perf_counter()
         op = str(cmd.get("op", ""))
+        self._pending.add(fut)
         self._replica.apply(encode(cmd), callback=_callback)
         try:
             res, err = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome("timed out waiting for the command to commit") from None
+        finally:
+            self._pending.discard(fut)
         if err == FAIL_REASON.SUCCESS:
             metrics.raft_apply(op, "ok", time.perf_counter() - started)
             return res
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome(f"raft: {err}")
         metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
