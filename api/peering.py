@@ -223,8 +223,12 @@ async def list_peerings(request: web.Request) -> web.StreamResponse:
     if opts.index is not None:
         await ctx.watch.wait_past(lambda: ctx.fsm.peerings_index, opts.index, opts.wait)
     recs, index = ctx.fsm.list(partition)
-    body = [peering_json(r, ctx.streams.get(r["ID"])) for r in recs]
-    return json_response(request, body, read_headers(request, opts, index))
+    headers = read_headers(request, opts, index)
+    if "pretty" in request.query:
+        body = [peering_json(r, ctx.streams.get(r["ID"])) for r in recs]
+        return json_response(request, body, headers)
+    data = ctx.peering_list.render(partition, recs, ctx.streams, peering_json)
+    return web.Response(body=data, content_type="application/json", headers=headers)
 
 
 async def delete(request: web.Request) -> web.StreamResponse:

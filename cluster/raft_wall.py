@@ -46,6 +46,7 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__raftState"),
     (SyncObj, "_SyncObj__raftLeader"),
     (SyncObj, "_SyncObj__raftElectionDeadline"),
+    (SyncObj, "_SyncObj__pipeNotifier"),
 )
 # Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
 _MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term")
@@ -178,6 +179,8 @@ class PeerplaneSyncObj(SyncObj):
         self.on_journal_failure: Any = None  # called once per failure, from the tick thread
         self._sitting_out = False
         self._next_recovery = 0.0
+        self.round_requested = False
+        self.on_ack: Any = None  # called in the tick thread when a follower answers
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
 
     def own_term_noop_applied(self) -> bool:
@@ -219,6 +222,22 @@ class PeerplaneSyncObj(SyncObj):
                 self._sitting_out = False
         # Not before a full election timeout from now: first hear whether there is a leader.
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+    # ---- ReadIndex: one heartbeat round, sent now, for every read waiting for one ----
+
+    def request_round(self) -> None:
+        """Ask the tick thread to send append_entries to every follower at once (any thread).
+        Reads arriving before the tick thread picks the request up share the round; the pipe
+        PySyncObj uses to wake its poller for new commands wakes it for this too (with batching
+        on there is none, and the round waits for the next tick, <= autoTickPeriod)."""
+        if self.round_requested:
+            return
+        self.round_requested = True
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            try:
+                notifier.notify()
+            except BlockingIOError:
+                pass  # the pipe is full: a wake-up is already pending
 
     # ---- group commit ----
     # With batching off PySyncObj sends append_entries once per queued command. Commands
@@ -231,7 +250,10 @@ class PeerplaneSyncObj(SyncObj):
             SyncObj._checkCommandsToApply(self)
         finally:
             self.draining = False
-        if self.send_deferred:
+        # Cleared before the send: a read stamped before this point is covered by it, and a
+        # request made after it sets the flag again for the next tick.
+        round_requested, self.round_requested = self.round_requested, False
+        if self.send_deferred or (round_requested and self._isLeader()):
             self.send_deferred = False
             self._SyncObj__sendAppendEntries()
 
@@ -260,6 +282,8 @@ class PeerplaneSyncObj(SyncObj):
             return
         if kind == "next_node_idx":
             self.lease.on_response(node)
+            if self.on_ack is not None:
+                self.on_ack()
         elif kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self.last_leader_contact = time.monotonic()
         elif kind == "request_vote" and (
