@@ -1,0 +1,1 @@
+"""The FSM's tables (one module each) and the peering transition table. See base.py."""
