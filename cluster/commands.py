@@ -19,20 +19,25 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from .state.errors import CommandError
+
 Map = dict[str, Any]  # a record carried whole (ACL policy/token: the ACL table checks it)
 
 
-class CommandError(Exception):
-    """A command refused by the FSM; becomes {"error": ..., "kind": ...} in the result."""
-
-    def __init__(self, message: str, kind: str = "invalid") -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
 class Command:
     op: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class TableCommand(Command):
+    """A command of a table that checks its own fields (catalog, config entries): the map as
+    it came, handed to the table whole."""
+
+    name: str
+    body: dict[str, Any]
 
 
 # ---- servers and the cluster identity (cluster/state/servers.py) ----
@@ -191,6 +196,11 @@ class AclTokenDelete(Command):
 # ---- the boundary ----
 
 COMMANDS: dict[str, type[Command]] = {}
+TABLE_OPS: set[str] = set()  # ops decoded as TableCommand
+
+
+def register_table_ops(ops: frozenset[str]) -> None:
+    TABLE_OPS.update(ops)
 
 
 def register(cls: type[Command]) -> type[Command]:
@@ -245,9 +255,15 @@ def _field_checks(cls: type[Command]) -> list[tuple[str, Any, bool]]:
     return out
 
 
+def op_name(cmd: Command) -> str:
+    return cmd.name if isinstance(cmd, TableCommand) else cmd.op
+
+
 def encode(cmd: Command | Mapping[str, Any]) -> bytes:
     """A command's wire form: {"op": ..., every field that is set}. A plain map passes
     through as it is (tests and fuzzers send what a damaged or hostile peer might)."""
+    if isinstance(cmd, TableCommand):
+        return msgpack.packb({**cmd.body, "op": cmd.name}, use_bin_type=True)
     if isinstance(cmd, Command):
         body: dict[str, Any] = {"op": cmd.op}
         for f in dataclasses.fields(cmd):
@@ -265,6 +281,8 @@ def decode(raw: bytes) -> Command:
     if not isinstance(body, dict):
         raise CommandError("command is not a map")
     op = body.get("op")
+    if isinstance(op, str) and op in TABLE_OPS:
+        return TableCommand(op, body)
     cls = COMMANDS.get(op) if isinstance(op, str) else None
     if cls is None:
         raise CommandError(f"unknown command {op!r}")

@@ -20,9 +20,13 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from .commands import CommandError, decode, encode
+from .commands import CommandError, TableCommand, decode, encode, register_table_ops
+from .state import catalog as catalog_table
+from .state import config as config_table
 from .state.acl import ACL, ANONYMOUS_TOKEN_ID, GLOBAL_MANAGEMENT_POLICY_ID
 from .state.base import Changes, Record, Table, Touched
+from .state.catalog import Catalog
+from .state.config import ConfigEntries
 from .state.peerings import Peerings, should_dial
 from .state.servers import Servers
 from .state.transitions import (
@@ -45,6 +49,7 @@ T = TypeVar("T", bound=Table)
 # Called after an apply with the new index and the (table, key) pairs it touched; after a
 # restore with `touched=None` (everything may have changed).
 Subscriber = Callable[[int, Touched | None], None]
+register_table_ops(catalog_table.OPS | config_table.OPS)
 
 
 class FSM:
@@ -61,6 +66,11 @@ class FSM:
         self._handlers: dict[type, Callable[[Any], dict[str, Any]]] = {}
         for table in self._tables.values():
             self._handlers.update(table.handlers())
+        # Tables that take a command map and the index they will get if they change anything,
+        # and check their own fields (cluster/state/catalog.py, config.py).
+        self.catalog = Catalog(self._lock)
+        self.config_entries = ConfigEntries(self._lock)
+        self._handlers[TableCommand] = self._apply_table_command
 
     def table(self, cls: type[T]) -> T:
         return self._tables[cls]  # type: ignore[return-value]
@@ -109,6 +119,20 @@ class FSM:
             return {"error": f"invalid command: {type(e).__name__}: {e}", "kind": "invalid"}
         if result.get("changed"):
             self._notify(self._changes.index, touched)
+        return result
+
+    def _apply_table_command(self, cmd: TableCommand) -> dict[str, Any]:
+        if cmd.name in catalog_table.OPS:
+            name, table = "catalog", self.catalog
+        else:
+            name, table = "config_entries", self.config_entries
+        result = table.apply(cmd.body, self._changes.index + 1)
+        if result.pop("changed"):
+            self._changes.index += 1
+            self._changes.touched.add((name, None))
+            result.update(index=self._changes.index, changed=True)
+        else:
+            result["index"] = self._changes.index
         return result
 
     def read(self, fn: Callable[[], T]) -> T:
@@ -201,6 +225,7 @@ class FSM:
             data: dict[str, Any] = {"index": self._changes.index}
             for table in self._tables.values():
                 data.update(table.snapshot())
+            data.update(catalog=self.catalog.dump(), config_entries=self.config_entries.dump())
             return msgpack.packb(data, use_bin_type=True)
 
     def restore(self, blob: bytes) -> None:
@@ -210,5 +235,9 @@ class FSM:
             for table in self._tables.values():
                 table.reset()
                 table.restore(data)
+            self.catalog.reset()
+            self.config_entries.reset()
+            self.catalog.load(data.get("catalog"))  # absent in older snapshots: empty
+            self.config_entries.load(data.get("config_entries"))
             self._changes.take()
         self._notify(self._changes.index, None)
