@@ -18,7 +18,8 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import metrics
-from .fsm import FSM, encode
+from .commands import Barrier, Command, encode, op_name
+from .fsm import FSM
 from .journal import JournalPath
 from .raft_wall import LeaseTracker, PeerplaneSyncObj
 
@@ -206,7 +207,8 @@ class RaftNode:
 
     # ---- writes ----
 
-    async def submit(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
+        """Raft transport of one command (callers use cluster/proposer.py)."""
         if (why := self.disk_failure()) is not None:
             raise DiskFault(why)
         loop = asyncio.get_running_loop()
@@ -223,7 +225,7 @@ class RaftNode:
                 pass  # loop closed during shutdown
 
         started = time.perf_counter()
-        op = str(cmd.get("op", ""))
+        op = op_name(cmd)
         self._pending.add(fut)
         self._replica.apply(encode(cmd), callback=_callback)
         try:
@@ -257,7 +259,7 @@ class RaftNode:
 
     async def _run_barrier(self, timeout: float) -> int:
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
@@ -268,7 +270,7 @@ class RaftNode:
             await asyncio.wait([current])
         self._barrier, self._next_barrier = self._next_barrier, None
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
