@@ -200,6 +200,9 @@ class Metrics:
                  [((), connected)]),
                 ("peerplane.raft.servers", "Servers in the Raft configuration (voters, this one "
                  "included)", (), [((), float(len(node.members())))]),
+                ("peerplane.raft.journal.writable", "0 while this server's Raft journal cannot "
+                 "be written (disk full, I/O errors): it takes no part in Raft", (),
+                 [((), 0.0 if node.disk_failure() else 1.0)]),
                 ("peerplane.raft.leader.last_contact_seconds",
                  "Seconds since this server last heard from a leader (0 on the leader)", (),
                  [((), node.last_contact_ms() / 1000.0)]),

@@ -19,12 +19,15 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import membership, metrics
-from .fsm import FSM, encode
+from .commands import Barrier, Command, encode, op_name
+from .fsm import FSM
+from .journal import JournalPath
 from .raft_wall import LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+_JOURNAL_FAILED = "journal-failed"  # a submit's outcome when the journal failed meanwhile
 
 
 class NotApplied(Exception):
@@ -33,6 +36,10 @@ class NotApplied(Exception):
 
 class UnknownOutcome(Exception):
     """The command may or may not have been applied (timeout, leader change mid-flight)."""
+
+
+class DiskFault(NotApplied):
+    """This server's journal cannot be written: it takes no part in Raft until it can."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ def sync_conf(
     return SyncObjConf(
         password=password,
         bindAddress=bind_addr,
-        journalFile=os.path.join(data_dir, "raft.journal"),
+        journalFile=JournalPath(os.path.join(data_dir, "raft.journal")),
         fullDumpFile=os.path.join(data_dir, "raft.dump"),
         appendEntriesUseBatch=timing.batch,
         appendEntriesPeriod=timing.heartbeat,
@@ -161,6 +168,24 @@ class RaftNode:
             on_membership=self._membership_changed,
         )
         fsm.add_listener(self._poke_reads)
+        self._pending: set[asyncio.Future[tuple[Any, Any]]] = set()
+        self._sync.on_journal_failure = self._on_journal_failure
+
+    def _on_journal_failure(self) -> None:  # tick thread
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fail_pending)
+
+    def _fail_pending(self) -> None:
+        """Commands in flight when the journal failed: whether they commit is unknown (a leader
+        may have sent some before its write failed), so answer now instead of at the timeout."""
+        for fut in self._pending:
+            if not fut.done():
+                fut.set_result((None, _JOURNAL_FAILED))
+
+    def disk_failure(self) -> str | None:
+        """Why this server's journal cannot be written, while it cannot (None otherwise)."""
+        return self._sync.journal_failure()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -191,13 +216,12 @@ class RaftNode:
 
     # ---- writes ----
 
-    @staticmethod
-    async def _call(start: Callable[[Callable[[Any, int], None]], None],
-                    timeout: float) -> tuple[Any, int]:
+    async def _call(self, start: Callable[[Callable[[Any, int], None]], None],
+                    timeout: float) -> tuple[Any, Any]:
         """Start a PySyncObj call with a callback and await (result, FAIL_REASON); a timeout
         raises UnknownOutcome (the call may still take effect later)."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
 
         def _set(res: Any, err: int) -> None:
             if not fut.done():
@@ -209,15 +233,21 @@ class RaftNode:
             except RuntimeError:
                 pass  # loop closed during shutdown
 
+        self._pending.add(fut)
         start(_callback)
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise UnknownOutcome("timed out waiting for the command to commit") from None
+        finally:
+            self._pending.discard(fut)
 
-    async def submit(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
+        """Raft transport of one command (callers use cluster/proposer.py)."""
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
         started = time.perf_counter()
-        op = str(cmd.get("op", ""))
+        op = op_name(cmd)
         raw = encode(cmd)
         try:
             res, err = await self._call(lambda cb: self._replica.apply(raw, callback=cb), timeout)
@@ -227,7 +257,7 @@ class RaftNode:
         if err == FAIL_REASON.SUCCESS:
             metrics.raft_apply(op, "ok", time.perf_counter() - started)
             return res
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome(f"raft: {err}")
         metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
@@ -244,10 +274,12 @@ class RaftNode:
 
     async def _change_membership(self, change: Callable[..., None], addr: str,
                                  timeout: float) -> None:
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
         _, err = await self._call(lambda cb: change(addr, callback=cb), timeout)
         if err == FAIL_REASON.REQUEST_DENIED:
             raise NotApplied("a membership change is already in progress")
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
             raise UnknownOutcome(f"raft: {err}")
         if err != FAIL_REASON.SUCCESS:
             raise NotApplied(f"raft: {err}")
@@ -271,7 +303,7 @@ class RaftNode:
 
     async def _run_barrier(self, timeout: float) -> int:
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
@@ -282,7 +314,7 @@ class RaftNode:
             await asyncio.wait([current])
         self._barrier, self._next_barrier = self._next_barrier, None
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
