@@ -6,7 +6,19 @@ import logging
 
 from aiohttp import web
 
-from . import acl, agent, authz, limits, observe, openapi, peering, status, ui
+from . import (
+    acl,
+    agent,
+    authz,
+    catalog,
+    config_entries,
+    limits,
+    observe,
+    openapi,
+    peering,
+    status,
+    ui,
+)
 from .context import SERVER, ServerContext
 from .errors import APIError
 
@@ -70,6 +82,8 @@ def make_app(ctx: ServerContext) -> web.Application:
     limits.install(app, ctx.limits)
     peering.add_routes(app)
     acl.add_routes(app)
+    catalog.add_routes(app)
+    config_entries.add_routes(app)
     status.add_routes(app)
     agent.add_routes(app)
     observe.add_routes(app)

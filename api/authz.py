@@ -66,6 +66,11 @@ _PEERING_READ = Need(_p("peering", "read"))
 _PEERING_WRITE = Need(_p("peering", "write"))
 _ACL_READ = Need(_p("acl", "read"))
 _ACL_WRITE = Need(_p("acl", "write"))
+_MESH_READ = Need(_p("mesh", "read"))
+_MESH_WRITE = Need(_p("mesh", "write"))
+# Catalog routes need a token that resolves; what it may see or write depends on the records
+# (service:/node: rules), so api/catalog.py filters reads and vets writes at the leader.
+_CATALOG = Need(None)
 _OPERATOR_READ = Need(_p("operator", "read"), at_leader=False)
 _AGENT_READ = Need(_p("agent", "read"), at_leader=False)  # segment: this node's name
 OPEN = None  # no token needed; a bad token is not even looked at (Consul's status endpoints)
@@ -102,6 +107,19 @@ ROUTES: dict[tuple[str, str], Need | None] = {
     ("PUT", "/v1/acl/token/{id}"): _ACL_WRITE,
     ("DELETE", "/v1/acl/token/{id}"): _ACL_WRITE,
     ("GET", "/v1/acl/tokens"): _ACL_READ,
+    ("PUT", "/v1/catalog/register"): _CATALOG,
+    ("PUT", "/v1/catalog/deregister"): _CATALOG,
+    ("GET", "/v1/catalog/services"): _CATALOG,
+    ("GET", "/v1/catalog/nodes"): _CATALOG,
+    ("GET", "/v1/catalog/service/"): _CATALOG,
+    ("GET", "/v1/catalog/service/{name}"): _CATALOG,
+    ("GET", "/v1/health/service/"): _CATALOG,
+    ("GET", "/v1/health/service/{name}"): _CATALOG,
+    ("PUT", "/v1/config"): _MESH_WRITE,
+    ("GET", "/v1/config/{kind}"): _MESH_READ,
+    ("GET", "/v1/config/{kind}/{name}"): _MESH_READ,
+    ("DELETE", "/v1/config/{kind}"): _MESH_WRITE,
+    ("DELETE", "/v1/config/{kind}/{name}"): _MESH_WRITE,
 }
 # A /v1 route nobody listed above is closed rather than open.
 _UNLISTED = Need(_p("operator", "read"), at_leader=False)

@@ -1,0 +1,371 @@
+"""The catalog and health endpoints (Consul 1.14+ shapes and texts).
+
+Writes: `PUT /v1/catalog/register`, `PUT /v1/catalog/deregister` - decoded and checked as
+Consul's HTTP layer and Catalog RPC do, forwarded to the leader, ACL-vetted there against the
+leader's state (vetRegisterWithACL / vetDeregisterWithACL: service:write, node:write), then
+committed through Raft (api/commit.py). Consul answers its RPC errors with 500; as everywhere
+in peerplane, they are 400 with Consul's text.
+
+Reads: `GET /v1/catalog/services`, `/v1/catalog/service/:name`, `/v1/catalog/nodes`,
+`/v1/health/service/:name` - the three read modes and blocking queries (api/reads.py).
+`?peer=NAME` returns what was imported from that peering (with PeerName on every part); without
+it only local records. With ACLs, results are filtered by service:read / node:read and
+`X-Consul-Results-Filtered-By-ACLs: true` says so, as in Consul.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from cluster.acl import Authorizer, Permission, denied_text
+from cluster.gojson import GoJSONError, ListOf, Schema, go_decode_strict
+from cluster.state.catalog import STATUSES
+
+from .authz import IDENTITY
+from .catalog_json import health_json, node_json, service_node_json
+from .commit import commit
+from .context import SERVER, ServerContext
+from .errors import APIError, bad_request
+from .forward import route_to_leader
+from .reads import parse_read_options, read_headers, route_read
+from .render import json_response
+from .validate import default_partition_only
+
+FILTERED = "X-Consul-Results-Filtered-By-ACLs"
+CATALOG = "catalog"  # how the 503 texts name what changed
+
+_CHECK: Schema = {
+    "Node": "string", "CheckID": "string", "Name": "string", "Status": "string",
+    "Notes": "string", "Output": "string", "ServiceID": "string", "ServiceName": "string",
+    "ServiceTags": "[]string", "Type": "string", "Interval": "any", "Timeout": "any",
+    "ExposedPort": "int", "Definition": "any", "PeerName": "string", "Namespace": "string",
+    "Partition": "string", "CreateIndex": "any", "ModifyIndex": "any",
+}
+_SERVICE: Schema = {
+    "Kind": "string", "ID": "string", "Service": "string", "Tags": "[]string",
+    "Address": "string", "TaggedAddresses": "any", "Meta": "map[string]string", "Port": "int",
+    "SocketPath": "string", "Weights": {"Passing": "int", "Warning": "int"},
+    "EnableTagOverride": "bool", "Proxy": "any", "Connect": "any", "PeerName": "string",
+    "Namespace": "string", "Partition": "string", "Locality": "any",
+    "CreateIndex": "any", "ModifyIndex": "any",
+}
+REGISTER_REQUEST: Schema = {
+    "ID": "string", "Node": "string", "Address": "string", "Datacenter": "string",
+    "TaggedAddresses": "map[string]string", "NodeMeta": "map[string]string",
+    "Service": _SERVICE, "Check": _CHECK, "Checks": ListOf(_CHECK, "structs.HealthChecks"),
+    "SkipNodeUpdate": "bool", "PeerName": "string", "Partition": "string",
+    "Namespace": "string", "Locality": "any", "Token": "string",
+}
+DEREGISTER_REQUEST: Schema = {
+    "Node": "string", "ServiceID": "string", "CheckID": "string", "Datacenter": "string",
+    "PeerName": "string", "Partition": "string", "Namespace": "string", "Token": "string",
+}
+_ANY_ADDRESS = ("0.0.0.0", "::", "[::]")
+_GO_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+            "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+
+
+def _decode(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
+    try:  # Consul's decodeBody: unknown fields are ignored here
+        return go_decode_strict(raw, schema, type_name, strict=False)
+    except GoJSONError as e:
+        raise bad_request(f"Request decode failed: {e}") from None
+
+
+def _node_id_problem(text: str) -> str | None:
+    """go-uuid's ParseUUID errors."""
+    if len(text) != 36:
+        return "uuid string is wrong length"
+    if any(text[i] != "-" for i in (8, 13, 18, 23)):
+        return "uuid is improperly formatted"
+    for ch in text.replace("-", ""):
+        if ch not in "0123456789abcdefABCDEF":
+            return f"encoding/hex: invalid byte: U+{ord(ch):04X} {ch!r}"
+    return None
+
+
+def _checks(body: dict[str, Any], node: str) -> list[dict[str, Any]]:
+    """Check and Checks[] as one list, IDs defaulted to names (Consul's checkPreApply)."""
+    checks = list(body.get("Checks") or [])
+    if body.get("Check"):
+        checks.append(body["Check"])
+    out = []
+    for chk in checks:
+        chk = dict(chk)
+        chk["CheckID"] = chk.get("CheckID") or chk.get("Name", "")
+        if not chk["CheckID"]:
+            raise bad_request("Missing check name")
+        if chk.get("Status", "") not in ("", *STATUSES):
+            raise bad_request("Bad check status")
+        if chk.get("Node") and chk["Node"].lower() != node.lower():
+            raise bad_request(f"Node '{chk['Node']}' for check '{chk['CheckID']}' doesn't match "
+                              f"register request node '{node}'")
+        out.append({k: chk[k] for k in ("CheckID", "Name", "Status", "Notes", "Output",
+                                        "ServiceID", "Type") if k in chk})
+    return out
+
+
+def _check_register(ctx: ServerContext, body: dict[str, Any]) -> dict[str, Any]:
+    """What Consul's Catalog.Register checks before Raft; the command's fields."""
+    if body.get("PeerName") or any(
+        part.get("PeerName") for part in (body.get("Service") or {}, body.get("Check") or {},
+                                          *(body.get("Checks") or []))
+    ):
+        raise bad_request("cannot register requests with PeerName in them")
+    if body.get("Datacenter") not in (None, "", ctx.datacenter):
+        raise bad_request("No path to datacenter")
+    node = body.get("Node", "")
+    if not node:
+        raise bad_request("Must provide node")
+    if body.get("ID") and (problem := _node_id_problem(body["ID"])):
+        raise bad_request(f"Bad node ID: {problem}")
+    skip = body.get("SkipNodeUpdate", False)
+    if not body.get("Address") and not skip:
+        raise bad_request("Must provide address if SkipNodeUpdate is not set")
+    cmd: dict[str, Any] = {
+        "op": "catalog_register", "SkipNodeUpdate": skip,
+        "Node": {"Node": node, "ID": body.get("ID", ""), "Address": body.get("Address", ""),
+                 "Datacenter": ctx.datacenter, "TaggedAddresses": body.get("TaggedAddresses"),
+                 "Meta": body.get("NodeMeta")},
+        "Checks": _checks(body, node),
+    }
+    if (svc := body.get("Service")) is not None:
+        svc = dict(svc)
+        if not svc.get("ID") and svc.get("Service"):
+            svc["ID"] = svc["Service"]
+        if svc.get("ID") and not svc.get("Service"):
+            raise bad_request(
+                "Must provide service name (Service.Service) when service ID is provided")
+        if not svc.get("ID"):
+            raise bad_request("Must provide service name")
+        if svc.get("Address") in _ANY_ADDRESS:
+            raise bad_request("Invalid service address")
+        cmd["Service"] = {k: svc[k] for k in ("ID", "Service", "Tags", "Address", "Meta",
+                                              "Port", "Weights", "EnableTagOverride") if k in svc}
+    return cmd
+
+
+# ---- ACLs (decided at the leader, against its state) ----
+
+
+def _authorizer(request: web.Request) -> Authorizer | None:
+    identity = request.get(IDENTITY)
+    return identity.authorizer if identity is not None else None
+
+
+def _require(request: web.Request, resource: str, segment: str) -> None:
+    authz = _authorizer(request)
+    perm = Permission(resource, "write", segment)
+    if authz is not None and not authz.allows(perm):
+        raise APIError(403, denied_text(request[IDENTITY].accessor, perm))
+
+
+def _changes_node(cmd: dict[str, Any], existing: dict[str, Any] | None) -> bool:
+    if cmd["SkipNodeUpdate"]:
+        return False
+    if existing is None:
+        return True
+    new = cmd["Node"]
+    return any((new[k] or None) != (existing[k] or None) if k in ("TaggedAddresses", "Meta")
+               else new[k] != existing[k] for k in ("ID", "Address", "TaggedAddresses", "Meta"))
+
+
+def _vet_register(request: web.Request, ctx: ServerContext, cmd: dict[str, Any]) -> None:
+    if _authorizer(request) is None:
+        return
+    node = cmd["Node"]["Node"]
+    if _changes_node(cmd, ctx.fsm.catalog.node(node)):
+        _require(request, "node", node)
+    svc = cmd.get("Service")
+    if svc is not None:
+        _require(request, "service", svc["Service"])
+        other = ctx.fsm.catalog.service(node, svc["ID"])
+        if other is not None:
+            _require(request, "service", other["Service"])
+    for chk in cmd["Checks"]:
+        sid = chk.get("ServiceID", "")
+        if not sid:
+            _require(request, "node", node)
+        elif svc is None or svc["ID"] != sid:
+            other = ctx.fsm.catalog.service(node, sid)
+            if other is None:
+                raise bad_request(f"Unknown service ID '{sid}' for check ID '{chk['CheckID']}'")
+            _require(request, "service", other["Service"])
+
+
+def _vet_deregister(request: web.Request, ctx: ServerContext, body: dict[str, Any]) -> None:
+    authz = _authorizer(request)
+    node = body["Node"]
+    if authz is None or authz.allows(Permission("node", "write", node)):
+        return
+    if sid := body.get("ServiceID"):
+        svc = ctx.fsm.catalog.service(node, sid)
+        if svc is None:
+            raise bad_request(f"Unknown service ID '{sid}'")
+        _require(request, "service", svc["Service"])
+    elif cid := body.get("CheckID"):
+        chk = ctx.fsm.catalog.check(node, cid)
+        if chk is None:
+            raise bad_request(f"Unknown check ID '{cid}'")
+        if chk["ServiceID"]:
+            _require(request, "service", chk["ServiceName"])
+        else:
+            _require(request, "node", node)
+    else:
+        _require(request, "node", node)
+
+
+# ---- writes ----
+
+
+async def register(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    default_partition_only(request.query, request.headers.get("X-Consul-Partition"))
+    body = _decode(await request.read(), REGISTER_REQUEST, "structs.RegisterRequest")
+    cmd = _check_register(ctx, body)
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+    _vet_register(request, ctx, cmd)
+    cmd["rid"] = str(uuid.uuid4())
+    await commit(ctx, lambda: cmd, CATALOG)
+    return json_response(request, True)
+
+
+async def deregister(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    default_partition_only(request.query, request.headers.get("X-Consul-Partition"))
+    body = _decode(await request.read(), DEREGISTER_REQUEST, "structs.DeregisterRequest")
+    if body.get("Datacenter") not in (None, "", ctx.datacenter):
+        raise bad_request("No path to datacenter")
+    if not body.get("Node"):
+        raise bad_request("Must provide node")
+    if (forwarded := await route_to_leader(request)) is not None:
+        return forwarded
+    _vet_deregister(request, ctx, body)
+    cmd = {"op": "catalog_deregister", "Node": body["Node"],
+           "ServiceID": body.get("ServiceID", ""), "CheckID": body.get("CheckID", "")}
+    await commit(ctx, lambda: cmd, CATALOG)
+    return json_response(request, True)
+
+
+# ---- reads ----
+
+
+async def _serve(
+    request: web.Request, index: Callable[[], int],
+    build: Callable[[Authorizer | None], tuple[Any, int, bool]],
+) -> web.StreamResponse:
+    """Route by read mode, block while ?index is current, then answer build()'s body."""
+    ctx = request.app[SERVER]
+    default_partition_only(request.query, request.headers.get("X-Consul-Partition"))
+    opts = parse_read_options(request.query)
+    if (routed := await route_read(request, opts)) is not None:
+        return routed
+    if opts.index is not None:
+        await ctx.watch.wait_past(index, opts.index, opts.wait)
+    body, at, filtered = build(_authorizer(request))
+    headers = read_headers(request, opts, at)
+    if filtered:
+        headers[FILTERED] = "true"
+    return json_response(request, body, headers)
+
+
+def _may_read(authz: Authorizer | None, node: dict[str, Any], service: str) -> bool:
+    """Consul's ACL filter for an instance: service:read, and node:read for local nodes."""
+    if authz is None:
+        return True
+    if not authz.allows(Permission("service", "read", service)):
+        return False
+    return bool(node["PeerName"]) or authz.allows(Permission("node", "read", node["Node"]))
+
+
+def _service_name(request: web.Request) -> str:
+    name = request.match_info.get("name", "")
+    if not name:
+        raise bad_request("Missing service name")
+    return name
+
+
+def _tags_match(svc: dict[str, Any], tags: list[str]) -> bool:
+    have = {t.lower() for t in svc["Tags"] or ()}
+    return all(t.lower() in have for t in tags)
+
+
+def _passing(request: web.Request) -> bool:
+    """Consul's getBoolQueryParam: present and empty is true, else Go's ParseBool."""
+    if "passing" not in request.query:
+        return False
+    value = request.query["passing"]
+    if value != "" and value not in _GO_BOOL:
+        raise bad_request("Invalid value for ?passing")
+    return value == "" or _GO_BOOL[value]
+
+
+def _peer(request: web.Request) -> str:
+    return request.query.get("peer", "")
+
+
+async def list_services(request: web.Request) -> web.StreamResponse:
+    catalog, peer = request.app[SERVER].fsm.catalog, _peer(request)
+
+    def build(authz: Authorizer | None) -> tuple[Any, int, bool]:
+        services, index = catalog.services(peer)
+        shown = {name: tags for name, tags in services.items()
+                 if authz is None or authz.allows(Permission("service", "read", name))}
+        return shown, index, len(shown) != len(services)
+
+    return await _serve(request, lambda: catalog.services_index(peer), build)
+
+
+async def service_nodes(request: web.Request) -> web.StreamResponse:
+    catalog, peer, name = request.app[SERVER].fsm.catalog, _peer(request), _service_name(request)
+    tags = request.query.getall("tag", [])
+
+    def build(authz: Authorizer | None) -> tuple[Any, int, bool]:
+        rows, index = catalog.service_nodes(name, peer)
+        rows = [r for r in rows if _tags_match(r[1], tags)]
+        shown = [service_node_json(n, s) for n, s in rows if _may_read(authz, n, s["Service"])]
+        return shown, index, len(shown) != len(rows)
+
+    return await _serve(request, lambda: catalog.service_index(name, peer), build)
+
+
+async def list_nodes(request: web.Request) -> web.StreamResponse:
+    catalog, peer = request.app[SERVER].fsm.catalog, _peer(request)
+
+    def build(authz: Authorizer | None) -> tuple[Any, int, bool]:
+        nodes, index = catalog.nodes(peer)
+        shown = [node_json(n) for n in nodes if authz is None or n["PeerName"]
+                 or authz.allows(Permission("node", "read", n["Node"]))]
+        return shown, index, len(shown) != len(nodes)
+
+    return await _serve(request, lambda: catalog.nodes_index(peer), build)
+
+
+async def health_service(request: web.Request) -> web.StreamResponse:
+    catalog, peer, name = request.app[SERVER].fsm.catalog, _peer(request), _service_name(request)
+    tags, passing = request.query.getall("tag", []), _passing(request)
+
+    def build(authz: Authorizer | None) -> tuple[Any, int, bool]:
+        rows, index = catalog.health(name, peer)
+        rows = [r for r in rows if _tags_match(r[1], tags)
+                and not (passing and any(c["Status"] != "passing" for c in r[2]))]
+        shown = [health_json(*r) for r in rows if _may_read(authz, r[0], r[1]["Service"])]
+        return shown, index, len(shown) != len(rows)
+
+    return await _serve(request, lambda: catalog.service_index(name, peer), build)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_put("/v1/catalog/register", register)
+    app.router.add_put("/v1/catalog/deregister", deregister)
+    app.router.add_get("/v1/catalog/services", list_services, allow_head=False)
+    app.router.add_get("/v1/catalog/nodes", list_nodes, allow_head=False)
+    for path in ("/v1/catalog/service/", r"/v1/catalog/service/{name:[\s\S]+}"):
+        app.router.add_get(path, service_nodes, allow_head=False)
+    for path in ("/v1/health/service/", r"/v1/health/service/{name:[\s\S]+}"):
+        app.router.add_get(path, health_service, allow_head=False)
