@@ -15,23 +15,24 @@ it only local records. With ACLs, results are filtered by service:read / node:re
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from cluster.acl import Authorizer, Permission, denied_text
+from cluster.commands import TableCommand
 from cluster.gojson import GoJSONError, ListOf, Schema, go_decode_strict
 from cluster.state.catalog import STATUSES
 
-from .authz import IDENTITY
+from .authz import ANY_TOKEN, IDENTITY
 from .catalog_json import health_json, node_json, service_node_json
 from .commit import commit
 from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
-from .forward import route_to_leader
-from .reads import parse_read_options, read_headers, route_read
+from .pipeline import READ, WRITE, Route
+from .reads import read_headers
 from .render import json_response
 from .validate import default_partition_only
 
@@ -222,53 +223,54 @@ def _vet_deregister(request: web.Request, ctx: ServerContext, body: dict[str, An
 # ---- writes ----
 
 
-async def register(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[SERVER]
+def _partition(request: web.Request) -> None:
     default_partition_only(request.query, request.headers.get("X-Consul-Partition"))
+
+
+async def parse_register(request: web.Request) -> dict[str, Any]:
+    _partition(request)
     body = _decode(await request.read(), REGISTER_REQUEST, "structs.RegisterRequest")
-    cmd = _check_register(ctx, body)
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
+    return _check_register(request.app[SERVER], body)
+
+
+async def register(request: web.Request, cmd: dict[str, Any]) -> web.StreamResponse:
+    ctx = request.app[SERVER]
     _vet_register(request, ctx, cmd)
-    cmd["rid"] = str(uuid.uuid4())
-    await commit(ctx, lambda: cmd, CATALOG)
+    await commit(ctx, lambda: TableCommand("catalog_register", cmd), CATALOG)
     return json_response(request, True)
 
 
-async def deregister(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[SERVER]
-    default_partition_only(request.query, request.headers.get("X-Consul-Partition"))
+async def parse_deregister(request: web.Request) -> dict[str, Any]:
+    _partition(request)
     body = _decode(await request.read(), DEREGISTER_REQUEST, "structs.DeregisterRequest")
-    if body.get("Datacenter") not in (None, "", ctx.datacenter):
+    if body.get("Datacenter") not in (None, "", request.app[SERVER].datacenter):
         raise bad_request("No path to datacenter")
     if not body.get("Node"):
         raise bad_request("Must provide node")
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
-    _vet_deregister(request, ctx, body)
-    cmd = {"op": "catalog_deregister", "Node": body["Node"],
-           "ServiceID": body.get("ServiceID", ""), "CheckID": body.get("CheckID", "")}
-    await commit(ctx, lambda: cmd, CATALOG)
+    return {"Node": body["Node"], "ServiceID": body.get("ServiceID", ""),
+            "CheckID": body.get("CheckID", "")}
+
+
+async def deregister(request: web.Request, cmd: dict[str, Any]) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    _vet_deregister(request, ctx, cmd)
+    await commit(ctx, lambda: TableCommand("catalog_deregister", cmd), CATALOG)
     return json_response(request, True)
 
 
 # ---- reads ----
 
 
-async def _serve(
-    request: web.Request, index: Callable[[], int],
-    build: Callable[[Authorizer | None], tuple[Any, int, bool]],
-) -> web.StreamResponse:
-    """Route by read mode, block while ?index is current, then answer build()'s body."""
-    ctx = request.app[SERVER]
-    default_partition_only(request.query, request.headers.get("X-Consul-Partition"))
-    opts = parse_read_options(request.query)
-    if (routed := await route_read(request, opts)) is not None:
-        return routed
-    if opts.index is not None:
-        await ctx.watch.wait_past(index, opts.index, opts.wait)
-    body, at, filtered = build(_authorizer(request))
-    headers = read_headers(request, opts, at)
+@dataclass(frozen=True)
+class Query:
+    peer: str = ""
+    name: str = ""
+    tags: tuple[str, ...] = ()
+    passing: bool = False
+
+
+def _answer(request: web.Request, body: Any, index: int, filtered: bool) -> web.Response:
+    headers = read_headers(request, index)
     if filtered:
         headers[FILTERED] = "true"
     return json_response(request, body, headers)
@@ -283,14 +285,7 @@ def _may_read(authz: Authorizer | None, node: dict[str, Any], service: str) -> b
     return bool(node["PeerName"]) or authz.allows(Permission("node", "read", node["Node"]))
 
 
-def _service_name(request: web.Request) -> str:
-    name = request.match_info.get("name", "")
-    if not name:
-        raise bad_request("Missing service name")
-    return name
-
-
-def _tags_match(svc: dict[str, Any], tags: list[str]) -> bool:
+def _tags_match(svc: dict[str, Any], tags: tuple[str, ...]) -> bool:
     have = {t.lower() for t in svc["Tags"] or ()}
     return all(t.lower() in have for t in tags)
 
@@ -305,67 +300,79 @@ def _passing(request: web.Request) -> bool:
     return value == "" or _GO_BOOL[value]
 
 
-def _peer(request: web.Request) -> str:
-    return request.query.get("peer", "")
+async def parse_query(request: web.Request) -> Query:
+    _partition(request)
+    return Query(peer=request.query.get("peer", ""))
 
 
-async def list_services(request: web.Request) -> web.StreamResponse:
-    catalog, peer = request.app[SERVER].fsm.catalog, _peer(request)
-
-    def build(authz: Authorizer | None) -> tuple[Any, int, bool]:
-        services, index = catalog.services(peer)
-        shown = {name: tags for name, tags in services.items()
-                 if authz is None or authz.allows(Permission("service", "read", name))}
-        return shown, index, len(shown) != len(services)
-
-    return await _serve(request, lambda: catalog.services_index(peer), build)
+async def parse_service_query(request: web.Request) -> Query:
+    _partition(request)
+    name = request.match_info.get("name", "")
+    if not name:
+        raise bad_request("Missing service name")
+    return Query(peer=request.query.get("peer", ""), name=name,
+                 tags=tuple(request.query.getall("tag", [])), passing=_passing(request))
 
 
-async def service_nodes(request: web.Request) -> web.StreamResponse:
-    catalog, peer, name = request.app[SERVER].fsm.catalog, _peer(request), _service_name(request)
-    tags = request.query.getall("tag", [])
-
-    def build(authz: Authorizer | None) -> tuple[Any, int, bool]:
-        rows, index = catalog.service_nodes(name, peer)
-        rows = [r for r in rows if _tags_match(r[1], tags)]
-        shown = [service_node_json(n, s) for n, s in rows if _may_read(authz, n, s["Service"])]
-        return shown, index, len(shown) != len(rows)
-
-    return await _serve(request, lambda: catalog.service_index(name, peer), build)
+async def list_services(request: web.Request, q: Query) -> web.StreamResponse:
+    authz = _authorizer(request)
+    services, index = request.app[SERVER].fsm.catalog.services(q.peer)
+    shown = {name: tags for name, tags in services.items()
+             if authz is None or authz.allows(Permission("service", "read", name))}
+    return _answer(request, shown, index, len(shown) != len(services))
 
 
-async def list_nodes(request: web.Request) -> web.StreamResponse:
-    catalog, peer = request.app[SERVER].fsm.catalog, _peer(request)
-
-    def build(authz: Authorizer | None) -> tuple[Any, int, bool]:
-        nodes, index = catalog.nodes(peer)
-        shown = [node_json(n) for n in nodes if authz is None or n["PeerName"]
-                 or authz.allows(Permission("node", "read", n["Node"]))]
-        return shown, index, len(shown) != len(nodes)
-
-    return await _serve(request, lambda: catalog.nodes_index(peer), build)
+async def list_nodes(request: web.Request, q: Query) -> web.StreamResponse:
+    authz = _authorizer(request)
+    nodes, index = request.app[SERVER].fsm.catalog.nodes(q.peer)
+    shown = [node_json(n) for n in nodes if authz is None or n["PeerName"]
+             or authz.allows(Permission("node", "read", n["Node"]))]
+    return _answer(request, shown, index, len(shown) != len(nodes))
 
 
-async def health_service(request: web.Request) -> web.StreamResponse:
-    catalog, peer, name = request.app[SERVER].fsm.catalog, _peer(request), _service_name(request)
-    tags, passing = request.query.getall("tag", []), _passing(request)
-
-    def build(authz: Authorizer | None) -> tuple[Any, int, bool]:
-        rows, index = catalog.health(name, peer)
-        rows = [r for r in rows if _tags_match(r[1], tags)
-                and not (passing and any(c["Status"] != "passing" for c in r[2]))]
-        shown = [health_json(*r) for r in rows if _may_read(authz, r[0], r[1]["Service"])]
-        return shown, index, len(shown) != len(rows)
-
-    return await _serve(request, lambda: catalog.service_index(name, peer), build)
+async def service_nodes(request: web.Request, q: Query) -> web.StreamResponse:
+    authz = _authorizer(request)
+    rows, index = request.app[SERVER].fsm.catalog.service_nodes(q.name, q.peer)
+    rows = [r for r in rows if _tags_match(r[1], q.tags)]
+    shown = [service_node_json(n, s) for n, s in rows if _may_read(authz, n, s["Service"])]
+    return _answer(request, shown, index, len(shown) != len(rows))
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_put("/v1/catalog/register", register)
-    app.router.add_put("/v1/catalog/deregister", deregister)
-    app.router.add_get("/v1/catalog/services", list_services, allow_head=False)
-    app.router.add_get("/v1/catalog/nodes", list_nodes, allow_head=False)
-    for path in ("/v1/catalog/service/", r"/v1/catalog/service/{name:[\s\S]+}"):
-        app.router.add_get(path, service_nodes, allow_head=False)
-    for path in ("/v1/health/service/", r"/v1/health/service/{name:[\s\S]+}"):
-        app.router.add_get(path, health_service, allow_head=False)
+async def health_service(request: web.Request, q: Query) -> web.StreamResponse:
+    authz = _authorizer(request)
+    rows, index = request.app[SERVER].fsm.catalog.health(q.name, q.peer)
+    rows = [r for r in rows if _tags_match(r[1], q.tags)
+            and not (q.passing and any(c["Status"] != "passing" for c in r[2]))]
+    shown = [health_json(*r) for r in rows if _may_read(authz, r[0], r[1]["Service"])]
+    return _answer(request, shown, index, len(shown) != len(rows))
+
+
+def _services_index(ctx: ServerContext, q: Query) -> int:
+    return ctx.fsm.catalog.services_index(q.peer)
+
+
+def _nodes_index(ctx: ServerContext, q: Query) -> int:
+    return ctx.fsm.catalog.nodes_index(q.peer)
+
+
+def _service_index(ctx: ServerContext, q: Query) -> int:
+    return ctx.fsm.catalog.service_index(q.name, q.peer)
+
+
+def _service_routes(prefix: str, serve: Callable[..., Any]) -> list[Route]:
+    # Everything below the prefix is the name, slashes included (Consul trims the prefix).
+    return [Route("GET", path, READ, ANY_TOKEN, serve, parse_service_query, _service_index)
+            for path in (prefix, prefix + r"{name:[\s\S]+}")]
+
+
+# Catalog routes need a token that resolves; what it may see or write depends on the records
+# (service:/node: rules): reads are filtered and writes vetted here, at the leader.
+ROUTES = [
+    Route("PUT", "/v1/catalog/register", WRITE, ANY_TOKEN, register, parse_register),
+    Route("PUT", "/v1/catalog/deregister", WRITE, ANY_TOKEN, deregister, parse_deregister),
+    Route("GET", "/v1/catalog/services", READ, ANY_TOKEN, list_services, parse_query,
+          _services_index),
+    Route("GET", "/v1/catalog/nodes", READ, ANY_TOKEN, list_nodes, parse_query, _nodes_index),
+    *_service_routes("/v1/catalog/service/", service_nodes),
+    *_service_routes("/v1/health/service/", health_service),
+]

@@ -16,14 +16,16 @@ from typing import Any
 
 from aiohttp import web
 
+from cluster.acl import Permission
+from cluster.commands import TableCommand
 from cluster.gojson import GoJSONError, go_decode_object, go_quote
 from cluster.state.config import EXPORTED_SERVICES
 
 from .commit import commit
-from .context import SERVER
+from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
-from .forward import route_to_leader
-from .reads import parse_read_options, read_headers, route_read
+from .pipeline import READ, WRITE, Route
+from .reads import read_headers
 from .render import json_response
 from .validate import default_partition_only
 
@@ -241,67 +243,69 @@ def _cas(request: web.Request) -> int | None:
     return int(text)
 
 
-def _with_cas(cmd: dict[str, Any], cas: int | None) -> dict[str, Any]:
-    return cmd if cas is None else dict(cmd, CAS=cas)
-
-
-async def apply(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[SERVER]
+def _partition(request: web.Request) -> None:
     default_partition_only(request.query, request.headers.get("X-Consul-Partition"))
+
+
+async def parse_apply(request: web.Request) -> dict[str, Any]:
+    _partition(request)
     entry = validate(decode_entry(await request.read()))
-    cmd = _with_cas({"op": "config_set", "Entry": entry}, _cas(request))
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
-    res = await commit(ctx, lambda: cmd, WHAT)
+    cas = _cas(request)
+    return {"Entry": entry} if cas is None else {"Entry": entry, "CAS": cas}
+
+
+async def apply(request: web.Request, cmd: dict[str, Any]) -> web.StreamResponse:
+    res = await commit(request.app[SERVER], lambda: TableCommand("config_set", cmd), WHAT)
     return json_response(request, bool(res.get("applied")))
 
 
-def _kind_and_name(request: web.Request) -> tuple[str, str | None]:
+async def parse_path(request: web.Request) -> tuple[str, str | None]:
     """`/v1/config/<kind>` (name None) or `/v1/config/<kind>/<name, maybe empty>`."""
-    default_partition_only(request.query, request.headers.get("X-Consul-Partition"))
-    return request.match_info["kind"], request.match_info.get("name")
-
-
-async def read(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[SERVER]
-    kind, name = _kind_and_name(request)
+    _partition(request)
+    kind = request.match_info["kind"]
     if kind not in CONSUL_KINDS:
         raise bad_request(f"invalid config entry kind: {kind}")
-    opts = parse_read_options(request.query)
-    if (routed := await route_read(request, opts)) is not None:
-        return routed
-    table = ctx.fsm.config_entries
-    if opts.index is not None:
-        await ctx.watch.wait_past(lambda: table.index(kind), opts.index, opts.wait)
+    return kind, request.match_info.get("name")
+
+
+async def read(request: web.Request, parsed: tuple[str, str | None]) -> web.StreamResponse:
+    kind, name = parsed
+    table = request.app[SERVER].fsm.config_entries
     if name is None:
         recs, index = table.list(kind)
         return json_response(request, [entry_json(r) for r in recs],
-                             read_headers(request, opts, index))
+                             read_headers(request, index))
     rec, index = table.get(kind, name), table.index(kind)
-    headers = read_headers(request, opts, index)
+    headers = read_headers(request, index)
     if rec is None:
         raise APIError(404, f"Config entry not found for {go_quote(kind)} / {go_quote(name)}",
                        headers)
     return json_response(request, entry_json(rec), headers)
 
 
-async def delete(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[SERVER]
-    kind, name = _kind_and_name(request)
-    if name is None:
+async def parse_delete(request: web.Request) -> dict[str, Any]:
+    if request.match_info.get("name") is None:
         raise APIError(404, "Must provide both a kind and name to delete")
-    if kind not in CONSUL_KINDS:
-        raise bad_request(f"invalid config entry kind: {kind}")
+    kind, name = await parse_path(request)
     cas = _cas(request)
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
-    cmd = _with_cas({"op": "config_delete", "Kind": kind, "Name": name}, cas)
-    res = await commit(ctx, lambda: cmd, WHAT)
-    return json_response(request, bool(res.get("applied")) if cas is not None else {})
+    cmd = {"Kind": kind, "Name": name}
+    return cmd if cas is None else dict(cmd, CAS=cas)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_put("/v1/config", apply)
-    for path in ("/v1/config/{kind}", r"/v1/config/{kind}/{name:[\s\S]*}"):
-        app.router.add_get(path, read, allow_head=False)
-        app.router.add_delete(path, delete)
+async def delete(request: web.Request, cmd: dict[str, Any]) -> web.StreamResponse:
+    res = await commit(request.app[SERVER], lambda: TableCommand("config_delete", cmd), WHAT)
+    return json_response(request, bool(res.get("applied")) if "CAS" in cmd else {})
+
+
+def _kind_index(ctx: ServerContext, parsed: tuple[str, str | None]) -> int:
+    return ctx.fsm.config_entries.index(parsed[0])
+
+
+MESH_READ, MESH_WRITE = Permission("mesh", "read"), Permission("mesh", "write")
+_ENTRY_PATHS = ("/v1/config/{kind}", r"/v1/config/{kind}/{name:[\s\S]*}")
+ROUTES = [
+    Route("PUT", "/v1/config", WRITE, MESH_WRITE, apply, parse_apply),
+    *(Route("GET", path, READ, MESH_READ, read, parse_path, _kind_index)
+      for path in _ENTRY_PATHS),
+    *(Route("DELETE", path, WRITE, MESH_WRITE, delete, parse_delete) for path in _ENTRY_PATHS),
+]

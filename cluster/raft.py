@@ -18,12 +18,15 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import metrics
-from .fsm import FSM, encode
+from .commands import Barrier, Command, encode, op_name
+from .fsm import FSM
+from .journal import JournalPath
 from .raft_wall import LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+_JOURNAL_FAILED = "journal-failed"  # a submit's outcome when the journal failed meanwhile
 
 
 class NotApplied(Exception):
@@ -32,6 +35,10 @@ class NotApplied(Exception):
 
 class UnknownOutcome(Exception):
     """The command may or may not have been applied (timeout, leader change mid-flight)."""
+
+
+class DiskFault(NotApplied):
+    """This server's journal cannot be written: it takes no part in Raft until it can."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,13 @@ class RaftTiming:
     def vote_guard(self) -> float:
         """No vote within this long of leader contact; must exceed the lease with margin."""
         return max(self.lease, self.election_min - 2 * self.heartbeat)
+
+
+@dataclass
+class _PendingRead:
+    started: float  # monotonic time the read arrived
+    commit: int  # the leader's commit index then
+    done: asyncio.Future[int]
 
 
 class _Replica(SyncObjConsumer):
@@ -87,7 +101,7 @@ def sync_conf(
     return SyncObjConf(
         password=password,
         bindAddress=bind_addr,
-        journalFile=os.path.join(data_dir, "raft.journal"),
+        journalFile=JournalPath(os.path.join(data_dir, "raft.journal")),
         fullDumpFile=os.path.join(data_dir, "raft.dump"),
         appendEntriesUseBatch=timing.batch,
         appendEntriesPeriod=timing.heartbeat,
@@ -129,6 +143,10 @@ class RaftNode:
         self._state_waiters: list[asyncio.Event] = []
         self._barrier: asyncio.Future[int] | None = None
         self._next_barrier: asyncio.Future[int] | None = None
+        self._reads: list[_PendingRead] = []
+        self._reads_check_scheduled = False
+        self._round_started: float | None = None
+        self.read_rounds = 0  # heartbeat rounds requested for ReadIndex (metrics, tests)
         conf = sync_conf(
             timing, password=password, bind_addr=bind_addr, data_dir=data_dir,
             compaction_entries=compaction_entries, onStateChanged=self._on_state_changed,
@@ -139,6 +157,26 @@ class RaftNode:
             self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
             vote_guard=timing.vote_guard, durable=timing.durable,
         )
+        self._sync.on_ack = self._poke_reads
+        fsm.add_listener(self._poke_reads)
+        self._pending: set[asyncio.Future[tuple[Any, Any]]] = set()
+        self._sync.on_journal_failure = self._on_journal_failure
+
+    def _on_journal_failure(self) -> None:  # tick thread
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fail_pending)
+
+    def _fail_pending(self) -> None:
+        """Commands in flight when the journal failed: whether they commit is unknown (a leader
+        may have sent some before its write failed), so answer now instead of at the timeout."""
+        for fut in self._pending:
+            if not fut.done():
+                fut.set_result((None, _JOURNAL_FAILED))
+
+    def disk_failure(self) -> str | None:
+        """Why this server's journal cannot be written, while it cannot (None otherwise)."""
+        return self._sync.journal_failure()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -151,6 +189,7 @@ class RaftNode:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_state_waiters)
+        self._poke_reads()
 
     def _wake_state_waiters(self) -> None:
         for ev in self._state_waiters:
@@ -168,9 +207,12 @@ class RaftNode:
 
     # ---- writes ----
 
-    async def submit(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
+        """Raft transport of one command (callers use cluster/proposer.py)."""
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
 
         def _set(res: Any, err: int) -> None:
             if not fut.done():
@@ -183,17 +225,20 @@ class RaftNode:
                 pass  # loop closed during shutdown
 
         started = time.perf_counter()
-        op = str(cmd.get("op", ""))
+        op = op_name(cmd)
+        self._pending.add(fut)
         self._replica.apply(encode(cmd), callback=_callback)
         try:
             res, err = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome("timed out waiting for the command to commit") from None
+        finally:
+            self._pending.discard(fut)
         if err == FAIL_REASON.SUCCESS:
             metrics.raft_apply(op, "ok", time.perf_counter() - started)
             return res
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome(f"raft: {err}")
         metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
@@ -214,7 +259,7 @@ class RaftNode:
 
     async def _run_barrier(self, timeout: float) -> int:
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
@@ -225,30 +270,73 @@ class RaftNode:
             await asyncio.wait([current])
         self._barrier, self._next_barrier = self._next_barrier, None
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
 
-    async def read_index(self, timeout: float, poll: float = 0.002) -> int:
-        """ReadIndex on PySyncObj's internals (the alternative to `barrier`): note the commit
-        index, wait until a majority has answered this leader after the call began (heartbeats
-        every `timing.heartbeat`), then until that index is applied here. No log entry, but up
-        to one heartbeat of latency; see bench/read_modes.py for the comparison."""
+    async def read_index(self, timeout: float) -> int:
+        """ReadIndex (Raft thesis §6.4; Consul's VerifyLeader, etcd's default read): note the
+        commit index, have a heartbeat round sent at once, and return when a majority has
+        acknowledged a heartbeat sent after this call began and the noted index is applied
+        here. Reads arriving together share one round; no log entry, no fsync."""
         s = self._sync
+        if not s._isLeader():
+            raise NotApplied("not leader")
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        deadline = loop.time() + timeout
-        commit = s.raftCommitIndex
-        while True:
-            if not s._isLeader():
-                raise NotApplied("not leader")
-            if (s.own_term_noop_applied() and s.raftLastApplied >= commit
-                    and self._lease.majority_since(s.otherNodes, started)):
-                return commit
-            if loop.time() >= deadline:
-                raise UnknownOutcome("no quorum answered in time")
-            await asyncio.sleep(poll)
+        read = _PendingRead(time.monotonic(), s.raftCommitIndex, loop.create_future())
+        self._reads.append(read)
+        if self._round_started is None:  # else it waits for the next round, with others
+            self._start_round()
+        try:
+            return await asyncio.wait_for(asyncio.shield(read.done), timeout)
+        except TimeoutError:
+            raise UnknownOutcome("no quorum answered in time") from None
+        finally:
+            if not read.done.done():
+                read.done.cancel()
+
+    def _start_round(self) -> None:
+        self._round_started = time.monotonic()
+        self.read_rounds += 1
+        self._sync.request_round()
+
+    def _poke_reads(self, *_: Any) -> None:  # tick thread: an ack, an apply, a state change
+        loop = self._loop
+        if self._reads and not self._reads_check_scheduled and loop is not None:
+            self._reads_check_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._check_reads)
+            except RuntimeError:
+                pass  # loop closed during shutdown
+
+    def _check_reads(self) -> None:
+        self._reads_check_scheduled = False
+        s = self._sync
+        if not s._isLeader():
+            for read in self._reads:
+                if not read.done.done():
+                    read.done.set_exception(NotApplied("not leader"))
+            self._reads, self._round_started = [], None
+            return
+        if not s.own_term_noop_applied():
+            return
+        others, applied = s.otherNodes, s.raftLastApplied
+        waiting = []
+        for read in self._reads:
+            if read.done.done():
+                continue
+            if applied >= read.commit and self._lease.majority_since(others, read.started):
+                read.done.set_result(read.commit)
+            else:
+                waiting.append(read)
+        self._reads = waiting
+        # One round in flight at a time: reads that arrived during it share the next one.
+        if self._round_started is not None and self._lease.majority_since(
+                others, self._round_started):
+            self._round_started = None
+        if waiting and self._round_started is None:
+            self._start_round()
 
     # ---- the node's view of the cluster ----
 
