@@ -1,13 +1,14 @@
 """The catalog and health endpoints (Consul 1.14+ shapes and texts).
 
+Rows of the route table (api/pipeline.py: forwarding, read modes, the token, blocking queries).
 Writes: `PUT /v1/catalog/register`, `PUT /v1/catalog/deregister` - decoded and checked as
-Consul's HTTP layer and Catalog RPC do, forwarded to the leader, ACL-vetted there against the
-leader's state (vetRegisterWithACL / vetDeregisterWithACL: service:write, node:write), then
-committed through Raft (api/commit.py). Consul answers its RPC errors with 500; as everywhere
-in peerplane, they are 400 with Consul's text.
+Consul's HTTP layer and Catalog RPC do, ACL-vetted at the leader against its state
+(vetRegisterWithACL / vetDeregisterWithACL: service:write, node:write), then committed through
+Raft (api/commit.py). Consul answers its RPC errors with 500; as everywhere in peerplane, they
+are 400 with Consul's text.
 
 Reads: `GET /v1/catalog/services`, `/v1/catalog/service/:name`, `/v1/catalog/nodes`,
-`/v1/health/service/:name` - the three read modes and blocking queries (api/reads.py).
+`/v1/health/service/:name` - the three read modes and blocking queries.
 `?peer=NAME` returns what was imported from that peering (with PeerName on every part); without
 it only local records. With ACLs, results are filtered by service:read / node:read and
 `X-Consul-Results-Filtered-By-ACLs: true` says so, as in Consul.
