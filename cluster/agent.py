@@ -19,6 +19,8 @@ from api.limits import HardenedAppRunner, HTTPLimits
 from . import acl, agentinfo, logs, metrics
 from .fsm import FSM
 from .leader import LeaderRoutines
+from .peering.catalog_port import FSMCatalog
+from .peering.replication import Replication
 from .peerstream import make_listener_app
 from .raft import NotApplied, RaftNode, RaftTiming, UnknownOutcome
 from .reconciler import DEFAULT_HEARTBEAT, DEFAULT_HEARTBEAT_TIMEOUT, PeeringService
@@ -138,10 +140,14 @@ async def run_agent(cfg: AgentConfig) -> None:
         apply_timeout=ctx.apply_timeout,
     )
     ctx.peering = peering
+    replication = Replication(fsm, FSMCatalog(fsm), node.submit, peering.set_server_addresses,
+                              apply_timeout=ctx.apply_timeout)
+    peering.replication = replication
 
     def kick(_index: int) -> None:  # tick thread
         if not loop.is_closed():
             loop.call_soon_threadsafe(peering.kick)
+            loop.call_soon_threadsafe(replication.notify)
 
     fsm.add_listener(kick)
     peer_runner = HardenedAppRunner(make_listener_app(peering), cfg.http_limits,
@@ -152,6 +158,8 @@ async def run_agent(cfg: AgentConfig) -> None:
     leader = LeaderRoutines(node, fsm)
     leader.add(peering.run_leader)
     leader.before_remove = peering.terminate
+    leader.purge_imports = replication.purge
+    leader.add(replication.run_cleanup)
     if cfg.acl_enabled:
         leader.enable_acls(cfg.acl_initial_management_token)
     tasks = [

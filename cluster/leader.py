@@ -32,6 +32,9 @@ class LeaderRoutines:
         self._tasks: list[asyncio.Task[None]] = []
         # Called with a peering ID before a DELETING peering is removed (sends Terminated).
         self.before_remove: Callable[[str], Awaitable[None]] | None = None
+        # Called with a peering's name before it is removed; True once nothing imported from it
+        # is left (deleted through Raft in bounded batches).
+        self.purge_imports: Callable[[str], Awaitable[bool]] | None = None
         self._routines: list[Callable[[], Awaitable[None]]] = [
             self._init_identity,
             self._remove_deleted,
@@ -127,6 +130,10 @@ class LeaderRoutines:
                             await asyncio.wait_for(self.before_remove(rec["ID"]), TERMINATE_WAIT)
                         except Exception as e:  # noqa: BLE001 - removal must go on
                             log.info("terminating peering %s before removal: %r", rec["ID"], e)
+                    if self.purge_imports is not None and not await self.purge_imports(
+                        rec["Name"]
+                    ):
+                        continue  # not all gone (leadership or quorum lost): next pass
                     await self._submit({"op": "remove", "ID": rec["ID"]})
                     await asyncio.sleep(1 / DELETION_RATE)
             await asyncio.sleep(0.2)

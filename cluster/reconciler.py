@@ -45,6 +45,7 @@ from .fsm import (
     Record,
     should_dial,
 )
+from .peering.replication import Replication
 from .peerstream import (
     ABORTED,
     ERROR,
@@ -55,7 +56,6 @@ from .peerstream import (
     OPEN,
     OPEN_TIMEOUT,
     PERMISSION_DENIED,
-    SERVER_ADDRESSES,
     TERMINATED_FRAME,
     UNAVAILABLE,
     LiveStream,
@@ -134,6 +134,7 @@ class PeeringService:
         self._leading = False  # run_leader is active (dial loops stop dialing when it ends)
         self._kick = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self.replication: Replication | None = None  # set by the agent
 
     # ---- plumbing ----
 
@@ -329,9 +330,6 @@ class PeeringService:
                 await live.stop(code, res["error"])
                 return
             await live.send({"Type": HEARTBEAT})  # the Open is accepted
-            addrs = sorted(s["PeeringAddr"] for s in self.fsm.servers_view().values())
-            if addrs:
-                await live.send({"Type": SERVER_ADDRESSES, "Addresses": addrs})
             log.info("peering %s: accepted a stream from %s", peer_id, remote["Datacenter"])
             with contextlib.suppress(Moved):  # the dialer's leader moved; it will be back
                 await self._run(live)
@@ -344,6 +342,8 @@ class PeeringService:
         """Pump a stream and record how it ended; returns 'done' when the peering is over for
         this side, 'again' when it should be re-formed."""
         pid = live.peering_id
+        # replicated resources flow both ways while the stream is up (cluster/peering/)
+        session = await self.replication.attach(live) if self.replication else None
         try:
             why = await live.pump()
             return "done" if why == "terminate" else "again"
@@ -359,6 +359,9 @@ class PeeringService:
                 self._last_ok[pid] = self._now()
             await self._fail(pid, str(e), cond=lambda: pid not in self.live)
             return "again"
+        finally:
+            if self.replication is not None:
+                await self.replication.detach(session)
 
     # ---- dialer ----
 
@@ -452,7 +455,6 @@ class PeeringService:
         )
         live.mark_receive(True)  # the acceptor's first Heartbeat accepted the Open
         live.status["LastSend"] = live.status["LastReceive"]
-        live.on_frame = lambda frame: self._on_dialer_frame(pid, frame)
         old = self.live.get(pid)
         if old is not None:
             await old.stop(UNAVAILABLE, "superseded by a newer stream for this peering")
@@ -483,14 +485,14 @@ class PeeringService:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 1.0)
 
-    async def _on_dialer_frame(self, pid: str, frame: dict[str, Any]) -> None:
-        if frame["Type"] == SERVER_ADDRESSES:
-            addrs = sorted(str(a) for a in frame.get("Addresses") or [])
-            if addrs:
-                await self._write(
-                    pid, None, PeerServerAddresses=addrs,
-                    want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
-                )
+    async def set_server_addresses(self, pid: str, addrs: list[str]) -> None:
+        """The acceptor's servers, pushed over the stream (PeeringServerAddresses): the dialer
+        keeps them as PeerServerAddresses, so it follows address rotation."""
+        if addrs:
+            await self._write(
+                pid, None, PeerServerAddresses=addrs,
+                want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
+            )
 
     # ---- termination ----
 
