@@ -11,8 +11,8 @@ from aiohttp import web
 
 from cluster.fsm import FSM
 from cluster.metrics import Metrics
+from cluster.peering.reconciler import PeeringService
 from cluster.raft import RaftNode
-from cluster.reconciler import PeeringService
 
 from .limits import HTTPLimits
 from .watch import IndexWatch
@@ -40,7 +40,8 @@ class ServerContext:
     # Live stream status per peering ID, kept by the leader's reconciler (never replicated).
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
-    # Peer streams, secret exchange and the reconciler (cluster/reconciler.py); set by the agent.
+    # Peer streams, secret exchange and the reconciler (cluster/peering/reconciler.py); set by
+    # the agent.
     peering: PeeringService | None = None
     # Observability (api/observe.py, api/agent.py): this server's metrics registry, its node
     # ID and the agent's configuration with secrets left out (for /v1/agent/self).

@@ -11,8 +11,8 @@ has no leader. Either way the reason is also kept in the peering's StreamStatus.
 
 from __future__ import annotations
 
-from cluster.peerstream import ExchangeDenied, ExchangeFailed
-from cluster.token import PeeringToken
+from cluster.peering.peerstream import ExchangeDenied, ExchangeFailed
+from cluster.peering.token import PeeringToken
 
 from .context import ServerContext
 from .errors import APIError

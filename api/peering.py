@@ -11,9 +11,9 @@ from aiohttp import web
 
 from cluster.fsm import ESTABLISHING, Record
 from cluster.gojson import go_quote
-from cluster.identity import server_name
-from cluster.reconciler import LIVE_STATES
-from cluster.token import PeeringToken, TokenError, decode_token
+from cluster.peering.identity import server_name
+from cluster.peering.reconciler import LIVE_STATES
+from cluster.peering.token import PeeringToken, TokenError, decode_token
 
 from .commit import commit
 from .context import SERVER, ServerContext
@@ -170,7 +170,7 @@ async def establish(request: web.Request) -> web.StreamResponse:
 
     res = await commit(ctx, build)
     # Trade the token's establishment secret with the acceptor, then keep the stream secret
-    # and let the leader's reconciler dial (api/establish.py, cluster/reconciler.py).
+    # and let the leader's reconciler dial (api/establish.py, cluster/peering/reconciler.py).
     stream_secret = await exchange_secret(ctx, res["ID"], token)
     await commit(ctx, lambda: {
         "op": "set_state", "ID": res["ID"], "State": ESTABLISHING,

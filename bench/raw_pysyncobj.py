@@ -35,12 +35,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from pysyncobj import FAIL_REASON, SyncObjConsumer, replicated  # noqa: E402
 
-from cluster.raft import (  # noqa: E402
-    LeaseTracker,
-    PeerplaneSyncObj,
-    RaftTiming,
-    sync_conf,
-)
+from cluster.raft import RaftTiming, sync_conf  # noqa: E402
+from cluster.raft_wall import LeaseTracker, PeerplaneSyncObj  # noqa: E402
 
 PASSWORD = "raw-bench-secret"
 

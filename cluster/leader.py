@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from . import acl
 from .fsm import DELETING, FSM
-from .identity import new_identity
+from .peering.identity import new_identity
 from .raft import NotApplied, RaftNode, UnknownOutcome
 
 log = logging.getLogger("peerplane.leader")

@@ -12,17 +12,14 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
-from pysyncobj.journal import MetaStorer
-from pysyncobj.pickle import dumps as pickle_dumps
-from pysyncobj.transport import TCPTransport
+from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import metrics
 from .fsm import FSM, encode
+from .raft_wall import LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
@@ -79,160 +76,6 @@ class _Replica(SyncObjConsumer):
 
     def _deserialize(self, data: dict[str, bytes]) -> None:
         self.fsm.restore(data["fsm"])
-
-
-class LeaseTracker:
-    """When did a majority last acknowledge something this leader *sent*?
-
-    PySyncObj stamps responses with the time they are processed, which is unsafe for a lease:
-    a leader that was paused (SIGSTOP, GC, swap) processes old acks on waking and would think
-    it was just confirmed. Here every append_entries send time is queued per follower and each
-    response pops the oldest one (TCP keeps order; each append_entries gets one response), so an
-    ack proves the follower accepted this leader *at or after the popped send time*. Lost
-    messages can only make the popped time older, i.e. the lease shorter, never longer.
-    Written by the tick thread, read by the event loop (single dict operations, GIL-atomic).
-    """
-
-    def __init__(self) -> None:
-        self._sent: dict[Any, deque[float]] = {}
-        self.acked: dict[Any, float] = {}
-
-    def on_sent(self, node: Any, at: float) -> None:
-        self._sent.setdefault(node, deque(maxlen=100_000)).append(at)
-
-    def on_response(self, node: Any) -> None:
-        queue = self._sent.get(node)
-        if queue:
-            self.acked[node] = queue.popleft()
-
-    def reset(self, node: Any) -> None:
-        """A connection (re)started: whatever was in flight on the old one is lost."""
-        self._sent.pop(node, None)
-
-    def majority_since(self, others: Any, since: float) -> bool:
-        fresh = 1 + sum(1 for n in others if self.acked.get(n, 0.0) > since)
-        return fresh > (len(others) + 1) / 2
-
-
-def _timed_transport(lease: LeaseTracker) -> Any:
-    class _TimedTransport(TCPTransport):
-        def send(self, node: Any, message: Any) -> bool:
-            at = time.monotonic()
-            ok = super().send(node, message)
-            if ok and isinstance(message, dict) and message.get("type") == "append_entries":
-                lease.on_sent(node, at)
-            return ok
-
-    return _TimedTransport
-
-
-class _DurableMeta(MetaStorer):
-    """PySyncObj's term/vote store, plus the fsyncs it leaves out (file, then directory)."""
-
-    def storeMeta(self, meta: Any) -> None:
-        tmp = self.getPath() + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(pickle_dumps(meta))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.getPath())
-        dir_fd = os.open(os.path.dirname(self.getPath()) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _sync_journal(journal: Any) -> None:
-    """fdatasync the journal file. On Linux this writes back pages dirtied through the mmap
-    too (shared mappings are dirty-tracked in the page cache), and the file size with them, so
-    a separate msync would only sync the same pages twice."""
-    f = getattr(journal, "_FileJournal__journalFile", None)
-    handle = getattr(f, "_ResizableFile__f", None)
-    if handle is None:
-        journal.flush()
-    else:
-        os.fdatasync(handle.fileno())
-
-
-class PeerplaneSyncObj(SyncObj):
-    """SyncObj plus the two things a leader lease needs and PySyncObj lacks:
-
-    - followers remember when they last heard from a leader (X-Consul-LastContact, max_stale);
-    - vote stickiness (Raft thesis §4.2.3): a server that heard from a leader within
-      `vote_guard` - or is the leader - will adopt a higher term but not grant its vote. No new
-      leader can therefore be elected while the old one's lease (< vote_guard) may still hold.
-    """
-
-    def __init__(
-        self, *args: Any, lease: LeaseTracker, vote_guard: float, durable: bool, **kwargs: Any
-    ) -> None:
-        # Set before SyncObj.__init__ so PySyncObj treats them as non-replicated. A node that
-        # has not heard a leader since it started may hold state of any age (a restart replays
-        # an old journal): its contact counts from the clock's epoch, i.e. "very long ago".
-        self.last_leader_contact = 0.0
-        self.lease = lease
-        self.vote_guard = vote_guard
-        self.durable = durable
-        self.draining = False
-        self.send_deferred = False
-        super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
-
-    # ---- group commit ----
-    # With batching off PySyncObj sends append_entries once per queued command. Commands
-    # drained in one tick are sent (and, when durable, synced) together instead: same latency,
-    # one fsync and one message per follower for the whole batch.
-
-    def _checkCommandsToApply(self) -> None:
-        self.draining = True
-        try:
-            SyncObj._checkCommandsToApply(self)
-        finally:
-            self.draining = False
-        if self.send_deferred:
-            self.send_deferred = False
-            self._SyncObj__sendAppendEntries()
-
-    # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
-    # A follower syncs its journal before acknowledging entries; the leader syncs before it
-    # sends entries, so by the time a majority has acknowledged an entry, the leader's copy is
-    # on disk too. Both run in the tick thread, so entries arriving together share one sync.
-
-    def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
-                                  nextNodeIdx: Any = None, success: bool = False) -> None:
-        if self.durable and success:
-            _sync_journal(self._SyncObj__raftLog)
-        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
-
-    def _SyncObj__sendAppendEntries(self) -> None:
-        if self.draining:
-            self.send_deferred = True
-            return
-        if self.durable:
-            _sync_journal(self._SyncObj__raftLog)
-        SyncObj._SyncObj__sendAppendEntries(self)
-
-    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "next_node_idx":
-            self.lease.on_response(node)
-        elif kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
-            self.last_leader_contact = time.monotonic()
-        elif kind == "request_vote" and (
-            self._isLeader() or time.monotonic() - self.last_leader_contact < self.vote_guard
-        ):
-            # Take the term (and step down if leading) but make the vote impossible to grant:
-            # PySyncObj refuses candidates whose last log term is older than ours.
-            message = dict(message, last_log_term=-1)
-        SyncObj._SyncObj__onMessageReceived(self, node, message)
-
-    def _SyncObj__onNodeConnected(self, node: Any) -> None:
-        self.lease.reset(node)
-        SyncObj._SyncObj__onNodeConnected(self, node)
-
-    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
-        self.lease.reset(node)
-        SyncObj._SyncObj__onNodeDisconnected(self, node)
 
 
 def sync_conf(
@@ -296,11 +139,6 @@ class RaftNode:
             self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
             vote_guard=timing.vote_guard, durable=timing.durable,
         )
-        if timing.durable:
-            journal = self._sync._SyncObj__raftLog
-            journal._FileJournal__metaStorer = _DurableMeta(
-                journal._FileJournal__metaStorer.getPath()
-            )
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -405,9 +243,7 @@ class RaftNode:
         while True:
             if not s._isLeader():
                 raise NotApplied("not leader")
-            noop = s._SyncObj__noopIDx
-            applied = s.raftLastApplied
-            if (noop is not None and applied >= noop and applied >= commit
+            if (s.own_term_noop_applied() and s.raftLastApplied >= commit
                     and self._lease.majority_since(s.otherNodes, started)):
                 return commit
             if loop.time() >= deadline:
@@ -429,8 +265,7 @@ class RaftNode:
         s = self._sync
         if not s._isLeader():
             return False
-        noop = s._SyncObj__noopIDx
-        if noop is None or s.raftLastApplied < noop:
+        if not s.own_term_noop_applied():
             return False
         return self._lease.majority_since(s.otherNodes, time.monotonic() - self.timing.lease)
 

@@ -63,7 +63,7 @@ inputs=$(
     echo "base=$base_id arch=$arch"
     sha256sum pyproject.toml deploy/Dockerfile
     [ -f README.md ] && sha256sum README.md
-    find cluster api -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum
+    find cli cluster api -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum
   } | sha256sum | cut -c1-32
 )
 if [ "${FORCE:-0}" != 1 ] &&
@@ -118,7 +118,7 @@ rm -rf "$wheelhouse/app" && mkdir -p "$wheelhouse/app"
 mkdir "$tmp/src"
 (
   cd "$root"
-  files=(pyproject.toml cluster api)
+  files=(pyproject.toml cli cluster api)
   for f in README.md LICENSE* MANIFEST.in; do [ -e "$f" ] && files+=("$f"); done
   tar -c --exclude=__pycache__ "${files[@]}"
 ) | tar -x -C "$tmp/src"

@@ -1,6 +1,6 @@
 """Property tests for the decoders that take hostile input and had none yet: read query
 parameters (api/reads.py: Go durations, ?index, the consistency flags) and peer-stream frames
-(cluster/peerstream.py). JSON bodies, tokens, names and meta are covered by test_gojson.py,
+(cluster/peering/peerstream.py). JSON bodies, tokens, names and meta are covered by test_gojson.py,
 test_token.py and test_validate.py."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from multidict import MultiDict
 
 from api.errors import APIError
 from api.reads import DEFAULT_WAIT, MAX_WAIT, go_duration, parse_read_options
-from cluster.peerstream import MAX_FRAME, FrameError, pack, unpack
+from cluster.peering.peerstream import MAX_FRAME, FrameError, pack, unpack
 
 SETTINGS = settings(max_examples=300, deadline=None)
 UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 10**6, "s": 10**9,

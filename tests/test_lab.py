@@ -1,7 +1,7 @@
 """Issue 10: `peerplane lab <scenario>` shows, measures and explains each read mode under faults.
 
 The analysis is tested on hand-made histories (fast); each scenario then runs in its short form
-through the real command (`python -m cluster lab <scenario> --short --json`), and the expected
+through the real command (`python -m cli lab <scenario> --short --json`), and the expected
 direction is asserted: `consistent` always linearizable, `default` never stale (linearizable)
 in every scenario, `stale` shows stale reads in leader-isolation. Wall times are printed in the
 run summary and recorded as junit properties, never asserted.
@@ -185,16 +185,16 @@ def test_unknown_scenario_is_refused_with_the_list(capsys):
 
 
 def test_lab_outside_a_source_checkout_fails_with_a_clear_message(monkeypatch, tmp_path):
-    from cluster import cli
+    from cli import main as cli
 
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "cluster" / "cli.py"))
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "cli" / "main.py"))
     with pytest.raises(SystemExit, match="needs a source checkout"):
         cli.run_lab_cmd(Namespace(scenario=["failover"]))
 
 
 def run_lab(scenario: str, out: str, timeout: float = 300.0) -> dict:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster", "lab", scenario, "--short", "--json", "--out", out],
+        [sys.executable, "-m", "cli", "lab", scenario, "--short", "--json", "--out", out],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

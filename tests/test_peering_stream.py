@@ -17,7 +17,7 @@ import aiohttp
 import msgpack
 import pytest
 
-from cluster.identity import new_identity
+from cluster.peering.identity import new_identity
 from harness.cluster import LocalCluster, eventually
 from harness.peering import (
     HEARTBEAT_TIMEOUT,

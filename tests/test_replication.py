@@ -19,8 +19,8 @@ from cluster.fsm import FSM, encode
 from cluster.peering import resources as r
 from cluster.peering.catalog_port import FSMCatalog
 from cluster.peering.importer import ApplyFailed
+from cluster.peering.peerstream import pack, unpack
 from cluster.peering.replication import Replication
-from cluster.peerstream import pack, unpack
 
 
 class End:

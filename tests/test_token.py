@@ -1,4 +1,5 @@
-"""The peering token (cluster/token.py): Consul's encoding, validation order and error texts."""
+"""The peering token (cluster/peering/token.py): Consul's encoding, validation order and
+error texts."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.identity import new_identity
-from cluster.token import PeeringToken, TokenError, _b64decode, decode_token
+from cluster.peering.identity import new_identity
+from cluster.peering.token import PeeringToken, TokenError, _b64decode, decode_token
 
 SETTINGS = settings(max_examples=150, deadline=None)
 PEER_ID = "8e6a4fbd-1d8c-4f4f-9b77-0a6b4f7a1c11"

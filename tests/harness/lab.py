@@ -549,7 +549,7 @@ class LabError(Exception):
 
 
 def main(args: argparse.Namespace) -> int:
-    """`peerplane lab` (cluster/cli.py parses the arguments and puts tests/ on sys.path)."""
+    """`peerplane lab` (cli/main.py parses the arguments and puts tests/ on sys.path)."""
     names = list(SCENARIOS) if args.scenario == ["all"] else args.scenario
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

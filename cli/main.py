@@ -7,7 +7,8 @@ import os
 import sys
 from typing import Any
 
-from . import client_cli
+from . import client
+from .client import COMMANDS, SUMMARIES
 
 
 def _env(flag: str, default: Any = None) -> Any:
@@ -85,10 +86,10 @@ def _read_secret(path: str | None) -> str:
 
 def run_agent_cmd(args: argparse.Namespace) -> int:
     from api.limits import HTTPLimits
+    from cluster import logs
+    from cluster.raft import RaftTiming
 
-    from . import logs
     from .agent import AgentConfig, run_agent
-    from .raft import RaftTiming
 
     logs.setup(args.log_level, args.log_format, args.node)
     if not 0 < args.peering_heartbeat < args.peering_heartbeat_timeout:
@@ -162,9 +163,9 @@ def run_lab_cmd(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in client_cli.COMMANDS:
+    if argv and argv[0] in COMMANDS:
         # Consul's commands parse flags the Go way (-name x, -format=json): not argparse.
-        return client_cli.run(argv)
+        return client.run(argv)
     parser = argparse.ArgumentParser(prog="peerplane")
     sub = parser.add_subparsers(dest="cmd", required=True)
     _agent_parser(sub)
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--datacenter", default="dc1")
     d.add_argument("--http-port", type=int, default=8500)
     d.add_argument("--data-dir", default=os.path.join(os.getcwd(), "data", "dev"))
-    for name, summary in client_cli.SUMMARIES.items():
+    for name, summary in SUMMARIES.items():
         sub.add_parser(name, help=summary, add_help=False)
     _lab_parser(sub)
     args = parser.parse_args(argv)

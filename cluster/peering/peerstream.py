@@ -16,7 +16,7 @@ A follower answers both with Code `FailedPrecondition` and the leader's peering 
 it knows one) so the dialer moves on at once - Consul's LeaderAddress detail.
 
 This module holds the wire format, one live stream's pump, the exchange client and the
-listener; `cluster.reconciler.PeeringService` owns the decisions (state writes, dialing).
+listener; `cluster.peering.reconciler.PeeringService` owns the decisions (state writes, dialing).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import msgpack
 from aiohttp import WSMsgType, web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
-from . import metrics
+from .. import metrics
 from .tls import client_context
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import Any
 
 from cryptography import x509
 
-from .gojson import GoJSONError, go_unmarshal
+from ..gojson import GoJSONError, go_unmarshal
 
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 

@@ -8,7 +8,7 @@
   token's CA and ServerName, with `tenacity` backoff (20 ms between the addresses of one round,
   then 0.5 s * 2^n capped at min(64 s, a quarter of the heartbeat timeout, so a new leader can
   re-verify in time); 8 ms when a follower answers, as Consul, doubling to 0.5 s);
-- accepts streams from dialers (the listener in `cluster.peerstream` calls `accept`);
+- accepts streams from dialers (the listener in `cluster.peering.peerstream` calls `accept`);
 - writes every state change through Raft with `set_state`: ACTIVE when a stream is up (both
   sides), FAILING on a stream error or when a peering expected to be connected has had no
   stream for the heartbeat timeout (a new leader re-verifies every ACTIVE peering this way),
@@ -33,8 +33,8 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
-from . import metrics
-from .fsm import (
+from .. import metrics
+from ..fsm import (
     ACTIVE,
     DELETING,
     ESTABLISHING,
@@ -45,7 +45,7 @@ from .fsm import (
     Record,
     should_dial,
 )
-from .peering.replication import Replication
+from ..raft import NotApplied, RaftNode, UnknownOutcome
 from .peerstream import (
     ABORTED,
     ERROR,
@@ -69,7 +69,7 @@ from .peerstream import (
     secrets_equal,
     unpack,
 )
-from .raft import NotApplied, RaftNode, UnknownOutcome
+from .replication import Replication
 from .tls import LeafCerts
 
 log = logging.getLogger("peerplane.reconciler")

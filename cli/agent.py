@@ -15,16 +15,21 @@ from api.app import make_app
 from api.authz import ACLResolver
 from api.context import ServerContext
 from api.limits import HardenedAppRunner, HTTPLimits
+from cluster import acl, logs, metrics
+from cluster.fsm import FSM
+from cluster.leader import LeaderRoutines
+from cluster.peering.catalog_port import FSMCatalog
+from cluster.peering.peerstream import make_listener_app
+from cluster.peering.reconciler import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    PeeringService,
+)
+from cluster.peering.replication import Replication
+from cluster.peering.tls import LeafCerts
+from cluster.raft import NotApplied, RaftNode, RaftTiming, UnknownOutcome
 
-from . import acl, agentinfo, logs, metrics
-from .fsm import FSM
-from .leader import LeaderRoutines
-from .peering.catalog_port import FSMCatalog
-from .peering.replication import Replication
-from .peerstream import make_listener_app
-from .raft import NotApplied, RaftNode, RaftTiming, UnknownOutcome
-from .reconciler import DEFAULT_HEARTBEAT, DEFAULT_HEARTBEAT_TIMEOUT, PeeringService
-from .tls import LeafCerts
+from . import agentinfo
 
 log = logging.getLogger("peerplane.agent")
 

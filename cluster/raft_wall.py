@@ -1,0 +1,250 @@
+"""The one place peerplane reaches into PySyncObj's internals.
+
+PySyncObj (pinned to PYSYNCOBJ_VERSION) lacks things a leader lease, fsync durability and group
+commit need, so this module overrides some of its name-mangled methods and reads some private
+attributes. Nothing else in peerplane may do either. `check_internals` runs before a node starts
+and raises `PySyncObjIncompatible`, naming every missing internal and the pinned version, if an
+upgrade renamed or removed one: an upgrade must fail loudly, never quietly drop an fsync.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from typing import Any
+
+from pysyncobj import SyncObj
+from pysyncobj.journal import FileJournal, MetaStorer, ResizableFile
+from pysyncobj.pickle import dumps as pickle_dumps
+from pysyncobj.transport import TCPTransport
+from pysyncobj.version import VERSION
+
+log = logging.getLogger("peerplane.raft")
+
+PYSYNCOBJ_VERSION = "0.3.17"
+
+# Methods of SyncObj this module overrides or calls (they must exist on the class).
+_METHODS = (
+    "_SyncObj__sendNextNodeIdx",
+    "_SyncObj__sendAppendEntries",
+    "_SyncObj__onMessageReceived",
+    "_SyncObj__onNodeConnected",
+    "_SyncObj__onNodeDisconnected",
+    "_checkCommandsToApply",
+)
+# Private fields, found as the names a constructor assigns (mangled at compile time).
+_FIELDS: tuple[tuple[type, str], ...] = (
+    (SyncObj, "_SyncObj__raftLog"),
+    (SyncObj, "_SyncObj__noopIDx"),
+    (FileJournal, "_FileJournal__journalFile"),
+    (FileJournal, "_FileJournal__metaStorer"),
+    (ResizableFile, "_ResizableFile__f"),
+)
+# Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
+_MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term")
+
+
+class PySyncObjIncompatible(RuntimeError):
+    """The installed PySyncObj lacks an internal peerplane depends on."""
+
+
+def _assigned_names(cls: type) -> set[str]:
+    init = cls.__dict__.get("__init__")
+    return set(getattr(getattr(init, "__code__", None), "co_names", ()))
+
+
+def missing_internals(
+    sync_cls: type = SyncObj, fields: tuple[tuple[type, str], ...] = _FIELDS,
+) -> list[str]:
+    """Every internal this module needs that `sync_cls` (and PySyncObj's journal) lacks."""
+    missing = [f"SyncObj.{m}" for m in _METHODS if not callable(getattr(sync_cls, m, None))]
+    missing += [f"{cls.__name__}.{name}" for cls, name in fields
+                if name not in _assigned_names(cls)]
+    receive = getattr(sync_cls, "_SyncObj__onMessageReceived", None)
+    words = set(getattr(getattr(receive, "__code__", None), "co_consts", ()))
+    missing += [f"message word {w!r}" for w in _MESSAGE_WORDS if receive and w not in words]
+    if not callable(getattr(MetaStorer, "getPath", None)):
+        missing.append("MetaStorer.getPath")
+    return missing
+
+
+def check_internals(sync_cls: type = SyncObj,
+                    fields: tuple[tuple[type, str], ...] = _FIELDS) -> None:
+    """Raise, naming what is missing and the version this wall was written against."""
+    missing = missing_internals(sync_cls, fields)
+    if missing:
+        raise PySyncObjIncompatible(
+            f"pysyncobj {VERSION} lacks internals peerplane overrides or reads: "
+            f"{', '.join(missing)}; cluster/raft_wall.py is written against pysyncobj "
+            f"{PYSYNCOBJ_VERSION} (the version pinned in pyproject.toml)"
+        )
+    if VERSION != PYSYNCOBJ_VERSION:
+        log.warning("pysyncobj %s installed, cluster/raft_wall.py is written against %s: "
+                    "its internals are present, but re-run the chaos suite", VERSION,
+                    PYSYNCOBJ_VERSION)
+
+
+class LeaseTracker:
+    """When did a majority last acknowledge something this leader *sent*?
+
+    PySyncObj stamps responses with the time they are processed, which is unsafe for a lease:
+    a leader that was paused (SIGSTOP, GC, swap) processes old acks on waking and would think
+    it was just confirmed. Here every append_entries send time is queued per follower and each
+    response pops the oldest one (TCP keeps order; each append_entries gets one response), so an
+    ack proves the follower accepted this leader *at or after the popped send time*. Lost
+    messages can only make the popped time older, i.e. the lease shorter, never longer.
+    Written by the tick thread, read by the event loop (single dict operations, GIL-atomic).
+    """
+
+    def __init__(self) -> None:
+        self._sent: dict[Any, deque[float]] = {}
+        self.acked: dict[Any, float] = {}
+
+    def on_sent(self, node: Any, at: float) -> None:
+        self._sent.setdefault(node, deque(maxlen=100_000)).append(at)
+
+    def on_response(self, node: Any) -> None:
+        queue = self._sent.get(node)
+        if queue:
+            self.acked[node] = queue.popleft()
+
+    def reset(self, node: Any) -> None:
+        """A connection (re)started: whatever was in flight on the old one is lost."""
+        self._sent.pop(node, None)
+
+    def majority_since(self, others: Any, since: float) -> bool:
+        fresh = 1 + sum(1 for n in others if self.acked.get(n, 0.0) > since)
+        return fresh > (len(others) + 1) / 2
+
+
+def _timed_transport(lease: LeaseTracker) -> Any:
+    class _TimedTransport(TCPTransport):
+        def send(self, node: Any, message: Any) -> bool:
+            at = time.monotonic()
+            ok = super().send(node, message)
+            if ok and isinstance(message, dict) and message.get("type") == "append_entries":
+                lease.on_sent(node, at)
+            return ok
+
+    return _TimedTransport
+
+
+class _DurableMeta(MetaStorer):
+    """PySyncObj's term/vote store, plus the fsyncs it leaves out (file, then directory)."""
+
+    def storeMeta(self, meta: Any) -> None:
+        tmp = self.getPath() + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(pickle_dumps(meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.getPath())
+        dir_fd = os.open(os.path.dirname(self.getPath()) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _sync_journal(journal: Any) -> None:
+    """fdatasync the journal file. On Linux this writes back pages dirtied through the mmap
+    too (shared mappings are dirty-tracked in the page cache), and the file size with them, so
+    a separate msync would only sync the same pages twice. The attributes were checked at
+    start-up; ResizableFile reopens its file when it grows, so it is looked up every time."""
+    os.fdatasync(journal._FileJournal__journalFile._ResizableFile__f.fileno())
+
+
+class PeerplaneSyncObj(SyncObj):
+    """SyncObj plus the things a leader lease and fsync durability need and PySyncObj lacks:
+
+    - followers remember when they last heard from a leader (X-Consul-LastContact, max_stale);
+    - vote stickiness (Raft thesis §4.2.3): a server that heard from a leader within
+      `vote_guard` - or is the leader - will adopt a higher term but not grant its vote. No new
+      leader can therefore be elected while the old one's lease (< vote_guard) may still hold;
+    - the journal (and term/vote meta) fsynced before an entry counts toward a quorum;
+    - group commit: commands drained in one tick are sent, and synced, together.
+    """
+
+    def __init__(
+        self, *args: Any, lease: LeaseTracker, vote_guard: float, durable: bool, **kwargs: Any
+    ) -> None:
+        check_internals()  # the overrides below call SyncObj's own methods
+        # Set before SyncObj.__init__ so PySyncObj treats them as non-replicated. A node that
+        # has not heard a leader since it started may hold state of any age (a restart replays
+        # an old journal): its contact counts from the clock's epoch, i.e. "very long ago".
+        self.last_leader_contact = 0.0
+        self.lease = lease
+        self.vote_guard = vote_guard
+        self.durable = durable
+        self.draining = False
+        self.send_deferred = False
+        super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
+        if durable:
+            journal = self._SyncObj__raftLog
+            journal._FileJournal__metaStorer = _DurableMeta(
+                journal._FileJournal__metaStorer.getPath()
+            )
+
+    def own_term_noop_applied(self) -> bool:
+        """A leader has applied the no-op of its own term: its state includes every entry any
+        earlier leader committed (the precondition of lease and ReadIndex reads)."""
+        noop = self._SyncObj__noopIDx
+        return noop is not None and self.raftLastApplied >= noop
+
+    # ---- group commit ----
+    # With batching off PySyncObj sends append_entries once per queued command. Commands
+    # drained in one tick are sent (and, when durable, synced) together instead: same latency,
+    # one fsync and one message per follower for the whole batch.
+
+    def _checkCommandsToApply(self) -> None:
+        self.draining = True
+        try:
+            SyncObj._checkCommandsToApply(self)
+        finally:
+            self.draining = False
+        if self.send_deferred:
+            self.send_deferred = False
+            self._SyncObj__sendAppendEntries()
+
+    # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
+    # A follower syncs its journal before acknowledging entries; the leader syncs before it
+    # sends entries, so by the time a majority has acknowledged an entry, the leader's copy is
+    # on disk too. Both run in the tick thread, so entries arriving together share one sync.
+
+    def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
+                                  nextNodeIdx: Any = None, success: bool = False) -> None:
+        if self.durable and success:
+            _sync_journal(self._SyncObj__raftLog)
+        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        if self.draining:
+            self.send_deferred = True
+            return
+        if self.durable:
+            _sync_journal(self._SyncObj__raftLog)
+        SyncObj._SyncObj__sendAppendEntries(self)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "next_node_idx":
+            self.lease.on_response(node)
+        elif kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
+            self.last_leader_contact = time.monotonic()
+        elif kind == "request_vote" and (
+            self._isLeader() or time.monotonic() - self.last_leader_contact < self.vote_guard
+        ):
+            # Take the term (and step down if leading) but make the vote impossible to grant:
+            # PySyncObj refuses candidates whose last log term is older than ours.
+            message = dict(message, last_log_term=-1)
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _SyncObj__onNodeConnected(self, node: Any) -> None:
+        self.lease.reset(node)
+        SyncObj._SyncObj__onNodeConnected(self, node)
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
+        self.lease.reset(node)
+        SyncObj._SyncObj__onNodeDisconnected(self, node)
