@@ -354,3 +354,35 @@ async def test_purge_deletes_a_peers_imports_in_bounded_commands(pair, monkeypat
     assert await dc2.repl.purge("dc1") is True
     assert dc2.fsm.catalog.record_count("dc1") == 0 and dc2.imported("web", "dc1") == []
     assert {o["Limit"] for o in ops} == {7} and len(ops) >= 30 // 7
+
+
+async def test_an_exporter_or_importer_failure_is_survived(pair, monkeypatch):
+    dc1, dc2 = pair
+    dc1.export("web", to="dc2")
+    await connect(dc1, dc2)
+    calls = {"export": 0, "import": 0}
+    real_instances = FSMCatalog.service_instances
+    real_command = FSMCatalog.import_command
+
+    def flaky_instances(self, service):
+        calls["export"] += 1
+        if calls["export"] == 1:
+            raise RuntimeError("catalog hiccup")
+        return real_instances(self, service)
+
+    def flaky_command(self, peer, service, nodes):
+        calls["import"] += 1
+        if calls["import"] == 1:
+            raise RuntimeError("import hiccup")
+        return real_command(self, peer, service, nodes)
+
+    monkeypatch.setattr(FSMCatalog, "service_instances", flaky_instances)
+    monkeypatch.setattr(FSMCatalog, "import_command", flaky_command)
+    dc1.register("node-a", "web-1")
+    await asyncio.sleep(0.3)
+    await settle(dc1, dc2)
+    assert [n["Error"]["Code"] for n in answers(dc2.end) if "Error" in n] == [r.INTERNAL]
+    await asyncio.sleep(0.3)  # the NACKed snapshot is sent again
+    await settle(dc1, dc2)
+    assert [s["ID"] for _, s, _ in dc2.imported("web", "dc1")] == ["web-1"]
+    await close(dc1, dc2)

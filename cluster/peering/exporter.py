@@ -101,7 +101,13 @@ class Exporter:
             await self._wake.wait()
             self._wake.clear()
             self._timers = {h for h in self._timers if not h.cancelled()}
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception:  # noqa: BLE001 - keep exporting; the next change tries again
+                log.exception("exporting to %s failed", self.peer_name)
+                self._resend.update((URL_SERVICE, n) for n in self._sent)
+                await asyncio.sleep(RESEND_FIRST)
+                self.wake()
 
     async def sync(self) -> None:
         resend, self._resend = self._resend, set()

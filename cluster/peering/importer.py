@@ -87,6 +87,7 @@ class Importer:
         self._busy = 0
         self._event = asyncio.Event()
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._answered: set[str] = set()  # nonces of the current batch already answered
         status["ImportedServices"] = sorted(target.imported_services(peer_name))
         status.setdefault("ImportLastApplied", None)
         self._pending()
@@ -105,13 +106,20 @@ class Importer:
             self._event.clear()
             batch, self._queue = self._queue, []
             self._busy = len(batch)
+            self._answered = set()
             try:
                 await self._apply(batch)
+            except Exception as e:  # noqa: BLE001 - answer what is left, take the next batch
+                log.exception("importing from %s failed", self.peer_name)
+                for resp in batch:
+                    if resp.nonce not in self._answered:
+                        await self._answer(resp, (INTERNAL, f"{type(e).__name__}: {e}"))
             finally:
                 self._busy = 0
                 self._pending()
 
     async def _answer(self, resp: Response, error: tuple[str, str] | None) -> None:
+        self._answered.add(resp.nonce)
         self._busy = max(0, self._busy - 1)
         self._pending()
         if error is None:
