@@ -225,12 +225,25 @@ def test_leader_kill_9_during_replication_converges(peered, side):
 
 
 def test_deleting_the_peering_removes_the_imports_on_every_server(peered):
+    """dc2 deletes its peering: dc2 drops what it imported before the record goes; dc1 becomes
+    TERMINATED (record kept) and drops what it imported from dc2."""
     dc1, dc2 = peered
     register(dc1, "node-1", "web-1")
     export(dc1, "web")
+    register(dc2, "node-9", "db-1", service="db")
+    export(dc2, "db", to="dc1")
     eventually(lambda: "web-1" in ids(health(dc2.leader(), "web")), 20, 0.05)
+
+    def db_on_dc1(agent, mode: str = "") -> list[str]:
+        reply = agent.call("GET", f"/v1/health/service/db?peer=dc2{mode}", timeout=15)
+        assert reply.status == 200, reply.text
+        return ids(reply.json())
+
+    eventually(lambda: db_on_dc1(dc1.leader()) == ["db-1"], 20, 0.05)
     assert dc2.agents[0].call("DELETE", "/v1/peering/dc1").status == 200
     wait_state(dc2, "dc1", None)
     wait_state(dc1, "dc2", "TERMINATED")
     for agent, mode in itertools.product(dc2.agents, MODES):
         assert health(agent, "web", mode) == [], (agent.name, mode)
+    for agent, mode in itertools.product(dc1.agents, MODES):
+        eventually(lambda a=agent, m=mode: db_on_dc1(a, m) == [], 20, 0.05)
