@@ -40,7 +40,7 @@ def _agent_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hold-timeout", type=float, default=float(_env("hold-timeout", 7.0)),
                    help="seconds to wait for a leader before answering 503")
     p.add_argument("--consistent-reads", choices=["barrier", "readindex"],
-                   default=_env("consistent-reads", "barrier"),
+                   default=_env("consistent-reads", "readindex"),
                    help="how ?consistent proves leadership: a no-op through the log, or ReadIndex")
     p.add_argument("--peering-heartbeat", type=float,
                    default=float(_env("peering-heartbeat", 15.0)),
