@@ -386,3 +386,18 @@ async def test_an_exporter_or_importer_failure_is_survived(pair, monkeypatch):
     await settle(dc1, dc2)
     assert [s["ID"] for _, s, _ in dc2.imported("web", "dc1")] == ["web-1"]
     await close(dc1, dc2)
+
+
+async def test_a_snapshot_over_the_message_limit_is_skipped_and_the_rest_flows(pair, monkeypatch):
+    from cluster.peering import replication
+    monkeypatch.setattr(replication, "MAX_FRAME", 1024 + 900)
+    dc1, dc2 = pair
+    for i in range(6):
+        dc1.register(f"node-{i}", f"web-{i}")
+    dc1.register("node-a", "api-1", service="api")
+    dc1.export("web", "api", to="dc2")
+    await connect(dc1, dc2)
+    assert "'web' is" in dc1.end.status["LastSendError"]
+    assert dc2.imported("web", "dc1") == []
+    assert [s["ID"] for _, s, _ in dc2.imported("api", "dc1")] == ["api-1"]
+    await close(dc1, dc2)

@@ -34,6 +34,7 @@ from ..fsm import DELETING, FSM, TERMINATED
 from ..raft import NotApplied, UnknownOutcome
 from .exporter import Exporter, ExportSource
 from .importer import ApplyFailed, Importer, ImportTarget
+from .peerstream import MAX_FRAME, pack
 from .resources import (
     INTERNAL,
     INVALID_ARGUMENT,
@@ -115,12 +116,21 @@ class Session:
                 await task
 
     async def _send_response(self, url: str, resource_id: str, resource: dict[str, Any]) -> None:
+        frame = response(nonce_str(self._nonce + 1), url, resource_id, resource)
+        size = len(pack(frame))
+        if size > MAX_FRAME - 1024:
+            # The peer would close the stream (1009) and it would flap forever: skip this one
+            # resource, say so where reads show it, keep replicating the rest.
+            self.status["LastSendError"] = (
+                f"{url.rsplit('.', 1)[-1]} {resource_id!r} is {size} bytes, over the "
+                f"{MAX_FRAME}-byte message limit; not sent")
+            log.error("peer %s: %s", self.peer_name, self.status["LastSendError"])
+            return
         self._nonce += 1
-        nonce = nonce_str(self._nonce)
-        self._unacked[nonce] = (url, resource_id)
+        self._unacked[frame["Nonce"]] = (url, resource_id)
         self.status["ExportUnacked"] = len(self._unacked)
         metrics.replication("export", url.rsplit(".", 1)[-1], "sent")
-        await self.live.send(response(nonce, url, resource_id, resource))
+        await self.live.send(frame)
 
     async def on_frame(self, frame: dict[str, Any]) -> None:
         """Called by the stream's reader for every non-heartbeat frame; never waits on Raft."""
@@ -221,10 +231,13 @@ class Replication:
 
     # ---- removing what a peering imported ----
 
-    async def purge(self, peer_name: str) -> bool:
-        """Delete everything imported from `peer_name`, PURGE_BATCH records per Raft command.
-        True when nothing is left (the caller may then remove the peering)."""
+    async def purge(self, peer_name: str, still: Callable[[], bool] = lambda: True) -> bool:
+        """Delete everything imported from `peer_name`, PURGE_BATCH records per Raft command,
+        while `still()` holds (a TERMINATED peering re-established meanwhile keeps its new
+        imports). True when nothing is left (the caller may then remove the peering)."""
         while self.catalog.imported_count(peer_name):
+            if not still():
+                return False
             try:
                 res = await self.submit(self.catalog.purge_command(peer_name, PURGE_BATCH),
                                         self.apply_timeout)
@@ -248,6 +261,7 @@ class Replication:
                 if rec["State"] in (TERMINATED, DELETING) and self.catalog.imported_count(
                     rec["Name"]
                 ):
-                    await self.purge(rec["Name"])
+                    await self.purge(rec["Name"], still=lambda pid=rec["ID"]: (
+                        self.fsm.by_id(pid) or {}).get("State") in (TERMINATED, DELETING))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), 5.0)
