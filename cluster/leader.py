@@ -14,9 +14,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from . import acl
+from .commands import AclInit, InitIdentity, Remove
 from .fsm import DELETING, FSM
 from .peering.identity import new_identity
-from .raft import NotApplied, RaftNode, UnknownOutcome
+from .proposer import Proposer
+from .raft import RaftNode
 
 log = logging.getLogger("peerplane.leader")
 
@@ -25,10 +27,10 @@ TERMINATE_WAIT = 3.0  # longest a removal waits for Terminated to reach the peer
 
 
 class LeaderRoutines:
-    def __init__(self, node: RaftNode, fsm: FSM, apply_timeout: float = 5.0) -> None:
+    def __init__(self, node: RaftNode, fsm: FSM, proposer: Proposer) -> None:
         self.node = node
         self.fsm = fsm
-        self.apply_timeout = apply_timeout
+        self.proposer = proposer
         self._tasks: list[asyncio.Task[None]] = []
         # Called with a peering ID before a DELETING peering is removed (sends Terminated).
         self.before_remove: Callable[[str], Awaitable[None]] | None = None
@@ -62,16 +64,14 @@ class LeaderRoutines:
             if not (missing_policy or missing_anonymous or missing_management):
                 return
             now = acl.rfc3339(datetime.datetime.now(datetime.UTC))
-            cmd: dict = {
-                "op": "acl_init", "Policy": acl.management_policy_record(),
-                "Anonymous": acl.anonymous_token_record(now),
-            }
-            if missing_management:
-                cmd["Management"] = acl.token_record(
-                    str(uuid.uuid4()), initial_management or "",
-                    acl.INITIAL_MANAGEMENT_DESCRIPTION, [acl.GLOBAL_MANAGEMENT_ID], now,
-                )
-            res = await self._submit(cmd)
+            management = acl.token_record(
+                str(uuid.uuid4()), initial_management or "",
+                acl.INITIAL_MANAGEMENT_DESCRIPTION, [acl.GLOBAL_MANAGEMENT_ID], now,
+            ) if missing_management else None
+            res = await self.proposer.attempt(AclInit(
+                Policy=acl.management_policy_record(),
+                Anonymous=acl.anonymous_token_record(now), Management=management,
+            ))
             if res is not None and "error" in res:
                 log.warning("ACL initialisation refused: %s", res["error"])
             elif res is not None and not res.get("changed"):
@@ -104,17 +104,10 @@ class LeaderRoutines:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
-    async def _submit(self, cmd: dict) -> dict | None:
-        try:
-            return await self.node.submit(cmd, self.apply_timeout)
-        except (NotApplied, UnknownOutcome) as e:
-            log.info("leader routine command %s not applied: %s", cmd.get("op"), e)
-            return None
-
     async def _init_identity(self) -> None:
         """The first leader of a cluster creates its trust domain and CA."""
         while self.fsm.identity is None:
-            await self._submit({"op": "init_identity", **new_identity()})
+            await self.proposer.attempt(InitIdentity(**new_identity()))
             if self.fsm.identity is None:
                 await asyncio.sleep(0.5)
 
@@ -134,6 +127,6 @@ class LeaderRoutines:
                         rec["Name"]
                     ):
                         continue  # not all gone (leadership or quorum lost): next pass
-                    await self._submit({"op": "remove", "ID": rec["ID"]})
+                    await self.proposer.attempt(Remove(ID=rec["ID"]))
                     await asyncio.sleep(1 / DELETION_RATE)
             await asyncio.sleep(0.2)

@@ -18,7 +18,8 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import metrics
-from .fsm import FSM, encode
+from .commands import Barrier, Command, encode, op_name
+from .fsm import FSM
 from .raft_wall import LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
@@ -182,7 +183,8 @@ class RaftNode:
 
     # ---- writes ----
 
-    async def submit(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
+        """Raft transport of one command (callers use cluster/proposer.py)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
 
@@ -197,7 +199,7 @@ class RaftNode:
                 pass  # loop closed during shutdown
 
         started = time.perf_counter()
-        op = str(cmd.get("op", ""))
+        op = op_name(cmd)
         self._replica.apply(encode(cmd), callback=_callback)
         try:
             res, err = await asyncio.wait_for(fut, timeout)
@@ -228,7 +230,7 @@ class RaftNode:
 
     async def _run_barrier(self, timeout: float) -> int:
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
@@ -239,7 +241,7 @@ class RaftNode:
             await asyncio.wait([current])
         self._barrier, self._next_barrier = self._next_barrier, None
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from cluster.fsm import FSM, encode
+from cluster.commands import encode, op_name
+from cluster.fsm import FSM
 from cluster.peering import resources as r
 from cluster.peering.catalog_port import FSMCatalog
 from cluster.peering.importer import ApplyFailed
@@ -62,9 +63,9 @@ class Side:
         assert "error" not in res, res
         return res
 
-    async def submit(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def submit(self, cmd: Any) -> dict[str, Any]:
         await asyncio.sleep(0)
-        if self.fail_next and cmd["op"].startswith("catalog_import"):
+        if self.fail_next and op_name(cmd).startswith("catalog_import"):
             raise_code = self.fail_next.pop(0)
             if raise_code == "unknown":
                 from cluster.raft import UnknownOutcome
@@ -346,14 +347,14 @@ async def test_purge_deletes_a_peers_imports_in_bounded_commands(pair, monkeypat
     ops: list[dict[str, Any]] = []
     real = dc2.submit
 
-    async def counting(cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def counting(cmd: Any) -> dict[str, Any]:
         ops.append(cmd)
-        return await real(cmd, timeout)
+        return await real(cmd)
 
     dc2.repl.submit = counting
     assert await dc2.repl.purge("dc1") is True
     assert dc2.fsm.catalog.record_count("dc1") == 0 and dc2.imported("web", "dc1") == []
-    assert {o["Limit"] for o in ops} == {7} and len(ops) >= 30 // 7
+    assert {o.body["Limit"] for o in ops} == {7} and len(ops) >= 30 // 7
 
 
 async def test_an_exporter_or_importer_failure_is_survived(pair, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..commands import TableCommand
 from ..fsm import FSM
 
 WILDCARD = "*"  # Consul: an exported-services entry may export every service by this name
@@ -46,12 +47,12 @@ class FSMCatalog:
         return self.fsm.catalog.record_count(peer_name)
 
     def import_command(self, peer_name: str, service: str,
-                       nodes: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"op": "catalog_import_service", "Peer": peer_name, "Service": service,
-                "Nodes": nodes}
+                       nodes: list[dict[str, Any]]) -> TableCommand:
+        return TableCommand("catalog_import_service",
+                            {"Peer": peer_name, "Service": service, "Nodes": nodes})
 
-    def prune_command(self, peer_name: str, keep: list[str]) -> dict[str, Any]:
-        return {"op": "catalog_import_prune", "Peer": peer_name, "Keep": keep}
+    def prune_command(self, peer_name: str, keep: list[str]) -> TableCommand:
+        return TableCommand("catalog_import_prune", {"Peer": peer_name, "Keep": keep})
 
-    def purge_command(self, peer_name: str, limit: int) -> dict[str, Any]:
-        return {"op": "catalog_import_delete_peer", "Peer": peer_name, "Limit": limit}
+    def purge_command(self, peer_name: str, limit: int) -> TableCommand:
+        return TableCommand("catalog_import_delete_peer", {"Peer": peer_name, "Limit": limit})

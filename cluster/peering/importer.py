@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .. import metrics
+from ..commands import Command
 from .resources import (
     DELETE,
     INTERNAL,
@@ -52,9 +53,9 @@ class ImportTarget(Protocol):
     def imported_services(self, peer_name: str) -> list[str]: ...
 
     def import_command(self, peer_name: str, service: str,
-                       nodes: list[dict[str, Any]]) -> dict[str, Any]: ...
+                       nodes: list[dict[str, Any]]) -> Command: ...
 
-    def prune_command(self, peer_name: str, keep: list[str]) -> dict[str, Any]: ...
+    def prune_command(self, peer_name: str, keep: list[str]) -> Command: ...
 
 
 class ApplyFailed(Exception):
@@ -65,7 +66,7 @@ class ApplyFailed(Exception):
         self.code = code
 
 
-Propose = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]  # raises ApplyFailed
+Propose = Callable[[Command], Awaitable[dict[str, Any]]]  # raises ApplyFailed
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -161,7 +162,7 @@ class Importer:
                 await self._answer(resp, (INVALID_ARGUMENT, str(e)))
         await self._flush(snaps)
 
-    async def _one(self, cmd: dict[str, Any]) -> tuple[str, str] | None:
+    async def _one(self, cmd: Command) -> tuple[str, str] | None:
         async with self._slots:
             try:
                 await self.propose(cmd)

@@ -9,7 +9,8 @@
   then 0.5 s * 2^n capped at min(64 s, a quarter of the heartbeat timeout, so a new leader can
   re-verify in time); 8 ms when a follower answers, as Consul, doubling to 0.5 s);
 - accepts streams from dialers (the listener in `cluster.peering.peerstream` calls `accept`);
-- writes every state change through Raft with `set_state`: ACTIVE when a stream is up (both
+- writes every state change through Raft as a peering event (the FSM's transition table
+  decides the state): ACTIVE when a stream is up (both
   sides), FAILING on a stream error or when a peering expected to be connected has had no
   stream for the heartbeat timeout (a new leader re-verifies every ACTIVE peering this way),
   TERMINATED when the other side sends Terminated;
@@ -34,18 +35,26 @@ import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
 from .. import metrics
+from ..commands import ExchangeSecret, PeeringEvent
 from ..fsm import (
     ACTIVE,
     DELETING,
     ESTABLISHING,
-    FAILING,
     FSM,
-    PENDING,
     TERMINATED,
     Record,
     should_dial,
 )
-from ..raft import NotApplied, RaftNode, UnknownOutcome
+from ..proposer import NotApplied, Proposer, UnknownOutcome
+from ..raft import RaftNode
+from ..state.transitions import (
+    ADDRESSES_RECEIVED,
+    HEARTBEAT_TIMEOUT,
+    STREAM_FAILED,
+    STREAM_OPEN,
+    TERMINATED_BY_PEER,
+    TRANSITIONS,
+)
 from .peerstream import (
     ABORTED,
     ERROR,
@@ -76,7 +85,6 @@ log = logging.getLogger("peerplane.reconciler")
 
 DEFAULT_HEARTBEAT = 15.0  # Consul's defaultOutgoingHeartbeatInterval
 DEFAULT_HEARTBEAT_TIMEOUT = 120.0  # Consul's defaultIncomingHeartbeatTimeout
-LIVE_STATES = [PENDING, ESTABLISHING, ACTIVE, FAILING]
 NOT_LEADER = "node is not a leader anymore; cannot continue streaming"
 
 
@@ -108,22 +116,22 @@ class PeeringService:
         self,
         *,
         node: RaftNode,
+        proposer: Proposer,
         fsm: FSM,
         datacenter: str,
         streams: dict[str, dict[str, Any]],
         leaf: LeafCerts,
         heartbeat: float = DEFAULT_HEARTBEAT,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
-        apply_timeout: float = 5.0,
     ) -> None:
         self.node = node
+        self.proposer = proposer
         self.fsm = fsm
         self.datacenter = datacenter
         self.streams = streams
         self.leaf = leaf
         self.heartbeat = heartbeat
         self.heartbeat_timeout = heartbeat_timeout
-        self.apply_timeout = apply_timeout
         self.backoff_cap = min(64.0, max(0.5, heartbeat_timeout / 4))
         self.live: dict[str, LiveStream] = {}
         self._dialers: dict[str, tuple[str, asyncio.Task[None]]] = {}
@@ -182,11 +190,12 @@ class PeeringService:
         entry["LastError"] = reason
 
     async def _write(
-        self, peering_id: str, state: str | None, *, want: Callable[[Record], bool] | None = None,
+        self, peering_id: str, event: str, *, want: Callable[[Record], bool] | None = None,
         **extra: Any,
     ) -> dict[str, Any] | None:
-        """set_state through Raft, one at a time per peering, deciding on the freshest record
-        (`want` runs under the lock, after every earlier write of this peering applied)."""
+        """A peering event through Raft, one at a time per peering, deciding on the freshest
+        record (`want` runs under the lock, after every earlier write of this peering applied);
+        the FSM's transition table decides the next state."""
         lock = self._locks.setdefault(peering_id, asyncio.Lock())
         async with lock:
             rec = self.fsm.by_id(peering_id)
@@ -194,29 +203,21 @@ class PeeringService:
                 return None
             if want is not None and not want(rec):
                 return {"skipped": True}
-            cmd = {"op": "set_state", "ID": peering_id, "State": state or rec["State"], **extra}
-            if state is None:
-                cmd["expect_states"] = [rec["State"]]
-            try:
-                res = await self.node.submit(cmd, self.apply_timeout)
-            except (NotApplied, UnknownOutcome) as e:
-                log.info("set_state %s for %s not applied: %s", state, peering_id, e)
-                return None
-            if "error" in res:
-                log.info("set_state %s for %s refused: %s", state, peering_id, res["error"])
-            return res
+            return await self.proposer.attempt(PeeringEvent(ID=peering_id, Event=event, **extra))
 
-    async def _fail(self, peering_id: str, reason: str, cond: Callable[[], bool]) -> None:
+    async def _fail(self, peering_id: str, reason: str, cond: Callable[[], bool],
+                    event: str = STREAM_FAILED) -> None:
         log.info("peering %s failing: %s", peering_id, reason)
         self.note_error(peering_id, reason)
         await self._write(
-            peering_id, FAILING, expect_states=[PENDING, ESTABLISHING, ACTIVE],
-            want=lambda rec: cond() and rec["State"] in (ESTABLISHING, ACTIVE, PENDING),
+            peering_id, event,
+            want=lambda rec: cond() and (rec["State"], event) in TRANSITIONS
+            and TRANSITIONS[rec["State"], event] != rec["State"],
         )
 
     async def _terminated(self, peering_id: str) -> None:
         log.info("peering %s terminated by the peer", peering_id)
-        await self._write(peering_id, TERMINATED, expect_states=LIVE_STATES)
+        await self._write(peering_id, TERMINATED_BY_PEER)
         self.streams.pop(peering_id, None)
 
     # ---- establish (dialer, called by the HTTP handler on the leader) ----
@@ -235,10 +236,9 @@ class PeeringService:
         if rec is None or should_dial(rec) or not stored or not secrets_equal(stored, secret):
             return 403, ESTABLISHMENT_DENIED
         pending = str(uuid.uuid4())  # chosen before submission; the FSM stays pure
-        cmd = {"op": "exchange_secret", "ID": peer_id, "EstablishmentSecret": secret,
-               "PendingStreamSecret": pending}
+        cmd = ExchangeSecret(ID=peer_id, EstablishmentSecret=secret, PendingStreamSecret=pending)
         try:
-            res = await self.node.submit(cmd, self.apply_timeout)
+            res = await self.proposer.submit(cmd)
         except (NotApplied, UnknownOutcome) as e:
             return 503, f"secret exchange not committed: {e}"
         if "error" in res:
@@ -317,7 +317,7 @@ class PeeringService:
         self.live[peer_id] = live
         try:
             res = await self._write(
-                peer_id, ACTIVE, expect_states=LIVE_STATES, expect_secret=given,
+                peer_id, STREAM_OPEN, expect_secret=given,
                 PromoteStreamSecret=promote or None, Remote=remote,
                 want=lambda r: bool(promote) or r["State"] != ACTIVE
                 or (r.get("Remote") or {}) != remote,
@@ -461,7 +461,7 @@ class PeeringService:
         self.live[pid] = live
         try:
             res = await self._write(
-                pid, ACTIVE, expect_states=LIVE_STATES, expect_secret=secret,
+                pid, STREAM_OPEN, expect_secret=secret,
                 want=lambda r: r["State"] != ACTIVE,
             )
             if res is not None and "error" in res:
@@ -490,7 +490,7 @@ class PeeringService:
         keeps them as PeerServerAddresses, so it follows address rotation."""
         if addrs:
             await self._write(
-                pid, None, PeerServerAddresses=addrs,
+                pid, ADDRESSES_RECEIVED, PeerServerAddresses=addrs,
                 want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
             )
 
@@ -564,7 +564,8 @@ class PeeringService:
                     reason = (f"no peering stream for {self.heartbeat_timeout:g}s"
                               + (f": {last}" if last else ""))
                     self._last_ok[pid] = now  # don't rewrite it every pass
-                    await self._fail(pid, reason, cond=lambda p=pid: p not in self.live)
+                    await self._fail(pid, reason, cond=lambda p=pid: p not in self.live,
+                                     event=HEARTBEAT_TIMEOUT)
         for pid in list(self._dialers):
             if pid not in seen:
                 self._dialers.pop(pid)[1].cancel()

@@ -30,8 +30,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .. import metrics
+from ..commands import Command
 from ..fsm import DELETING, FSM, TERMINATED
-from ..raft import NotApplied, UnknownOutcome
+from ..proposer import NotApplied, UnknownOutcome
 from .exporter import Exporter, ExportSource
 from .importer import ApplyFailed, Importer, ImportTarget
 from .peerstream import MAX_FRAME, pack
@@ -60,7 +61,7 @@ PURGE_PAUSE = 0.01  # between purge commands, so a large purge never hogs the lo
 
 
 class Catalog(ExportSource, ImportTarget, Protocol):
-    def purge_command(self, peer_name: str, limit: int) -> dict[str, Any]: ...
+    def purge_command(self, peer_name: str, limit: int) -> Command: ...
 
     def imported_count(self, peer_name: str) -> int: ...
 
@@ -179,14 +180,14 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 class Replication:
     def __init__(self, fsm: FSM, catalog: Catalog,
-                 submit: Callable[[dict[str, Any], float], Awaitable[dict[str, Any]]],
-                 set_addresses: Callable[[str, list[str]], Awaitable[None]],
-                 apply_timeout: float = 5.0) -> None:
+                 submit: Callable[[Command], Awaitable[dict[str, Any]]],
+                 set_addresses: Callable[[str, list[str]], Awaitable[None]]) -> None:
+        """`submit`: the proposer's (the FSM's result, a refusal included; raises NotApplied
+        or UnknownOutcome)."""
         self.fsm = fsm
         self.catalog = catalog
         self.submit = submit
         self._set_addresses = set_addresses
-        self.apply_timeout = apply_timeout
         self.sessions: set[Session] = set()
         self._kick = asyncio.Event()
 
@@ -200,9 +201,9 @@ class Replication:
     async def set_addresses(self, peering_id: str, addrs: list[str]) -> None:
         await self._set_addresses(peering_id, addrs)
 
-    async def propose_import(self, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def propose_import(self, cmd: Command) -> dict[str, Any]:
         try:
-            res = await self.submit(cmd, self.apply_timeout)
+            res = await self.submit(cmd)
         except (NotApplied, UnknownOutcome) as e:
             raise ApplyFailed(UNAVAILABLE, f"not committed: {e}") from None
         if "error" in res:
@@ -239,8 +240,7 @@ class Replication:
             if not still():
                 return False
             try:
-                res = await self.submit(self.catalog.purge_command(peer_name, PURGE_BATCH),
-                                        self.apply_timeout)
+                res = await self.submit(self.catalog.purge_command(peer_name, PURGE_BATCH))
             except (NotApplied, UnknownOutcome) as e:
                 log.info("purging imports of %s: %s", peer_name, e)
                 return False
