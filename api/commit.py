@@ -7,9 +7,10 @@ from typing import Any
 
 from cluster.commands import Command
 from cluster.proposer import KeptChanging, NotApplied, Proposer, Refused, UnknownOutcome
+from cluster.raft import DiskFault
 
 from .context import ServerContext
-from .errors import APIError, bad_request, no_leader
+from .errors import APIError, bad_request, disk_unavailable, no_leader
 
 
 async def commit(
@@ -20,6 +21,8 @@ async def commit(
     proposer = ctx.proposer or Proposer(ctx.node, ctx.apply_timeout)
     try:
         return await proposer.commit(build)
+    except DiskFault as e:
+        raise disk_unavailable(str(e)) from None
     except NotApplied:
         raise no_leader() from None
     except UnknownOutcome:

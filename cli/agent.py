@@ -30,6 +30,7 @@ from cluster.peering.replication import Replication
 from cluster.peering.tls import LeafCerts
 from cluster.proposer import Proposer
 from cluster.raft import RaftNode, RaftTiming
+from cluster.state.base import Touched
 
 from . import agentinfo
 
@@ -149,18 +150,20 @@ async def run_agent(cfg: AgentConfig) -> None:
                               peering.set_server_addresses)
     peering.replication = replication
 
-    def kick(_index: int) -> None:  # tick thread
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(peering.kick)
-            loop.call_soon_threadsafe(replication.notify)
+    leader = LeaderRoutines(node, fsm, proposer)
 
-    fsm.add_listener(kick)
+    def changed(_index: int, touched: Touched | None) -> None:  # tick thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(peering.on_change, touched)
+            loop.call_soon_threadsafe(leader.on_change, touched)
+            loop.call_soon_threadsafe(replication.on_change, touched)
+
+    fsm.subscribe(changed)
     peer_runner = HardenedAppRunner(make_listener_app(peering), cfg.http_limits,
                                     access_log=None, handle_signals=False)
     await peer_runner.setup()
     await web.TCPSite(peer_runner, cfg.bind, cfg.peering_port,
                       ssl_context=peering.leaf.listener_context()).start()
-    leader = LeaderRoutines(node, fsm, proposer)
     leader.add(peering.run_leader)
     leader.before_remove = peering.terminate
     leader.purge_imports = replication.purge

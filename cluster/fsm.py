@@ -168,6 +168,11 @@ class FSM:
         with self._lock:
             return self.peerings.ordered.records(partition), self.peerings.index
 
+    def peering_ids(self) -> list[str]:
+        """Every peering ID (a full pass: leadership gained, snapshot restored)."""
+        with self._lock:
+            return list(self.peerings.ids)
+
     def ids_in_state(self, state: str) -> set[str]:
         with self._lock:
             return set(self.peerings.by_state[state])

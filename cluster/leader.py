@@ -19,6 +19,7 @@ from .fsm import DELETING, FSM
 from .peering.identity import new_identity
 from .proposer import Proposer
 from .raft import RaftNode
+from .state.base import Touched
 
 log = logging.getLogger("peerplane.leader")
 
@@ -31,6 +32,8 @@ class LeaderRoutines:
         self.node = node
         self.fsm = fsm
         self.proposer = proposer
+        self._peerings_changed = asyncio.Event()
+        self.visits = 0  # peerings the deletion routine looked at (tests count work with it)
         self._tasks: list[asyncio.Task[None]] = []
         # Called with a peering ID before a DELETING peering is removed (sends Terminated).
         self.before_remove: Callable[[str], Awaitable[None]] | None = None
@@ -111,22 +114,35 @@ class LeaderRoutines:
             if self.fsm.identity is None:
                 await asyncio.sleep(0.5)
 
+    def on_change(self, touched: Touched | None) -> None:
+        """The FSM applied something (event loop): the deletion routine looks again when a
+        peering changed."""
+        if touched is None or any(table == "peerings" for table, _ in touched):
+            self._peerings_changed.set()
+
     async def _remove_deleted(self) -> None:
         """Deferred deletion: peerings marked DELETING are removed at a bounded rate, each after
-        its peer stream (if any) carried Terminated to the other cluster (bounded wait)."""
+        its peer stream (if any) carried Terminated to the other cluster (bounded wait). It
+        reads the FSM's DELETING index, never the whole table, and sleeps until a peering
+        changes."""
         while True:
-            recs, _ = self.fsm.list(partition=None)
-            for rec in recs:
-                if rec["State"] == DELETING:
-                    if self.before_remove is not None:
-                        try:
-                            await asyncio.wait_for(self.before_remove(rec["ID"]), TERMINATE_WAIT)
-                        except Exception as e:  # noqa: BLE001 - removal must go on
-                            log.info("terminating peering %s before removal: %r", rec["ID"], e)
-                    if self.purge_imports is not None and not await self.purge_imports(
-                        rec["Name"]
-                    ):
-                        continue  # not all gone (leadership or quorum lost): next pass
-                    await self.proposer.attempt(Remove(ID=rec["ID"]))
-                    await asyncio.sleep(1 / DELETION_RATE)
-            await asyncio.sleep(0.2)
+            self._peerings_changed.clear()
+            deleting = sorted(self.fsm.ids_in_state(DELETING))
+            self.visits += len(deleting)
+            for pid in deleting:
+                if self.before_remove is not None:
+                    try:
+                        await asyncio.wait_for(self.before_remove(pid), TERMINATE_WAIT)
+                    except Exception as e:  # noqa: BLE001 - removal must go on
+                        log.info("terminating peering %s before removal: %r", pid, e)
+                rec = self.fsm.by_id(pid)
+                if rec is not None and self.purge_imports is not None and not (
+                    await self.purge_imports(rec["Name"])
+                ):
+                    await asyncio.sleep(0.5)  # imports left (leadership or quorum lost): later
+                    continue
+                await self.proposer.attempt(Remove(ID=pid))
+                await asyncio.sleep(1 / DELETION_RATE)
+            if not deleting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._peerings_changed.wait(), 1.0)

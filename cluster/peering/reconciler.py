@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import uuid
@@ -47,6 +48,7 @@ from ..fsm import (
 )
 from ..proposer import NotApplied, Proposer, UnknownOutcome
 from ..raft import RaftNode
+from ..state.base import Touched
 from ..state.transitions import (
     ADDRESSES_RECEIVED,
     HEARTBEAT_TIMEOUT,
@@ -141,6 +143,13 @@ class PeeringService:
         self._leading_since = 0.0
         self._leading = False  # run_leader is active (dial loops stop dialing when it ends)
         self._kick = asyncio.Event()
+        # What to look at on the next pass: peerings the FSM touched or whose stream or dial
+        # task ended, every peering after a restore or a new leadership (`_full`), and
+        # re-verification deadlines (time, peering ID).
+        self._dirty: set[str] = set()
+        self._full = True
+        self._deadlines: list[tuple[float, str]] = []
+        self.visits = 0  # peerings looked at, all passes together (tests count work with it)
         self._session: aiohttp.ClientSession | None = None
         self.replication: Replication | None = None  # set by the agent
 
@@ -153,10 +162,6 @@ class PeeringService:
                 timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=2.0)
             )
         return self._session
-
-    def kick(self) -> None:
-        """Something changed in the FSM: look again now (called on the event loop)."""
-        self._kick.set()
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -336,7 +341,7 @@ class PeeringService:
         finally:
             if self.live.get(peer_id) is live:
                 del self.live[peer_id]
-                self._last_ok[peer_id] = self._now()
+                self._stream_ended(peer_id)
 
     async def _run(self, live: LiveStream) -> str:
         """Pump a stream and record how it ended; returns 'done' when the peering is over for
@@ -356,7 +361,7 @@ class PeeringService:
         except StreamError as e:
             if self.live.get(pid) is live:
                 del self.live[pid]
-                self._last_ok[pid] = self._now()
+                self._stream_ended(pid)
             await self._fail(pid, str(e), cond=lambda: pid not in self.live)
             return "again"
         finally:
@@ -480,7 +485,7 @@ class PeeringService:
         finally:
             if self.live.get(pid) is live:
                 del self.live[pid]
-                self._last_ok[pid] = self._now()
+                self._stream_ended(pid)
             if not ws.closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 1.0)
@@ -509,69 +514,108 @@ class PeeringService:
 
     # ---- the leader routine ----
 
+    # ---- the leader routine: driven by what changed, plus its own deadlines ----
+
+    def on_change(self, touched: Touched | None) -> None:
+        """The FSM applied something (event loop): look again at the peerings it touched
+        (`None`: a snapshot was restored, look at every one)."""
+        if touched is None:
+            self._full = True
+        else:
+            self._dirty.update(key for table, key in touched if table == "peerings")
+        self._kick.set()
+
+    def _look_again(self, pid: str) -> None:
+        self._dirty.add(pid)
+        self._kick.set()
+
+    def _stream_ended(self, pid: str) -> None:
+        """A stream of `pid` is gone: the re-verification clock starts now."""
+        self._last_ok[pid] = self._now()
+        self._look_again(pid)
+
     async def run_leader(self) -> None:
         self._leading_since = self._now()
         self._leading = True
+        self._full = True  # a new leader looks at every peering once
         log.info("peering reconciler started")
         try:
             while True:
                 self._kick.clear()
                 await self._reconcile()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), 0.25)
+                wait = self._deadlines[0][0] - self._now() if self._deadlines else 1.0
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._kick.wait(), min(wait, 1.0))
                 await asyncio.sleep(0.005)  # let a burst of applies land before the next pass
         finally:
             await self._stand_down()
 
     async def _reconcile(self) -> None:
-        recs, _ = self.fsm.list(partition=None)
         now = self._now()
-        seen = set()
-        for rec in recs:
-            pid = rec["ID"]
-            seen.add(pid)
-            if rec["State"] == DELETING:
-                if pid in self.live or pid in self._dialers:
-                    await self.terminate(pid)
-                continue
-            if should_dial(rec):
-                secret = self.fsm.secrets_for(pid).get("active", "")
-                wanted = bool(secret) and self._qualifies(rec, secret)
-                current = self._dialers.get(pid)
-                if current is not None and (
-                    not wanted or current[0] != secret or current[1].done()
-                ):
-                    self._dialers.pop(pid)
-                    live = self.live.get(pid)
-                    if live is not None and (not wanted or live.secret != secret):
-                        # say why before the dial task goes, or the peer sees an abrupt end
-                        await live.stop(UNAVAILABLE, "the peering was re-established")
-                    current[1].cancel()
-                    current = None
-                if wanted and current is None:
-                    if self._dialed.get(pid) != secret:  # a new establishment: a full timeout
-                        self._dialed[pid] = secret
-                        self._last_ok[pid] = now
-                    self._entry(pid)
-                    self._dialers[pid] = (secret, asyncio.create_task(
-                        self._dial_loop(pid, secret), name=f"dial-{pid}"))
-            # Re-verification: a peering expected to be connected has no stream for too long.
-            expect = rec["State"] == ACTIVE or (should_dial(rec) and rec["State"] == ESTABLISHING)
-            if expect and pid not in self.live:
-                since = max(self._leading_since, self._last_ok.get(pid, 0.0))
-                if now - since > self.heartbeat_timeout:
-                    last = (self.streams.get(pid) or {}).get("LastError")
-                    reason = (f"no peering stream for {self.heartbeat_timeout:g}s"
-                              + (f": {last}" if last else ""))
-                    self._last_ok[pid] = now  # don't rewrite it every pass
-                    await self._fail(pid, reason, cond=lambda p=pid: p not in self.live,
-                                     event=HEARTBEAT_TIMEOUT)
-        for pid in list(self._dialers):
-            if pid not in seen:
-                self._dialers.pop(pid)[1].cancel()
-        for table in (self.streams, self._last_ok, self._locks, self._dialed):
-            for pid in [p for p in table if p not in seen]:
+        if self._full:
+            self._full = False
+            pids = set(self.fsm.peering_ids()) | set(self._dialers) | set(self.streams)
+            self._dirty.clear()
+        else:
+            pids, self._dirty = self._dirty, set()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            pids.add(heapq.heappop(self._deadlines)[1])
+        for pid in pids:
+            await self._reconcile_one(pid, now)
+
+    async def _reconcile_one(self, pid: str, now: float) -> None:
+        self.visits += 1
+        rec = self.fsm.by_id(pid)
+        if rec is None:  # removed: forget it
+            dialer = self._dialers.pop(pid, None)
+            if dialer is not None:
+                dialer[1].cancel()
+            for table in (self.streams, self._last_ok, self._locks, self._dialed):
                 table.pop(pid, None)
+            return
+        if rec["State"] == DELETING:
+            if pid in self.live or pid in self._dialers:
+                await self.terminate(pid)
+            return
+        if should_dial(rec):
+            await self._keep_dialing(rec, now)
+        # Re-verification: a peering expected to be connected has no stream for too long.
+        expect = rec["State"] == ACTIVE or (should_dial(rec) and rec["State"] == ESTABLISHING)
+        if expect and pid not in self.live:
+            since = max(self._leading_since, self._last_ok.get(pid, 0.0))
+            if now - since > self.heartbeat_timeout:
+                last = (self.streams.get(pid) or {}).get("LastError")
+                reason = (f"no peering stream for {self.heartbeat_timeout:g}s"
+                          + (f": {last}" if last else ""))
+                self._last_ok[pid] = now  # don't rewrite it every pass
+                await self._fail(pid, reason, cond=lambda p=pid: p not in self.live,
+                                 event=HEARTBEAT_TIMEOUT)
+            else:
+                heapq.heappush(self._deadlines, (since + self.heartbeat_timeout + 0.001, pid))
+
+    async def _keep_dialing(self, rec: Record, now: float) -> None:
+        """One dial task per dialing peering that qualifies, with its current secret."""
+        pid = rec["ID"]
+        secret = self.fsm.secrets_for(pid).get("active", "")
+        wanted = bool(secret) and self._qualifies(rec, secret)
+        current = self._dialers.get(pid)
+        if current is not None and (not wanted or current[0] != secret or current[1].done()):
+            self._dialers.pop(pid)
+            live = self.live.get(pid)
+            if live is not None and (not wanted or live.secret != secret):
+                # say why before the dial task goes, or the peer sees an abrupt end
+                await live.stop(UNAVAILABLE, "the peering was re-established")
+            current[1].cancel()
+            current = None
+        if wanted and current is None:
+            if self._dialed.get(pid) != secret:  # a new establishment: a full timeout
+                self._dialed[pid] = secret
+                self._last_ok[pid] = now
+            self._entry(pid)
+            task = asyncio.create_task(self._dial_loop(pid, secret), name=f"dial-{pid}")
+            task.add_done_callback(lambda _t, p=pid: self._look_again(p))
+            self._dialers[pid] = (secret, task)
 
     async def _stand_down(self) -> None:
         """Leadership lost (or shutdown): close every stream, forget every status."""
@@ -593,6 +637,8 @@ class PeeringService:
         self.streams.clear()
         self._last_ok.clear()
         self._dialed.clear()
+        self._dirty.clear()
+        self._deadlines.clear()
         log.info("peering reconciler stopped")
 
     async def close(self) -> None:

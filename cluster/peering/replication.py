@@ -33,6 +33,7 @@ from .. import metrics
 from ..commands import Command
 from ..fsm import DELETING, FSM, TERMINATED
 from ..proposer import NotApplied, UnknownOutcome
+from ..state.base import Touched
 from .exporter import Exporter, ExportSource
 from .importer import ApplyFailed, Importer, ImportTarget
 from .peerstream import MAX_FRAME, pack
@@ -56,6 +57,7 @@ from .resources import (
 
 log = logging.getLogger("peerplane.replication")
 
+EXPORT_TABLES = frozenset({"catalog", "config_entries", "servers"})  # what exports read
 PURGE_BATCH = 256  # imported records deleted per Raft command
 PURGE_PAUSE = 0.01  # between purge commands, so a large purge never hogs the log
 
@@ -191,12 +193,18 @@ class Replication:
         self.sessions: set[Session] = set()
         self._kick = asyncio.Event()
 
-    def notify(self) -> None:
-        """The FSM applied something (called on the event loop): exporters look again, the
-        cleanup routine too."""
-        for s in self.sessions:
-            s.exporter.wake()
-        self._kick.set()
+    def on_change(self, touched: Touched | None = None) -> None:
+        """The FSM applied something (event loop; `touched` = the (table, key) pairs, None =
+        anything): exporters look again when the catalog, the exported-services entry or the
+        servers changed; the cleanup routine when a peering did."""
+        tables = None if touched is None else {table for table, _ in touched}
+        if tables is None or tables & EXPORT_TABLES:
+            for s in self.sessions:
+                s.exporter.wake()
+        if tables is None or "peerings" in tables:
+            self._kick.set()
+
+    notify = on_change
 
     async def set_addresses(self, peering_id: str, addrs: list[str]) -> None:
         await self._set_addresses(peering_id, addrs)
@@ -256,12 +264,11 @@ class Replication:
         Consul); DELETING ones are purged by the deletion routine before removal."""
         while True:
             self._kick.clear()
-            recs, _ = self.fsm.list(partition=None)
-            for rec in recs:
-                if rec["State"] in (TERMINATED, DELETING) and self.catalog.imported_count(
-                    rec["Name"]
-                ):
-                    await self.purge(rec["Name"], still=lambda pid=rec["ID"]: (
+            ended = sorted(self.fsm.ids_in_state(TERMINATED) | self.fsm.ids_in_state(DELETING))
+            for pid in ended:
+                rec = self.fsm.by_id(pid)
+                if rec is not None and self.catalog.imported_count(rec["Name"]):
+                    await self.purge(rec["Name"], still=lambda pid=pid: (
                         self.fsm.by_id(pid) or {}).get("State") in (TERMINATED, DELETING))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), 5.0)
