@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.cluster import LocalCluster
+from lab.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Real peerplane clusters for tests: `peerplane agent` processes on 127.0.0.1 ports.
 
 Everything goes through the same CLI a user runs. Faults: SIGKILL, SIGSTOP/SIGCONT, restart
-from the data dir; network partitions with `harness.netns.NetnsCluster` (one namespace per agent).
+from the data dir; network partitions with `lab.netns.NetnsCluster` (one namespace per agent).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Each scenario starts its own three-server cluster (real `peerplane agent` processes; the two
 partition scenarios put each server in its own network namespace), runs bounded concurrent
 clients in all three read modes while it injects the scenario's faults, records every operation,
-and hands the history to `harness.labreport` (per-mode linearizability, staleness, failover
-timeline) and `harness.labsvg` (the timeline picture).
+and hands the history to `lab.report` (per-mode linearizability, staleness, failover
+timeline) and `lab.svg` (the timeline picture).
 
 The clients. Every write creates a new peering (`POST /v1/peering/token`), so each peering is
 a register that goes from absent to present once. Writes are spread over small partitions
@@ -39,7 +39,7 @@ from .http import call
 MODES = ("default", "consistent", "stale")
 MODE_QUERY = {"default": "", "consistent": "&consistent", "stale": "&stale"}
 BUCKET = 10  # names per partition; a read lists one partition
-# Clients give up after 6 s: just above the servers' hold time (5 s in the harness), so a
+# Clients give up after 6 s: just above the servers' hold time (5 s in lab.cluster), so a
 # leaderless server's 503 still arrives as an answer, while a request that hangs (forwarded to
 # a leader that became unreachable) stalls its client no longer than that.
 REQUEST_TIMEOUT = 6.0
@@ -434,8 +434,9 @@ SCENARIOS = {
 
 def run_scenario(name: str, *, short: bool = False, seed: int = 1, out: str | None = None,
                  log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run one scenario end to end; return its report (see harness.labreport.analyze)."""
-    from . import labreport, labsvg
+    """Run one scenario end to end; return its report (see lab.report.analyze)."""
+    from . import report as labreport
+    from . import svg as labsvg
 
     scenario = SCENARIOS[name]
     form = FORMS["short" if short else "full"]
@@ -549,7 +550,7 @@ class LabError(Exception):
 
 
 def main(args: argparse.Namespace) -> int:
-    """`peerplane lab` (cli/main.py parses the arguments and puts tests/ on sys.path)."""
+    """`peerplane lab` (cli/main.py parses the arguments)."""
     names = list(SCENARIOS) if args.scenario == ["all"] else args.scenario
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -561,7 +562,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(128 + signum)  # run the finally blocks: stop the servers
 
     signal.signal(signal.SIGTERM, terminate)
-    from .labreport import render_text
+    from .report import render_text
 
     def log(msg: str) -> None:
         print(f"[lab] {msg}", file=sys.stderr, flush=True)
