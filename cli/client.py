@@ -281,12 +281,17 @@ _PEERING_HELP = """Usage: peerplane peering <subcommand> [options] [args]
 
     $ peerplane peering delete -name west-dc
 
+  List the services exported to a peer:
+
+    $ peerplane peering exported-services -name west-dc
+
 Subcommands:
-    delete            Delete a peering connection
-    establish         Establish a peering connection
-    generate-token    Generate a peering token
-    list              List peering connections
-    read              Read a peering connection
+    delete               Delete a peering connection
+    establish            Establish a peering connection
+    exported-services    List the services exported to a peer
+    generate-token       Generate a peering token
+    list                 List peering connections
+    read                 Read a peering connection
 """
 
 
@@ -457,6 +462,36 @@ def peering_delete(args: list[str]) -> int:
     return 0
 
 
+def peering_exported_services(args: list[str]) -> int:
+    """What the `exported-services` config entry exports to one peer, one name a line."""
+    fs = FlagSet("peerplane peering exported-services [options] -name <peer name>")
+    fs.string("name", "", "(Required) The local name assigned to the peer cluster.")
+    _format_flag(fs)
+    _http_flags(fs)
+    fs.parse(args)
+    if not fs["name"]:
+        raise CommandError("Missing the required -name flag")
+    _check_format(fs)
+    client = Client(fs)
+    try:
+        entry = client.request("GET", "/v1/config/exported-services/default")
+    except _StatusError as e:
+        if e.status != 404:
+            raise CommandError(f"Error reading exported services: {e}") from None
+        entry = None
+    except _TransportError as e:
+        raise CommandError(f"Error reading exported services: {e}") from None
+    names = sorted({svc["Name"] for svc in (entry or {}).get("Services") or []
+                    if any(c.get("Peer") == fs["name"] for c in svc.get("Consumers") or [])})
+    if fs["format"] == "json":
+        _json(names)
+    elif not names:
+        _out(f"No services are exported to {fs['name']}.")
+    else:
+        _out("\n".join(names))
+    return 0
+
+
 # ---- operator raft list-peers ----
 
 
@@ -577,6 +612,7 @@ _TREE: dict[str, Any] = {
         "read": peering_read,
         "list": peering_list,
         "delete": peering_delete,
+        "exported-services": peering_exported_services,
     },
     "operator": {"raft": {"list-peers": operator_raft_list_peers}},
     "members": members,
