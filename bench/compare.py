@@ -326,6 +326,13 @@ def peerplane_establish(args: argparse.Namespace, run: Run) -> None:
                      f"--runs {args.establish_runs} (two 3-server clusters, fast stream timings)")
 
 
+def peerplane_replication(args: argparse.Namespace, run: Run) -> None:
+    """bench/replication.py: export -> visible on the peer, and the initial sync."""
+    import replication
+
+    run.values["pp.repl"] = replication.measure(args.repl_samples, args.repl_services, 5)
+
+
 # ---------------------------------------------------------------- etcd
 
 
@@ -432,6 +439,14 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
     rows.append(("establish -> ACTIVE ms, median", "ms",
                  est if isinstance(est, float) else None, None, None,
                  est if isinstance(est, str) else None))
+    repl = v.get("pp.repl") or {}
+    for label, key, kind, scale in (
+        (f"export -> visible on the peer p50 ms (n={repl.get('n', 0):.0f})", "p50", "ms", 1000),
+        ("export -> visible on the peer p99 ms", "p99", "ms", 1000),
+        (f"initial sync s, {repl.get('services', 0):,.0f} services x 5 instances", "sync",
+         "s", 1),
+    ):
+        rows.append((label, kind, repl[key] * scale if key in repl else None, None, None, None))
     rows.append((f"list p50 ms at {n:,} peerings", "ms", med_ms("pp.list"), None, None, None))
     rss = v.get("pp.rss")
     rows.append((f"RSS MB per node at {n:,} peerings (max)", "ms",
@@ -546,16 +561,18 @@ def main() -> int:
     p.add_argument("--peerings", type=int, default=10_000)
     p.add_argument("--establish-runs", type=int, default=20)
     p.add_argument("--markdown", metavar="PATH", help="also write the table here (Markdown)")
-    p.add_argument("--only", default="peerplane,establish,scale,etcd,raw",
+    p.add_argument("--only", default="peerplane,establish,replication,scale,etcd,raw",
                    help="comma-separated parts to run (default: all)")
     p.add_argument("--smoke", action="store_true",
                    help="seconds-long run of every part, for CI; non-zero exit on any failure")
     args = p.parse_args()
     args.list_samples, args.fill_timeout, args.restart_timeout = 20, 600.0, 120.0
     args.establish_timeout = 600.0
+    args.repl_samples, args.repl_services = 200, 1000
     if args.smoke:
         args.duration, args.failovers, args.peerings = 1.0, 3, 1000
         args.establish_runs, args.list_samples, args.fill_timeout = 1, 3, 60.0
+        args.repl_samples, args.repl_services = 5, 20
     args.loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
@@ -567,6 +584,8 @@ def main() -> int:
          lambda: peerplane_page_cache(args, run)),
         ("scale", f"peerplane: {args.peerings} peerings", lambda: peerplane_scale(args, run)),
         ("establish", "peerplane: establish -> ACTIVE", lambda: peerplane_establish(args, run)),
+        ("replication", "peerplane: replication over a peering",
+         lambda: peerplane_replication(args, run)),
         ("etcd", "etcd 3.4", lambda: etcd(args, run)),
         ("raw", "raw PySyncObj", lambda: raw(args, run)),
     ]

@@ -385,6 +385,13 @@ def format_peering(p: dict[str, Any]) -> str:
         lines.append(f"Last Heartbeat:    {ss.get('LastHeartbeat') or ''}")
         lines.append(f"Last Receive:      {ss.get('LastReceive') or ''}")
         lines.append(f"Last Send:         {ss.get('LastSend') or ''}")
+    if "ImportPending" in ss:  # replication freshness (peerplane, beyond Consul)
+        lines.append(f"Last Import Applied: {ss.get('ImportLastApplied') or ''}")
+        lines.append(f"Import Pending:      {ss.get('ImportPending', 0)}")
+        lines.append(f"Export Unacked:      {ss.get('ExportUnacked', 0)}")
+        if ss.get("LastNackMessage"):
+            lines.append(f"Last NACK:           {ss.get('LastNack') or ''} "
+                         f"{ss['LastNackMessage']}")
     lines.append("")
     lines.append(f"Create Index: {p.get('CreateIndex', 0)}")
     lines.append(f"Modify Index: {p.get('ModifyIndex', 0)}")
