@@ -11,8 +11,8 @@ import time
 import pytest
 from conftest import SCENARIO_LINES
 
-from harness.cluster import Agent, LocalCluster, eventually
-from harness.workload import ScenarioReport, Workload, verify
+from lab.cluster import Agent, LocalCluster, eventually
+from lab.workload import ScenarioReport, Workload, verify
 
 pytestmark = pytest.mark.integration
 
