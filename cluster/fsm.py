@@ -60,6 +60,7 @@ _STR_FIELDS = frozenset({
     "Partition", "Name", "ID", "PeerID", "PeerServerName", "State", "DeletedAt",
     "EstablishmentSecret", "PendingStreamSecret", "expect_secret",
     "RaftAddr", "Node", "HTTPAddr", "PeeringAddr", "Datacenter", "TrustDomain", "CACert", "CAKey",
+    "HTTPSAddr",
 })
 _OPT_STR_FIELDS = frozenset({
     "rid", "StreamSecret", "ActiveStreamSecret", "PromoteStreamSecret",
@@ -154,7 +155,8 @@ class FSM:
         self.peering_ids: dict[str, Key] = {}
         # peering ID -> {"establishment": s, "pending": s, "active": s}
         self.secrets: dict[str, dict[str, str]] = {}
-        # raft address "host:port" -> {"Node", "HTTPAddr", "PeeringAddr", "Datacenter"}
+        # raft address "host:port" -> {"Node", "HTTPAddr", "HTTPSAddr", "PeeringAddr",
+        # "Datacenter"}; PeeringAddr is the address peer clusters dial (advertise_addr_wan)
         self.servers: dict[str, dict[str, str]] = {}
         # {"TrustDomain", "CACert", "CAKey"} once the first leader initialised the cluster
         self.identity: dict[str, str] | None = None
@@ -227,6 +229,7 @@ class FSM:
 
     def _op_register_server(self, cmd: dict[str, Any]) -> dict[str, Any]:
         entry = {k: str(cmd[k]) for k in ("Node", "HTTPAddr", "PeeringAddr", "Datacenter")}
+        entry["HTTPSAddr"] = str(cmd.get("HTTPSAddr", ""))  # absent before HTTPS existed
         addr = str(cmd["RaftAddr"])
         if self.servers.get(addr) == entry:
             return {"index": self.index}
