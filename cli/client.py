@@ -200,6 +200,9 @@ class Client:
         self.opener = urllib.request.build_opener(
             _HTTPSHandler(_tls_context(tls), tls["tls-server-name"] or None)
         ) if self.base.startswith("https://") else urllib.request.build_opener()
+        # A server that requires client certificates (verify_incoming) closes the connection
+        # without a word (asyncio sends no TLS alert): say what is likely missing.
+        self.cert_hint = self.base.startswith("https://") and not tls["client-cert"]
 
     def request(self, method: str, path: str, query: dict[str, str] | None = None,
                 body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
@@ -224,7 +227,13 @@ class Client:
         except urllib.error.HTTPError as e:
             status, payload = e.code, e.read()
         except (urllib.error.URLError, OSError) as e:
-            raise _TransportError(f'{method.title()} "{url}": {_transport_text(e, url)}') from None
+            text = _transport_text(e, url)
+            if self.cert_hint and isinstance(getattr(e, "reason", e), ConnectionError |
+                                             ssl.SSLEOFError):
+                text = "the server closed the TLS connection without an answer; it may " \
+                       "require a client certificate (-client-cert/-client-key, " \
+                       "CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY)"
+            raise _TransportError(f'{method.title()} "{url}": {text}') from None
         if status not in ok:
             raise _StatusError(status, payload.decode(errors="replace"))
         return json.loads(payload) if payload.strip() else None
