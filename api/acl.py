@@ -1,12 +1,12 @@
 """The ACL endpoints in Consul's shapes: bootstrap, policies and tokens.
 
-Thin handlers: decode and check what Consul's HTTP layer checks, route (writes to the leader,
-reads by read mode - the ACL decision is taken there, see api/authz.py), check what Consul's
-ACL RPC checks against the leader's state, then commit a command whose IDs, secrets and times
-were chosen here. The FSM re-checks everything that could have changed in between (names,
-IDs, bootstrap) in log order. Status codes: Consul's RPC errors are 500 with their text; as
-for peering, this server answers 400 with the same text (403 for ACL denials, bootstrap).
-Secrets are never logged.
+Thin handlers, run by the pipeline (api/pipeline.py) on the server that serves the request: parse
+(decode and check what Consul's HTTP layer checks); then, after the pipeline's ACL decision,
+serve (check what Consul's ACL RPC checks against the leader's state, then commit a command
+whose IDs, secrets and times were chosen here). The FSM re-checks everything that could have
+changed in between (names, IDs, bootstrap) in log order. Status codes: Consul's RPC errors are
+500 with their text; as for peering, this server answers 400 with the same text (403 for ACL
+denials, bootstrap). Secrets are never logged.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import datetime
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,12 +25,12 @@ from cluster import acl
 from cluster.fsm import Record
 from cluster.gojson import GoJSONError, Schema, go_decode_strict
 
-from .authz import IDENTITY, Identity
+from .authz import ACL_READ, ACL_WRITE, ANY_TOKEN, IDENTITY, OPEN, Identity
 from .commit import commit
 from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
-from .forward import route_to_leader
-from .reads import parse_read_options, read_headers, route_read
+from .pipeline import READ, WRITE, Route
+from .reads import read_headers
 from .render import json_response
 
 log = logging.getLogger("peerplane.acl")
@@ -64,6 +64,11 @@ def _ctx(request: web.Request) -> ServerContext:
     if ctx.acl is None:
         raise APIError(401, "ACL support disabled")
     return ctx
+
+
+async def acls_enabled(request: web.Request) -> None:
+    """The parse of the routes without input: only that ACLs are on."""
+    _ctx(request)
 
 
 def _now() -> str:
@@ -137,8 +142,8 @@ def _reset_index(ctx: ServerContext) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-async def bootstrap(request: web.Request) -> web.StreamResponse:
-    ctx = _ctx(request)
+async def parse_bootstrap(request: web.Request) -> str:
+    _ctx(request)
     raw = await request.read()
     secret = ""
     if raw:
@@ -149,8 +154,11 @@ async def bootstrap(request: web.Request) -> web.StreamResponse:
         secret = body.get("BootstrapSecret", "")
         if secret and not acl.is_uuid(secret):
             raise bad_request("Invalid Token: SecretID is not a valid UUID")
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
+    return secret
+
+
+async def bootstrap(request: web.Request, secret: str) -> web.StreamResponse:
+    ctx = _ctx(request)
     reset = 0
     if ctx.fsm.acl_bootstrap_index:  # checked here too, so refused calls never reach Raft
         reset = _reset_index(ctx)
@@ -199,8 +207,10 @@ async def _check_policy(ctx: ServerContext, body: dict[str, Any]) -> str:
     return name
 
 
-async def _write_policy(request: web.Request, policy_id: str, create: bool) -> web.StreamResponse:
-    ctx = _ctx(request)
+async def _parse_policy(
+    request: web.Request, policy_id: str, create: bool
+) -> tuple[dict[str, Any], str]:
+    _ctx(request)
     body = _decode(await request.read(), POLICY_REQUEST, "structs.ACLPolicy", "Policy")
     if create and body.get("ID"):
         raise bad_request("Cannot specify the ID when creating a new policy")
@@ -208,8 +218,14 @@ async def _write_policy(request: web.Request, policy_id: str, create: bool) -> w
         if body.get("ID") and body["ID"] != policy_id:
             raise bad_request("Policy ID in URL and payload do not match")
         policy_id = body.get("ID") or policy_id
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
+    return body, policy_id
+
+
+async def _write_policy(
+    request: web.Request, parsed: tuple[dict[str, Any], str], create: bool
+) -> web.StreamResponse:
+    ctx = _ctx(request)
+    body, policy_id = parsed
     name = await _check_policy(ctx, body)
     if create:
         policy_id = str(uuid.uuid4())
@@ -242,74 +258,72 @@ async def _write_policy(request: web.Request, policy_id: str, create: bool) -> w
     return json_response(request, policy_json(stored))
 
 
-async def policy_create(request: web.Request) -> web.StreamResponse:
-    return await _write_policy(request, "", create=True)
+async def parse_policy_create(request: web.Request) -> tuple[dict[str, Any], str]:
+    return await _parse_policy(request, "", create=True)
 
 
-async def policy_update(request: web.Request) -> web.StreamResponse:
-    return await _write_policy(request, request.match_info.get("id", ""), create=False)
+async def parse_policy_update(request: web.Request) -> tuple[dict[str, Any], str]:
+    return await _parse_policy(request, request.match_info.get("id", ""), create=False)
 
 
-async def _read(
-    request: web.Request, index: Callable[[], int]
-) -> tuple[web.StreamResponse | None, Any]:
-    """Route a read by its mode and wait out a blocking query; (forwarded, options)."""
+async def policy_create(request: web.Request, parsed: tuple[dict[str, Any], str]
+                        ) -> web.StreamResponse:
+    return await _write_policy(request, parsed, create=True)
+
+
+async def policy_update(request: web.Request, parsed: tuple[dict[str, Any], str]
+                        ) -> web.StreamResponse:
+    return await _write_policy(request, parsed, create=False)
+
+
+def _path_value(key: str, missing: str) -> Callable[[web.Request], Awaitable[str]]:
+    """A parse: the path parameter `key` (400 `missing` when empty), once ACLs are on."""
+
+    async def parse(request: web.Request) -> str:
+        _ctx(request)
+        value = request.match_info.get(key, "")
+        if not value:
+            raise bad_request(missing)
+        return value
+
+    return parse
+
+
+def _policies_index(ctx: ServerContext, _: Any) -> int:
+    return ctx.fsm.acl_policies_index
+
+
+def _tokens_index(ctx: ServerContext, _: Any) -> int:
+    return ctx.fsm.acl_tokens_index
+
+
+async def policy_read(request: web.Request, policy_id: str) -> web.StreamResponse:
     ctx = _ctx(request)
-    opts = parse_read_options(request.query)
-    if (routed := await route_read(request, opts)) is not None:
-        return routed, opts
-    if opts.index is not None:
-        await ctx.watch.wait_past(index, opts.index, opts.wait)
-    return None, opts
-
-
-async def policy_read(request: web.Request) -> web.StreamResponse:
-    ctx = _ctx(request)
-    policy_id = request.match_info.get("id", "")
-    if not policy_id:
-        raise bad_request("Missing policy ID")
-    routed, opts = await _read(request, lambda: ctx.fsm.acl_policies_index)
-    if routed is not None:
-        return routed
     rec = ctx.fsm.acl_policy(policy_id)
     if rec is None:
         raise APIError(404, "Requested policy does not exist: ACL not found")
     return json_response(request, policy_json(rec),
-                         read_headers(request, opts, ctx.fsm.acl_policies_index))
+                         read_headers(request, ctx.fsm.acl_policies_index))
 
 
-async def policy_read_by_name(request: web.Request) -> web.StreamResponse:
+async def policy_read_by_name(request: web.Request, name: str) -> web.StreamResponse:
     ctx = _ctx(request)
-    name = request.match_info.get("name", "")
-    if not name:
-        raise bad_request("Missing policy Name")
-    routed, opts = await _read(request, lambda: ctx.fsm.acl_policies_index)
-    if routed is not None:
-        return routed
     rec = ctx.fsm.acl_policy_by_name(name)
     if rec is None:
         raise APIError(404, "Requested policy does not exist: ACL not found")
     return json_response(request, policy_json(rec),
-                         read_headers(request, opts, ctx.fsm.acl_policies_index))
+                         read_headers(request, ctx.fsm.acl_policies_index))
 
 
-async def policy_list(request: web.Request) -> web.StreamResponse:
+async def policy_list(request: web.Request, _: None) -> web.StreamResponse:
     ctx = _ctx(request)
-    routed, opts = await _read(request, lambda: ctx.fsm.acl_policies_index)
-    if routed is not None:
-        return routed
     recs, index = ctx.fsm.acl_policy_list()
     return json_response(request, [policy_json(r, stub=True) for r in recs],
-                         read_headers(request, opts, index))
+                         read_headers(request, index))
 
 
-async def policy_delete(request: web.Request) -> web.StreamResponse:
+async def policy_delete(request: web.Request, policy_id: str) -> web.StreamResponse:
     ctx = _ctx(request)
-    policy_id = request.match_info.get("id", "")
-    if not policy_id:
-        raise bad_request("Missing policy ID")
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
     if policy_id == acl.GLOBAL_MANAGEMENT_ID:
         raise bad_request(
             "Delete operation not permitted on the builtin global-management policy"
@@ -379,15 +393,22 @@ def _new_token_id(ctx: ServerContext, value: str, field: str) -> str:
     return value
 
 
-async def _write_token(request: web.Request, accessor: str, create: bool) -> web.StreamResponse:
+async def parse_token_create(request: web.Request) -> tuple[dict[str, Any], str]:
+    _ctx(request)
+    return _decode(await request.read(), TOKEN_REQUEST, "structs.ACLToken", "Token"), ""
+
+
+async def parse_token_update(request: web.Request) -> tuple[dict[str, Any], str]:
+    body, _ = await parse_token_create(request)
+    accessor = body.get("AccessorID") or request.match_info.get("id", "")
+    if accessor != request.match_info.get("id", ""):
+        raise bad_request("Token Accessor ID in URL and payload do not match")
+    return body, accessor
+
+
+async def _write_token(request: web.Request, body: dict[str, Any], accessor: str,
+                       create: bool) -> web.StreamResponse:
     ctx = _ctx(request)
-    body = _decode(await request.read(), TOKEN_REQUEST, "structs.ACLToken", "Token")
-    if not create:
-        accessor = body.get("AccessorID") or accessor
-        if accessor != request.match_info.get("id", ""):
-            raise bad_request("Token Accessor ID in URL and payload do not match")
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
     if body.get("Partition", "default") not in ("", "default") or body.get(
         "Namespace", "default"
     ) not in ("", "default"):
@@ -429,59 +450,44 @@ async def _write_token(request: web.Request, accessor: str, create: bool) -> web
     return json_response(request, token_json(ctx, stored))
 
 
-async def token_create(request: web.Request) -> web.StreamResponse:
-    return await _write_token(request, "", create=True)
+async def token_create(request: web.Request, parsed: tuple[dict[str, Any], str]
+                       ) -> web.StreamResponse:
+    return await _write_token(request, *parsed, create=True)
 
 
-async def token_update(request: web.Request) -> web.StreamResponse:
-    return await _write_token(request, request.match_info.get("id", ""), create=False)
+async def token_update(request: web.Request, parsed: tuple[dict[str, Any], str]
+                       ) -> web.StreamResponse:
+    return await _write_token(request, *parsed, create=False)
 
 
-async def token_read(request: web.Request) -> web.StreamResponse:
+async def token_read(request: web.Request, accessor: str) -> web.StreamResponse:
     ctx = _ctx(request)
-    accessor = request.match_info.get("id", "")
-    if not accessor:
-        raise bad_request("Missing token AccessorID")
-    routed, opts = await _read(request, lambda: ctx.fsm.acl_tokens_index)
-    if routed is not None:
-        return routed
     tok = ctx.fsm.acl_token(accessor)
     if tok is None:
         raise APIError(404, "Requested token does not exist: ACL not found")
     return json_response(request, token_json(ctx, tok, redact=not _may_write(request)),
-                         read_headers(request, opts, ctx.fsm.acl_tokens_index))
+                         read_headers(request, ctx.fsm.acl_tokens_index))
 
 
-async def token_self(request: web.Request) -> web.StreamResponse:
+async def token_self(request: web.Request, _: None) -> web.StreamResponse:
     ctx = _ctx(request)
-    routed, opts = await _read(request, lambda: ctx.fsm.acl_tokens_index)
-    if routed is not None:
-        return routed
     tok = ctx.fsm.acl_token(_identity(request).accessor)
     if tok is None:
         raise APIError(404, "Supplied token does not exist")
     return json_response(request, token_json(ctx, tok),
-                         read_headers(request, opts, ctx.fsm.acl_tokens_index))
+                         read_headers(request, ctx.fsm.acl_tokens_index))
 
 
-async def token_list(request: web.Request) -> web.StreamResponse:
+async def token_list(request: web.Request, _: None) -> web.StreamResponse:
     ctx = _ctx(request)
-    routed, opts = await _read(request, lambda: ctx.fsm.acl_tokens_index)
-    if routed is not None:
-        return routed
     redact = not _may_write(request)
     recs, index = ctx.fsm.acl_token_list()
     return json_response(request, [token_json(ctx, t, redact=redact) for t in recs],
-                         read_headers(request, opts, index))
+                         read_headers(request, index))
 
 
-async def token_delete(request: web.Request) -> web.StreamResponse:
+async def token_delete(request: web.Request, accessor: str) -> web.StreamResponse:
     ctx = _ctx(request)
-    accessor = request.match_info.get("id", "")
-    if not accessor:
-        raise bad_request("Missing token AccessorID")
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
     if not acl.is_uuid(accessor):
         raise bad_request("Accessor ID is missing or an invalid UUID")
     if accessor == acl.ANONYMOUS_ACCESSOR:
@@ -493,18 +499,25 @@ async def token_delete(request: web.Request) -> web.StreamResponse:
     return json_response(request, True)
 
 
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_put("/v1/acl/bootstrap", bootstrap)
-    r.add_put("/v1/acl/policy", policy_create)
-    r.add_get("/v1/acl/policies", policy_list, allow_head=False)
-    r.add_get("/v1/acl/policy/name/{name}", policy_read_by_name, allow_head=False)
-    r.add_get("/v1/acl/policy/{id}", policy_read, allow_head=False)
-    r.add_put("/v1/acl/policy/{id}", policy_update)
-    r.add_delete("/v1/acl/policy/{id}", policy_delete)
-    r.add_put("/v1/acl/token", token_create)
-    r.add_get("/v1/acl/tokens", token_list, allow_head=False)
-    r.add_get("/v1/acl/token/self", token_self, allow_head=False)
-    r.add_get("/v1/acl/token/{id}", token_read, allow_head=False)
-    r.add_put("/v1/acl/token/{id}", token_update)
-    r.add_delete("/v1/acl/token/{id}", token_delete)
+_policy_id = _path_value("id", "Missing policy ID")
+_accessor = _path_value("id", "Missing token AccessorID")
+ROUTES = [
+    Route("PUT", "/v1/acl/bootstrap", WRITE, OPEN, bootstrap, parse_bootstrap),  # allowed once
+    Route("PUT", "/v1/acl/policy", WRITE, ACL_WRITE, policy_create, parse_policy_create),
+    Route("GET", "/v1/acl/policies", READ, ACL_READ, policy_list, acls_enabled,
+          _policies_index),
+    Route("GET", "/v1/acl/policy/name/{name}", READ, ACL_READ, policy_read_by_name,
+          _path_value("name", "Missing policy Name"), _policies_index),
+    Route("GET", "/v1/acl/policy/{id}", READ, ACL_READ, policy_read, _policy_id,
+          _policies_index),
+    Route("PUT", "/v1/acl/policy/{id}", WRITE, ACL_WRITE, policy_update, parse_policy_update),
+    Route("DELETE", "/v1/acl/policy/{id}", WRITE, ACL_WRITE, policy_delete, _policy_id),
+    Route("PUT", "/v1/acl/token", WRITE, ACL_WRITE, token_create, parse_token_create),
+    Route("GET", "/v1/acl/tokens", READ, ACL_READ, token_list, acls_enabled, _tokens_index),
+    # any token may read itself
+    Route("GET", "/v1/acl/token/self", READ, ANY_TOKEN, token_self, acls_enabled,
+          _tokens_index),
+    Route("GET", "/v1/acl/token/{id}", READ, ACL_READ, token_read, _accessor, _tokens_index),
+    Route("PUT", "/v1/acl/token/{id}", WRITE, ACL_WRITE, token_update, parse_token_update),
+    Route("DELETE", "/v1/acl/token/{id}", WRITE, ACL_WRITE, token_delete, _accessor),
+]

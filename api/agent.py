@@ -25,8 +25,10 @@ from aiohttp import web
 
 from cluster import logs
 
+from .authz import AGENT_READ, OPEN, OPERATOR_READ
 from .context import SERVER, ServerContext
 from .https import server_base
+from .pipeline import LOCAL, Route
 from .render import json_response
 
 FAN_OUT_TIMEOUT = 1.0
@@ -113,7 +115,7 @@ def _self_entry(ctx: ServerContext) -> dict[str, str]:
             "PeeringAddr": ctx.peering_addr, "Datacenter": ctx.datacenter}
 
 
-async def agent_self(request: web.Request) -> web.StreamResponse:
+async def agent_self(request: web.Request, _: None) -> web.StreamResponse:
     ctx = request.app[SERVER]
     return json_response(request, {
         "Config": {
@@ -215,7 +217,7 @@ async def cluster_view(ctx: ServerContext, request: web.Request) -> dict[str, An
     return {"Leader": leader_addr or "", "Servers": servers}
 
 
-async def agent_members(request: web.Request) -> web.StreamResponse:
+async def agent_members(request: web.Request, _: None) -> web.StreamResponse:
     ctx = request.app[SERVER]
     view = await cluster_view(ctx, request)
     fsm_view = ctx.fsm.servers_view()
@@ -227,7 +229,7 @@ async def agent_members(request: web.Request) -> web.StreamResponse:
     return json_response(request, out)
 
 
-async def autopilot_health(request: web.Request) -> web.StreamResponse:
+async def autopilot_health(request: web.Request, _: None) -> web.StreamResponse:
     ctx = request.app[SERVER]
     view = await cluster_view(ctx, request)
     servers = [
@@ -260,11 +262,11 @@ async def autopilot_health(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def internal_raft_stats(request: web.Request) -> web.StreamResponse:
+async def internal_raft_stats(request: web.Request, _: None) -> web.StreamResponse:
     return json_response(request, raft_stats(request.app[SERVER]))
 
 
-async def ui_cluster(request: web.Request) -> web.StreamResponse:
+async def ui_cluster(request: web.Request, _: None) -> web.StreamResponse:
     ctx = request.app[SERVER]
     view = await cluster_view(ctx, request)
     leader = next((s for s in view["Servers"] if s["Leader"]), None)
@@ -276,10 +278,18 @@ async def ui_cluster(request: web.Request) -> web.StreamResponse:
     })
 
 
-def add_routes(app: web.Application) -> None:
+ROUTES = [
+    Route("GET", "/v1/agent/self", LOCAL, AGENT_READ, agent_self, allow_head=True),
+    # Consul filters members by node:read instead
+    Route("GET", "/v1/agent/members", LOCAL, OPEN, agent_members, allow_head=True),
+    Route("GET", "/v1/operator/autopilot/health", LOCAL, OPERATOR_READ, autopilot_health,
+          allow_head=True),
+    Route("GET", "/v1/internal/ui/cluster", LOCAL, OPEN, ui_cluster, allow_head=True),
+    # what /v1/status/* tells, per server
+    Route("GET", "/v1/internal/raft/stats", LOCAL, OPEN, internal_raft_stats,
+          allow_head=True),
+]
+
+
+def install(app: web.Application) -> None:
     app[_HEALTH_SINCE] = {}
-    app.router.add_get("/v1/agent/self", agent_self)
-    app.router.add_get("/v1/agent/members", agent_members)
-    app.router.add_get("/v1/operator/autopilot/health", autopilot_health)
-    app.router.add_get("/v1/internal/ui/cluster", ui_cluster)
-    app.router.add_get("/v1/internal/raft/stats", internal_raft_stats)

@@ -1,4 +1,5 @@
-"""The aiohttp application: routes plus the cross-cutting middlewares (errors, headers)."""
+"""The aiohttp application: the route table (api/pipeline.py) plus the cross-cutting middlewares
+(request log and metrics, Consul's headers and error texts, body and blocking-query limits)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from . import acl, agent, authz, limits, observe, openapi, peering, status, ui
+from . import acl, agent, limits, observe, openapi, peering, pipeline, status, ui
 from .context import SERVER, ServerContext
 from .errors import APIError
 
@@ -63,16 +64,15 @@ async def consul_headers(request: web.Request, handler) -> web.StreamResponse:
 def make_app(ctx: ServerContext) -> web.Application:
     app = web.Application(
         middlewares=[observe.observe, consul_headers, consul_errors, limits.read_body_in_time,
-                     limits.cap_blocking_queries, authz.enforce],
+                     limits.cap_blocking_queries, pipeline.pipeline],
         client_max_size=ctx.max_body,
     )
     app[SERVER] = ctx
     limits.install(app, ctx.limits)
-    peering.add_routes(app)
-    acl.add_routes(app)
-    status.add_routes(app)
-    agent.add_routes(app)
-    observe.add_routes(app)
+    # Every API endpoint is one row of a module's ROUTES (see api/pipeline.py).
+    for module in (peering, acl, status, agent, observe, openapi):
+        pipeline.add_routes(app, module.ROUTES)
+    agent.install(app)
+    openapi.install(app)
     ui.add_routes(app)
-    openapi.add_routes(app)
     return app

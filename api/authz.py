@@ -1,21 +1,11 @@
-"""ACL enforcement for every route: one permission table and one middleware.
+"""ACL decisions: token resolution and the check of one route's permission.
 
-Which permission a route needs is written down once, in `ROUTES`. The middleware looks it up;
-*where* the decision is taken depends on the route:
-
-- routes whose handlers send the request to the leader or serve it by read mode (peering and
-  ACL endpoints) are decided on the server that applies the request: the middleware leaves the
-  check pending, and `authorize` - called by `route_to_leader` / `route_read` at the moment a
-  server decides to serve the request itself - resolves the caller's token there. A forwarded
-  request carries the caller's token (query string and headers) to the leader, whose own
-  middleware does the same. Bodies are validated before that (400 comes before 403, as in
-  Consul, whose HTTP layer validates before the RPC that checks the token);
-- the others (status, operator, agent) are answered from this server's own view and are
-  decided right away.
-
-A request whose check is still pending when its handler returns a success that was not
-forwarded is a programming error: it is logged and answered 500, never served unchecked.
-With ACLs disabled nothing here runs.
+Which permission a route needs is written in its row of the route table (`ROUTES` of each API
+module); the pipeline (api/pipeline.py) calls `decide` once, on the server that serves the
+request, after the handler parsed its input (400 comes before 403, as in Consul, whose HTTP
+layer validates before the RPC that checks the token), and never on a follower that forwards it
+(the request carries the caller's token - query string and headers - to the leader). With ACLs
+disabled nothing here runs.
 """
 
 from __future__ import annotations
@@ -49,66 +39,19 @@ log = logging.getLogger("peerplane.acl")
 ACL_NOT_FOUND = "ACL not found"
 
 
-@dataclass(frozen=True)
-class Need:
-    """What a route requires: a permission (None: only a token that resolves), and whether the
-    decision waits for the server that applies the request."""
+OPEN = "open"  # no token needed; a bad token is not even looked at (Consul's status endpoints)
+ANY_TOKEN = "token"  # any token that resolves (e.g. a token reading itself)
+Access = Permission | str  # a permission, OPEN or ANY_TOKEN
 
-    perm: Permission | None
-    at_leader: bool = True
+PEERING_READ = Permission("peering", "read")
+PEERING_WRITE = Permission("peering", "write")
+ACL_READ = Permission("acl", "read")
+ACL_WRITE = Permission("acl", "write")
+OPERATOR_READ = Permission("operator", "read")
+AGENT_READ = Permission("agent", "read")  # segment: this node's name, filled in by `decide`
+UNLISTED = OPERATOR_READ  # a /v1 route without a row in the route table is closed, not open
 
-
-def _p(resource: str, access: str) -> Permission:
-    return Permission(resource, access)
-
-
-_PEERING_READ = Need(_p("peering", "read"))
-_PEERING_WRITE = Need(_p("peering", "write"))
-_ACL_READ = Need(_p("acl", "read"))
-_ACL_WRITE = Need(_p("acl", "write"))
-_OPERATOR_READ = Need(_p("operator", "read"), at_leader=False)
-_AGENT_READ = Need(_p("agent", "read"), at_leader=False)  # segment: this node's name
-OPEN = None  # no token needed; a bad token is not even looked at (Consul's status endpoints)
-
-# (method, canonical route path) -> Need, or OPEN.
-ROUTES: dict[tuple[str, str], Need | None] = {
-    ("POST", "/v1/peering/token"): _PEERING_WRITE,
-    ("POST", "/v1/peering/establish"): _PEERING_WRITE,
-    ("GET", "/v1/peering/"): _PEERING_READ,
-    ("GET", "/v1/peering/{name}"): _PEERING_READ,
-    ("DELETE", "/v1/peering/"): _PEERING_WRITE,
-    ("DELETE", "/v1/peering/{name}"): _PEERING_WRITE,
-    ("GET", "/v1/peerings"): _PEERING_READ,
-    ("GET", "/v1/status/leader"): OPEN,
-    ("GET", "/v1/status/peers"): OPEN,
-    ("GET", "/v1/operator/raft/configuration"): _OPERATOR_READ,
-    ("GET", "/v1/operator/autopilot/health"): _OPERATOR_READ,
-    ("GET", "/v1/agent/self"): _AGENT_READ,
-    ("GET", "/v1/agent/metrics"): _AGENT_READ,
-    ("GET", "/v1/agent/members"): OPEN,  # Consul filters members by node:read instead
-    ("GET", "/v1/internal/ui/cluster"): OPEN,
-    ("GET", "/v1/internal/raft/stats"): OPEN,  # what /v1/status/* tells, per server
-    ("GET", "/v1/openapi.json"): OPEN,
-    ("PUT", "/v1/acl/bootstrap"): OPEN,  # guarded by being allowed once
-    ("PUT", "/v1/acl/policy"): _ACL_WRITE,
-    ("GET", "/v1/acl/policy/{id}"): _ACL_READ,
-    ("PUT", "/v1/acl/policy/{id}"): _ACL_WRITE,
-    ("DELETE", "/v1/acl/policy/{id}"): _ACL_WRITE,
-    ("GET", "/v1/acl/policy/name/{name}"): _ACL_READ,
-    ("GET", "/v1/acl/policies"): _ACL_READ,
-    ("PUT", "/v1/acl/token"): _ACL_WRITE,
-    ("GET", "/v1/acl/token/self"): Need(None),  # any token may read itself
-    ("GET", "/v1/acl/token/{id}"): _ACL_READ,
-    ("PUT", "/v1/acl/token/{id}"): _ACL_WRITE,
-    ("DELETE", "/v1/acl/token/{id}"): _ACL_WRITE,
-    ("GET", "/v1/acl/tokens"): _ACL_READ,
-}
-# A /v1 route nobody listed above is closed rather than open.
-_UNLISTED = Need(_p("operator", "read"), at_leader=False)
-
-_PENDING = "acl_pending"  # request key: the Need still to be decided
 IDENTITY = "acl_identity"  # request key: the resolved Identity, once decided
-FORWARDED_KEY = "acl_forwarded"  # request key: set when the leader answered instead
 
 
 @dataclass(frozen=True)
@@ -175,60 +118,16 @@ class ACLResolver:
                         Authorizer(merge(rules), self.default_policy), token)
 
 
-def _need(request: web.Request) -> Need | None:
-    info = request.match_info
-    if info.http_exception is not None:
-        return OPEN  # 404 / 405: nothing is served
-    canonical = info.route.resource.canonical if info.route.resource else ""
-    key = (request.method, canonical)
-    if key in ROUTES:
-        return ROUTES[key]
-    if request.method == "HEAD" and ("GET", canonical) in ROUTES:
-        return ROUTES[("GET", canonical)]
-    return _UNLISTED if request.path.startswith("/v1/") else OPEN
-
-
-async def _decide(request: web.Request, need: Need) -> Identity:
+async def decide(request: web.Request, access: Access) -> None:
+    """The one ACL decision of a request, on the server that serves it."""
     ctx = request.app[SERVER]
-    assert ctx.acl is not None
+    if ctx.acl is None or access == OPEN:
+        return
     identity = await ctx.acl.resolve(token_of(request))
     request[IDENTITY] = identity
-    perm = need.perm
-    if perm is not None:
+    if isinstance(access, Permission):
+        perm = access
         if perm.resource == "agent":
             perm = Permission("agent", perm.access, ctx.node_name)
         if not identity.authorizer.allows(perm):
             raise APIError(403, denied_text(identity.accessor, perm))
-    return identity
-
-
-async def authorize(request: web.Request) -> None:
-    """Decide a pending check here: this server is about to serve the request itself."""
-    need = request.pop(_PENDING, None)
-    if need is not None:
-        await _decide(request, need)
-
-
-def mark_forwarded(request: web.Request) -> None:
-    """The leader answered; it decided with the caller's token."""
-    request[FORWARDED_KEY] = True
-    request.pop(_PENDING, None)
-
-
-@web.middleware
-async def enforce(request: web.Request, handler) -> web.StreamResponse:
-    ctx = request.app[SERVER]
-    if ctx.acl is None:
-        return await handler(request)
-    need = _need(request)
-    if need is None:
-        return await handler(request)
-    if not need.at_leader:
-        await _decide(request, need)
-        return await handler(request)
-    request[_PENDING] = need
-    response = await handler(request)
-    if request.get(_PENDING) is not None and response.status < 400:
-        log.error("%s %s was served without an ACL decision", request.method, request.path)
-        raise APIError(500, "Internal error: request served without an ACL decision")
-    return response

@@ -1,6 +1,8 @@
 """Where a request is forwarded: to the leader's HTTP address, learned from replicated membership.
 
-A follower forwards writes and leader reads. A node that receives a forwarded request but is not
+The pipeline (api/pipeline.py) calls `to_leader` for writes and leader reads before anything of
+the request is decoded; the raw body and the caller's headers go to the leader, which runs the
+pipeline once. A node that receives a forwarded request but is not
 leader (any more) answers 503 with a marker header, so the original node keeps trying until its
 hold time ends, as Consul's RPC layer does. Leaderless periods end in 503 `No cluster leader`.
 """
@@ -16,7 +18,6 @@ from aiohttp import web
 
 from cluster import logs
 
-from .authz import authorize, mark_forwarded
 from .context import SERVER, ServerContext
 from .errors import APIError, no_leader
 from .https import server_base
@@ -32,7 +33,10 @@ class _LeaderMoved(Exception):
     pass
 
 
-async def route_to_leader(
+FORWARDED_TO = "forwarded_to"  # request key: the leader that answered instead (for the log)
+
+
+async def to_leader(
     request: web.Request, *, need_lease: bool = False, extra_time: float = 0.0
 ) -> web.StreamResponse | None:
     """None when this node is the leader and may serve the request itself (with a valid lease
@@ -43,7 +47,6 @@ async def route_to_leader(
     while True:
         if ctx.node.is_leader():
             if not need_lease or ctx.node.lease_holds():
-                await authorize(request)  # ACLs are decided by the server that serves it
                 return None
         elif request.headers.get(FORWARDED):
             # Never forward twice: the sender holds the clock and will retry.
@@ -57,7 +60,7 @@ async def route_to_leader(
                 except _LeaderMoved:
                     pass
                 else:
-                    mark_forwarded(request)
+                    request[FORWARDED_TO] = leader
                     return response
         if loop.time() >= deadline:
             raise no_leader()

@@ -11,7 +11,10 @@ from aiohttp import web
 
 from cluster import logs
 
+from .authz import AGENT_READ
 from .context import SERVER
+from .forward import FORWARDED_TO
+from .pipeline import LOCAL, Route
 from .render import json_response
 
 log = logging.getLogger("peerplane.http")
@@ -54,18 +57,21 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
         if metrics is not None:
             metrics.observe_http(route, request.method, status, elapsed)
         if log.isEnabledFor(logging.DEBUG):
-            # Consul's "Request finished" line, at debug level as in Consul.
+            # Consul's "Request finished" line, at debug level as in Consul; a request this
+            # server forwarded names the leader that answered it.
+            extra = {"method": request.method, "route": route, "status": status,
+                     "latency_ms": round(elapsed * 1000, 3)}
+            if (leader := request.get(FORWARDED_TO)) is not None:
+                extra["forwarded_to"] = leader
             log.debug(
                 "Request finished: method=%s url=%s from=%s status=%d latency=%.3fms",
                 request.method, logs.redact_url(request.path_qs), request.remote, status,
-                elapsed * 1000,
-                extra={"method": request.method, "route": route, "status": status,
-                       "latency_ms": round(elapsed * 1000, 3)},
+                elapsed * 1000, extra=extra,
             )
         logs.REQUEST_ID.reset(token)
 
 
-async def agent_metrics(request: web.Request) -> web.StreamResponse:
+async def agent_metrics(request: web.Request, _: None) -> web.StreamResponse:
     metrics = request.app[SERVER].metrics
     if metrics is None:
         return web.Response(status=503, text="metrics are not enabled on this server")
@@ -76,5 +82,6 @@ async def agent_metrics(request: web.Request) -> web.StreamResponse:
     return json_response(request, metrics.json())
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/agent/metrics", agent_metrics)
+ROUTES = [
+    Route("GET", "/v1/agent/metrics", LOCAL, AGENT_READ, agent_metrics, allow_head=True),
+]

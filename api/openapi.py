@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from .authz import OPEN
+from .pipeline import LOCAL, Route
 from .render import json_response
 
 SPEC_FILE = Path(__file__).with_name("openapi.yaml")
@@ -60,13 +62,15 @@ def served_spec(app: web.Application) -> dict[str, Any]:
     return doc
 
 
-async def openapi_json(request: web.Request) -> web.StreamResponse:
+async def openapi_json(request: web.Request, _: None) -> web.StreamResponse:
     cache = request.app[_DOC]
     if not cache:  # built on first use: the router is complete by then
         cache.append(served_spec(request.app))
     return json_response(request, cache[0])
 
 
-def add_routes(app: web.Application) -> None:
+ROUTES = [Route("GET", "/v1/openapi.json", LOCAL, OPEN, openapi_json)]
+
+
+def install(app: web.Application) -> None:
     app[_DOC] = []
-    app.router.add_get("/v1/openapi.json", openapi_json, allow_head=False)

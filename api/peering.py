@@ -1,4 +1,5 @@
-"""The five peering endpoints: thin handlers that validate, route, commit and render."""
+"""The five peering endpoints: thin handlers (parse; serve: commit and render) and their rows of
+the route table (api/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from cluster.peering.identity import server_name
 from cluster.peering.reconciler import LIVE_STATES
 from cluster.peering.token import PeeringToken, TokenError, decode_token
 
+from .authz import PEERING_READ, PEERING_WRITE, UNLISTED
 from .commit import commit
 from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
 from .establish import exchange_secret
-from .forward import route_to_leader
-from .reads import parse_read_options, read_headers, route_read
+from .pipeline import LOCAL, READ, WRITE, Route
+from .reads import read_headers
 from .render import json_response
 from .validate import (
     ESTABLISH_REQUEST,
@@ -86,8 +88,7 @@ def _partition(request: web.Request, body: dict[str, Any] | None = None) -> str:
     )
 
 
-async def generate_token(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[SERVER]
+async def parse_token_request(request: web.Request) -> tuple[dict[str, Any], str]:
     body = decode_body(await request.read(), TOKEN_REQUEST, "api.PeeringGenerateTokenRequest")
     name = body.get("PeerName", "")
     if not name:
@@ -97,9 +98,15 @@ async def generate_token(request: web.Request) -> web.StreamResponse:
     partition = _partition(request, body)
     check_peer_name(name)
     check_meta(body.get("Meta") or {})
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
+    return body, partition
 
+
+async def generate_token(
+    request: web.Request, parsed: tuple[dict[str, Any], str]
+) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    body, partition = parsed
+    name = body["PeerName"]
     identity = await _identity(ctx)
     secret, new_id, rid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
 
@@ -126,8 +133,9 @@ async def generate_token(request: web.Request) -> web.StreamResponse:
     return json_response(request, {"PeeringToken": token.encode()})
 
 
-async def establish(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[SERVER]
+async def parse_establish_request(
+    request: web.Request,
+) -> tuple[dict[str, Any], str, PeeringToken]:
     body = decode_body(await request.read(), ESTABLISH_REQUEST, "api.PeeringEstablishRequest")
     name = body.get("PeerName", "")
     if not name:
@@ -141,9 +149,15 @@ async def establish(request: web.Request) -> web.StreamResponse:
     except TokenError as e:
         raise bad_request(str(e)) from None
     check_meta(body.get("Meta") or {})
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
+    return body, partition, token
 
+
+async def establish(
+    request: web.Request, parsed: tuple[dict[str, Any], str, PeeringToken]
+) -> web.StreamResponse:
+    ctx = request.app[SERVER]
+    body, partition, token = parsed
+    name = body["PeerName"]
     identity = ctx.fsm.identity
     if identity is not None:
         own = server_name(ctx.datacenter, identity["TrustDomain"])
@@ -179,60 +193,52 @@ async def establish(request: web.Request) -> web.StreamResponse:
     return json_response(request, {})
 
 
-def _name(request: web.Request) -> str:
+async def parse_name(request: web.Request) -> tuple[str, str]:
+    """(partition, name) of a peering named in the path."""
     name = request.match_info.get("name", "")
     if not name:
         raise bad_request("Must specify a name to fetch.")
-    return name
+    return _partition(request), name
 
 
-def _read_index(ctx: ServerContext, partition: str, name: str) -> int:
+async def parse_partition(request: web.Request) -> str:
+    return _partition(request)
+
+
+def _read_index(ctx: ServerContext, parsed: tuple[str, str]) -> int:
     """Consul's PeeringRead index: the peering's own ModifyIndex, so a blocking read wakes only
     when this peering changes; the table's index while it does not exist (creation, removal)."""
-    rec = ctx.fsm.get(partition, name)
+    rec = ctx.fsm.get(*parsed)
     return rec["ModifyIndex"] if rec is not None else ctx.fsm.peerings_index
 
 
-async def read(request: web.Request) -> web.StreamResponse:
+async def read(request: web.Request, parsed: tuple[str, str]) -> web.StreamResponse:
     ctx = request.app[SERVER]
-    name = _name(request)
-    opts = parse_read_options(request.query)
-    partition = _partition(request)
-    if (routed := await route_read(request, opts)) is not None:
-        return routed
-    if opts.index is not None:
-        await ctx.watch.wait_past(lambda: _read_index(ctx, partition, name), opts.index, opts.wait)
+    partition, name = parsed
     rec = ctx.fsm.get(partition, name)
     if rec is None:
-        raise APIError(
-            404, f"Peering not found for {go_quote(name)}", read_headers(request, opts, None)
-        )
+        raise APIError(404, f"Peering not found for {go_quote(name)}", read_headers(request, None))
     return json_response(
         request,
         peering_json(rec, ctx.streams.get(rec["ID"])),
-        read_headers(request, opts, rec["ModifyIndex"]),
+        read_headers(request, rec["ModifyIndex"]),
     )
 
 
-async def list_peerings(request: web.Request) -> web.StreamResponse:
+async def list_peerings(request: web.Request, partition: str) -> web.StreamResponse:
     ctx = request.app[SERVER]
-    opts = parse_read_options(request.query)
-    partition = _partition(request)
-    if (routed := await route_read(request, opts)) is not None:
-        return routed
-    if opts.index is not None:
-        await ctx.watch.wait_past(lambda: ctx.fsm.peerings_index, opts.index, opts.wait)
     recs, index = ctx.fsm.list(partition)
-    body = [peering_json(r, ctx.streams.get(r["ID"])) for r in recs]
-    return json_response(request, body, read_headers(request, opts, index))
+    headers = read_headers(request, index)
+    if "pretty" in request.query:
+        body = [peering_json(r, ctx.streams.get(r["ID"])) for r in recs]
+        return json_response(request, body, headers)
+    data = ctx.peering_list.render(partition, recs, ctx.streams, peering_json)
+    return web.Response(body=data, content_type="application/json", headers=headers)
 
 
-async def delete(request: web.Request) -> web.StreamResponse:
+async def delete(request: web.Request, parsed: tuple[str, str]) -> web.StreamResponse:
     ctx = request.app[SERVER]
-    name = _name(request)
-    partition = _partition(request)
-    if (forwarded := await route_to_leader(request)) is not None:
-        return forwarded
+    partition, name = parsed
     rid = str(uuid.uuid4())
 
     def build() -> dict[str, Any]:
@@ -246,20 +252,26 @@ async def delete(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
-async def _post_only(request: web.Request) -> web.StreamResponse:
+async def _post_only(request: web.Request, _: None) -> web.StreamResponse:
     """Other methods on the POST-only paths. As in Go's ServeMux, the exact path wins over the
     `/v1/peering/` subtree: `GET /v1/peering/token` is a 405, not a read of a peering "token"."""
     raise web.HTTPMethodNotAllowed(request.method, ["POST"])
 
 
-def add_routes(app: web.Application) -> None:
-    for path, handler in (("/v1/peering/token", generate_token),
-                          ("/v1/peering/establish", establish)):
-        app.router.add_post(path, handler)
-        app.router.add_route("*", path, _post_only)
-    # Everything below /v1/peering/ is a name, slashes and newlines included (Consul trims
-    # the prefix; the 404 text quotes what is left).
-    for path in ("/v1/peering/", r"/v1/peering/{name:[\s\S]+}"):
-        app.router.add_get(path, read, allow_head=False)
-        app.router.add_delete(path, delete)
-    app.router.add_get("/v1/peerings", list_peerings, allow_head=False)
+# Everything below /v1/peering/ is a name, slashes and newlines included (Consul trims the
+# prefix; the 404 text quotes what is left).
+_NAMED = (r"/v1/peering/", r"/v1/peering/{name:[\s\S]+}")
+ROUTES = [
+    Route("POST", "/v1/peering/token", WRITE, PEERING_WRITE, generate_token,
+          parse_token_request),
+    Route("*", "/v1/peering/token", LOCAL, UNLISTED, _post_only),
+    Route("POST", "/v1/peering/establish", WRITE, PEERING_WRITE, establish,
+          parse_establish_request),
+    Route("*", "/v1/peering/establish", LOCAL, UNLISTED, _post_only),
+    *(row for path in _NAMED for row in (
+        Route("GET", path, READ, PEERING_READ, read, parse_name, _read_index),
+        Route("DELETE", path, WRITE, PEERING_WRITE, delete, parse_name),
+    )),
+    Route("GET", "/v1/peerings", READ, PEERING_READ, list_peerings, parse_partition,
+          lambda ctx, _partition: ctx.fsm.peerings_index),
+]

@@ -1,5 +1,8 @@
 """Where a read mode is decided: default (leader with a lease), ?consistent (quorum barrier after
-the request arrived), ?stale (local state, bounded by ?max_stale), and blocking ?index/&wait."""
+the request arrived), ?stale (local state, bounded by ?max_stale), and blocking ?index/&wait.
+
+The pipeline (api/pipeline.py) calls `decide` for every read route, from the query string only
+(before any other input is parsed); handlers get the options back through `options(request)`."""
 
 from __future__ import annotations
 
@@ -11,10 +14,9 @@ from multidict import MultiMapping
 
 from cluster.raft import NotApplied, UnknownOutcome
 
-from .authz import authorize
 from .context import SERVER
 from .errors import APIError, bad_request
-from .forward import route_to_leader
+from .forward import to_leader
 
 DEFAULT_WAIT = 300.0
 MAX_WAIT = 600.0
@@ -122,17 +124,21 @@ def parse_read_options(query: MultiMapping[str]) -> ReadOptions:
     return ReadOptions(mode=mode, max_stale=max_stale if stale else None, index=index, wait=wait)
 
 
-async def route_read(request: web.Request, opts: ReadOptions) -> web.StreamResponse | None:
-    """Send the read where its mode says; None means serve it here from the local FSM."""
+READ = "read_options"  # request key: the ReadOptions `decide` served the request with
+
+
+async def decide(request: web.Request) -> web.StreamResponse | None:
+    """Parse the read options and send the read where its mode says: the leader's response,
+    or None to serve it here from the local FSM (after the quorum round for ?consistent)."""
     ctx = request.app[SERVER]
+    opts = request[READ] = parse_read_options(request.query)
     extra = opts.wait * 1.07 if opts.index is not None else 0.0
     if opts.mode == "stale":
         if opts.max_stale is None or ctx.node.last_contact_ms() <= opts.max_stale * 1000:
-            await authorize(request)  # a stale read is decided from this server's state
-            return None
+            return None  # a stale read is served from this server's state
         # Too far behind: the leader answers instead (or 503 when there is none).
-        return await route_to_leader(request, extra_time=extra)
-    forwarded = await route_to_leader(request, need_lease=opts.mode == "leader", extra_time=extra)
+        return await to_leader(request, extra_time=extra)
+    forwarded = await to_leader(request, need_lease=opts.mode == "leader", extra_time=extra)
     if forwarded is not None:
         return forwarded
     if opts.mode == "consistent":
@@ -144,8 +150,13 @@ async def route_read(request: web.Request, opts: ReadOptions) -> web.StreamRespo
     return None
 
 
-def read_headers(request: web.Request, opts: ReadOptions, index: int | None) -> dict[str, str]:
+def options(request: web.Request) -> ReadOptions:
+    return request[READ]
+
+
+def read_headers(request: web.Request, index: int | None) -> dict[str, str]:
     node = request.app[SERVER].node
+    opts = options(request)
     headers = {
         "X-Consul-KnownLeader": "true" if node.leader() is not None else "false",
         "X-Consul-LastContact": str(node.last_contact_ms()),

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .authz import OPEN, OPERATOR_READ
 from .context import SERVER
+from .pipeline import LOCAL, Route
 from .render import json_response
 
 
-async def leader(request: web.Request) -> web.StreamResponse:
+async def leader(request: web.Request, _: None) -> web.StreamResponse:
     return json_response(request, request.app[SERVER].node.leader() or "")
 
 
-async def peers(request: web.Request) -> web.StreamResponse:
+async def peers(request: web.Request, _: None) -> web.StreamResponse:
     return json_response(request, request.app[SERVER].node.members())
 
 
-async def raft_configuration(request: web.Request) -> web.StreamResponse:
+async def raft_configuration(request: web.Request, _: None) -> web.StreamResponse:
     ctx = request.app[SERVER]
     leader_addr = ctx.node.leader()
     names = {addr: s["Node"] for addr, s in ctx.fsm.servers_view().items()}
@@ -34,7 +36,9 @@ async def raft_configuration(request: web.Request) -> web.StreamResponse:
     return json_response(request, {"Servers": servers, "Index": ctx.node.applied_index()})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/status/leader", leader)
-    app.router.add_get("/v1/status/peers", peers)
-    app.router.add_get("/v1/operator/raft/configuration", raft_configuration)
+ROUTES = [
+    Route("GET", "/v1/status/leader", LOCAL, OPEN, leader, allow_head=True),
+    Route("GET", "/v1/status/peers", LOCAL, OPEN, peers, allow_head=True),
+    Route("GET", "/v1/operator/raft/configuration", LOCAL, OPERATOR_READ, raft_configuration,
+          allow_head=True),
+]

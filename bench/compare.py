@@ -9,8 +9,9 @@ Everything runs on 127.0.0.1 and is stopped before the script exits:
   names; reads are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over
   all three servers (followers forward default/consistent reads to the leader). Failover: SIGKILL
   the leader, time until the next write is acknowledged by a survivor (median). Establish ->
-  ACTIVE comes from bench/establish.py. At --peerings peerings (a fresh cluster): p50 of
-  GET /v1/peerings on the leader, VmRSS of each server, and cold restart (SIGKILL all, start
+  ACTIVE comes from bench/establish.py. Scale (a fresh cluster): writes/s with 100 peerings,
+  then filled to --peerings: p50 of GET /v1/peerings on the leader, VmRSS of each server,
+  writes/s again (the ratio is the flatness target), and cold restart (SIGKILL all, start
   all, until a consistent list answers with every peering).
 - etcd 3.4 (Debian etcd-server): three members, default settings, the same wrk threads and
   connections against the v3 JSON gateway: POST /v3/kv/put (unique keys), POST /v3/kv/range
@@ -18,7 +19,9 @@ Everything runs on 127.0.0.1 and is stopped before the script exits:
 - raw PySyncObj (bench/raw_pysyncobj.py): three SyncObj processes configured like peerplane,
   the replicated call submitted on the leader through an asyncio bridge, no HTTP.
 
---smoke (CI): one-second wrk runs, 3 failovers, 200 peerings, short raw runs; exits non-zero if
+The report ends with one line per target of the speed issue (met / MISSED).
+
+--smoke (CI): one-second wrk runs, 3 failovers, 1,000 peerings, short raw runs; exits non-zero if
 any part fails, so the scripts cannot rot. Numbers from a loaded machine are noise: compare
 ratios from one run, not numbers across runs.
 """
@@ -162,10 +165,11 @@ async def _fill(addrs: list[str], names: list[str], concurrency: int,
     return created
 
 
-def fill(cluster: LocalCluster, count: int, timeout: float, concurrency: int = 32) -> float:
+def fill(cluster: LocalCluster, count: int, timeout: float, concurrency: int = 32,
+         prefix: str = "scale") -> float:
     """Create `count` peerings (unique names, spread over all servers); seconds taken."""
     t0 = time.monotonic()
-    names = [f"scale-{i:06d}" for i in range(count)]
+    names = [f"{prefix}-{i:06d}" for i in range(count)]
     addrs = [a.http_addr for a in cluster.agents]
     created = asyncio.run(_fill(addrs, names, concurrency, t0 + timeout))
     if created != count:
@@ -226,15 +230,25 @@ def peerplane_page_cache(args: argparse.Namespace, run: Run) -> None:
 
 
 def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
+    """One cluster: writes/s with SEED peerings; filled to `n`: list p50 and RSS, writes/s
+    again (same duration as at SEED, so both runs add about as many peerings: the ratio is
+    the flatness), then a cold restart with everything written."""
     n = args.peerings
     with tempfile.TemporaryDirectory(prefix="bench-pp-scale-") as tmp, LocalCluster(tmp) as c:
-        took = fill(c, n, timeout=args.fill_timeout)
-        run.values["pp.fill"] = (n, took)
-        print(f"   created {n} peerings in {took:.1f} s ({n / took:.0f}/s)", flush=True)
+        nodes = [a.http_addr for a in c.agents]
+        fill(c, SEED, timeout=args.fill_timeout, prefix="small")
+        run.load("pp.write.small", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
+                                       args.connections))
+        have = list_count(c.leader(), "?consistent") or 0
+        took = fill(c, max(0, n - have), timeout=args.fill_timeout)
+        run.values["pp.fill"] = (n - have, took)
+        print(f"   created {n - have} more peerings in {took:.1f} s", flush=True)
+        if have > n:
+            run.notes.append(f"the scale cluster had {have} peerings before the fill (> {n})")
         leader = c.leader()
         got = list_count(leader, "?consistent")
-        if got != n:
-            raise RuntimeError(f"consistent list has {got} peerings, expected {n}")
+        if got != max(n, have):
+            raise RuntimeError(f"consistent list has {got} peerings, expected {max(n, have)}")
         samples = []
         deadline = time.monotonic() + 60
         while len(samples) < args.list_samples and time.monotonic() < deadline:
@@ -245,6 +259,10 @@ def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
                 raise RuntimeError(f"list: {reply.status} {reply.text[:200]}")
         run.values["pp.list"] = samples
         run.values["pp.rss"] = [rss_mb(a.proc.pid) for a in c.agents if a.proc is not None]
+        run.load("pp.write.n", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
+                                   args.connections))
+        n = list_count(c.leader(), "?consistent") or 0  # wrk's writes added some
+        run.values["pp.restart.n"] = n
         # cold restart: SIGKILL everything, start everything, until a consistent list is whole
         for a in c.agents:
             a.kill()
@@ -388,6 +406,12 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
 
     c = args.connections
     triple("writes", f"(fsync; {c} conns / in flight)", "pp.write", "etcd.write", "raw.write")
+    n = args.peerings
+    small, at_n = res("pp.write.small", "rate"), res("pp.write.n", "rate")
+    rows.append((f"writes/s with {SEED} peerings (scale cluster)", "rate", small, None, None,
+                 None))
+    rows.append((f"writes/s with {n:,} peerings (same cluster)", "rate", at_n, None, None,
+                 f"{at_n / small:.2f}× with {SEED}" if at_n and small else None))
     triple("page-cache writes", f"(no fsync; {c} conns / in flight)", "pp.write.pagecache",
            None, "raw.write.pagecache")
     triple("default reads", "(etcd: linearizable)", "pp.read.default",
@@ -403,14 +427,13 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
     rows.append(("establish -> ACTIVE ms, median", "ms",
                  est if isinstance(est, float) else None, None, None,
                  est if isinstance(est, str) else None))
-    n = args.peerings
     rows.append((f"list p50 ms at {n:,} peerings", "ms", med_ms("pp.list"), None, None, None))
     rss = v.get("pp.rss")
     rows.append((f"RSS MB per node at {n:,} peerings (max)", "ms",
                  max(rss) if rss else None, None, None,
                  " / ".join(f"{x:.0f}" for x in rss) if rss else None))
-    rows.append((f"cold restart s at {n:,} peerings", "s", v.get("pp.restart"), None, None,
-                 None))
+    rows.append((f"cold restart s at {v.get('pp.restart.n') or n:,} peerings", "s",
+                 v.get("pp.restart"), None, None, None))
     raw1000 = v.get("raw.write.1000")
     raw_text = (f"{raw1000.rate:,.0f}/s (p50 {raw1000.p50_ms:.0f} / p99 {raw1000.p99_ms:.0f} ms)"
                 if isinstance(raw1000, Result) else "—")
@@ -440,6 +463,51 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
     return [line(head), sep, *(line(r) for r in body)]
 
 
+def targets(run: Run) -> list[str]:
+    """Each target of the speed issue: measured value, target, met or MISSED."""
+    v = run.values
+
+    def rate(key: str) -> float | None:
+        r = v.get(key)
+        return r.rate if isinstance(r, Result) else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    pw, ew = v.get("pp.write"), v.get("etcd.write")
+    fo = v.get("pp.failover")
+    lst = v.get("pp.list")
+    checks: list[tuple[str, float | None, str, Callable[[float], bool]]] = [
+        ("writes/s vs etcd", ratio(rate("pp.write"), rate("etcd.write")), "≥ 1.00×",
+         lambda x: x >= 1.0),
+        ("writes p50 vs etcd", ratio(pw.p50_ms, ew.p50_ms) if isinstance(pw, Result)
+         and isinstance(ew, Result) else None, "≤ 1.00×", lambda x: x <= 1.0),
+        ("consistent reads/s vs etcd linearizable",
+         ratio(rate("pp.read.consistent"), rate("etcd.read.linearizable")), "≥ 1.00×",
+         lambda x: x >= 1.0),
+        ("default reads/s vs etcd linearizable",
+         ratio(rate("pp.read.default"), rate("etcd.read.linearizable")), "≥ 1.20×",
+         lambda x: x >= 1.2),
+        ("stale reads/s vs etcd serializable",
+         ratio(rate("pp.read.stale"), rate("etcd.read.serializable")), "≥ 1.20×",
+         lambda x: x >= 1.2),
+        ("writes/s at n vs at 100 peerings", ratio(rate("pp.write.n"), rate("pp.write.small")),
+         "≥ 0.90×", lambda x: x >= 0.9),
+    ]
+    out = []
+    for name, value, goal, ok in checks:
+        shown = f"{value:.2f}×" if value is not None else "—"
+        verdict = "—" if value is None else ("met" if ok(value) else "MISSED")
+        out.append(f"target: {name}: {shown} (target {goal}) {verdict}")
+    for name, xs, limit in (("list p50 ms at n peerings", lst, 25.0),
+                            ("failover median ms", fo, 1200.0)):
+        if isinstance(xs, list) and xs:
+            ms = statistics.median(xs) * 1000
+            out.append(f"target: {name}: {ms:,.0f} (target ≤ {limit:,.0f}) "
+                       f"{'met' if ms <= limit else 'MISSED'}")
+    return out
+
+
 def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> list[str]:
     fill = run.values.get("pp.fill")
     out = [
@@ -456,9 +524,10 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> li
         "is better). peerplane and etcd fsync their logs; 'page cache' rows run peerplane with "
         "--durability page-cache and raw PySyncObj without fsync.",
     ]
-    if isinstance(fill, tuple):
+    if isinstance(fill, tuple) and fill[1] > 0:
         out.append(f"{fill[0]:,} peerings created in {fill[1]:.1f} s "
                    f"({fill[0] / fill[1]:,.0f}/s, 32 concurrent HTTP clients)")
+    out += ["", *targets(run), ""]
     out += [f"note: {n}" for n in run.notes]
     out += [f"FAILED: {f}" for f in run.failures]
     return out
@@ -480,7 +549,7 @@ def main() -> int:
     args.list_samples, args.fill_timeout, args.restart_timeout = 20, 600.0, 120.0
     args.establish_timeout = 600.0
     if args.smoke:
-        args.duration, args.failovers, args.peerings = 1.0, 3, 200
+        args.duration, args.failovers, args.peerings = 1.0, 3, 1000
         args.establish_runs, args.list_samples, args.fill_timeout = 1, 3, 60.0
     args.loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     started = datetime.datetime.now(datetime.UTC)

@@ -33,7 +33,7 @@ def run(
                          args.connections))]
         for i in range(SEED):
             c.agents[i % 3].call("POST", "/v1/peering/token", {"PeerName": f"seed-{i}"})
-        if consistent_reads == "barrier":
+        if consistent_reads == "barrier" and not args.consistent_only:
             for label, query in (("default read", ""), ("stale read", "?stale")):
                 rows.append((label, wrk("spread.lua", nodes, f"/v1/peering/seed-7{query}",
                                         args.duration, args.connections)))
@@ -54,10 +54,14 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--smoke", action="store_true", help="one-second runs, for CI")
+    p.add_argument("--consistent-only", action="store_true",
+                   help="only the two ?consistent rows (barrier vs ReadIndex)")
     args = p.parse_args()
     if args.smoke:
         args.duration = 1.0
-    rows = run(args, "barrier") + run(args, "readindex") + run(args, "barrier", "page-cache")
+    rows = run(args, "barrier") + run(args, "readindex")
+    if not args.consistent_only:
+        rows += run(args, "barrier", "page-cache")
     print(f"\npeerplane read modes - 3 servers + wrk on one machine ({machine()})")
     print(f"{args.connections} connections, {args.duration:g} s per row\n")
     print(f"| {'workload':<36} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")

@@ -51,7 +51,7 @@ class AgentConfig:
     acl_default_policy: str = "allow"
     acl_initial_management_token: str | None = None
     hold_timeout: float = 7.0
-    consistent_reads: str = "barrier"
+    consistent_reads: str = "readindex"
     timing: RaftTiming = field(default_factory=RaftTiming)
     peering_heartbeat: float = DEFAULT_HEARTBEAT
     peering_heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT

@@ -94,7 +94,7 @@ OPTIONS: tuple[Option, ...] = (
       "leader creates", ("acl.tokens.initial_management",)),
     _o("hold_timeout", "float", 7.0, "seconds to wait for a leader before answering 503",
       ("hold_timeout",)),
-    _o("consistent_reads", "str", "barrier", "how ?consistent proves leadership: a no-op "
+    _o("consistent_reads", "str", "readindex", "how ?consistent proves leadership: a no-op "
       "through the log, or ReadIndex", ("consistent_reads",), ("barrier", "readindex")),
     _o("peering_heartbeat", "float", 15.0, "seconds between peer-stream heartbeats (Consul: 15)",
       ("peering_heartbeat",)),

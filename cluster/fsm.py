@@ -20,6 +20,12 @@ from typing import Any
 
 import msgpack
 
+from .state import catalog as catalog_table
+from .state import config as config_table
+from .state.catalog import Catalog
+from .state.config import ConfigEntries
+from .state.errors import CommandError
+
 # Stored states. ACTIVE and FAILING are written by the leader's reconciler (peering issue).
 PENDING = "PENDING"
 ESTABLISHING = "ESTABLISHING"
@@ -32,12 +38,10 @@ Key = tuple[str, str]  # (partition, lowercased name)
 Record = dict[str, Any]
 
 
-class CommandError(Exception):
-    """A command refused by the FSM; becomes {"error": ..., "kind": ...} in the result."""
+__all__ = ["CommandError", "FSM", "Record", "encode", "should_dial"]
 
-    def __init__(self, message: str, kind: str = "invalid") -> None:
-        super().__init__(message)
-        self.kind = kind
+# Commands applied by a table module in cluster/state/ (they check their own field types).
+_TABLE_OPS = catalog_table.OPS | config_table.OPS
 
 
 def should_dial(rec: Record) -> bool:
@@ -144,6 +148,8 @@ class FSM:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
+        self.catalog = Catalog(self._lock)  # cluster/state/catalog.py
+        self.config_entries = ConfigEntries(self._lock)  # cluster/state/config.py
         self._reset()
 
     def _reset(self) -> None:
@@ -168,6 +174,8 @@ class FSM:
         self.acl_bootstrap_index = 0  # index of the (last) bootstrap; 0 = never bootstrapped
         self.acl_policies_index = 0
         self.acl_tokens_index = 0
+        self.catalog.reset()
+        self.config_entries.reset()
 
     # ---- listeners (called in the applying thread; must not block) ----
 
@@ -184,7 +192,8 @@ class FSM:
             handler = self._HANDLERS.get(cmd.get("op"))
             if handler is None:
                 raise CommandError(f"unknown command {cmd.get('op')!r}")
-            _check_types(cmd)
+            if cmd["op"] not in _TABLE_OPS:
+                _check_types(cmd)
             with self._lock:
                 result = handler(self, cmd)
         except CommandError as e:
@@ -458,6 +467,17 @@ class FSM:
     def _op_barrier(self, cmd: dict[str, Any]) -> dict[str, Any]:
         return {"index": self.index}
 
+    def _op_table(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Catalog and config-entry commands: the table gets the index it will have if it
+        changes anything (cluster/state/)."""
+        table = self.catalog if cmd["op"] in catalog_table.OPS else self.config_entries
+        result = table.apply(cmd, self.index + 1)
+        if result.pop("changed"):
+            result.update(index=self._bump(), changed=True)
+        else:
+            result["index"] = self.index
+        return result
+
     # ---- ACL commands (records built and validated by api/acl.py; rules are not parsed here) ----
 
     def _acl_cas(self, cmd: dict[str, Any], existing: Record | None) -> None:
@@ -662,6 +682,7 @@ class FSM:
         "acl_policy_delete": _op_acl_policy_delete,
         "acl_token_set": _op_acl_token_set,
         "acl_token_delete": _op_acl_token_delete,
+        **dict.fromkeys(_TABLE_OPS, _op_table),
     }
 
     # ---- reads (any thread) ----
@@ -744,6 +765,8 @@ class FSM:
                     "acl_bootstrap_index": self.acl_bootstrap_index,
                     "acl_policies_index": self.acl_policies_index,
                     "acl_tokens_index": self.acl_tokens_index,
+                    "catalog": self.catalog.dump(),
+                    "config_entries": self.config_entries.dump(),
                 },
                 use_bin_type=True,
             )
@@ -769,6 +792,8 @@ class FSM:
             self.acl_bootstrap_index = data.get("acl_bootstrap_index", 0)
             self.acl_policies_index = data.get("acl_policies_index", 0)
             self.acl_tokens_index = data.get("acl_tokens_index", 0)
+            self.catalog.load(data.get("catalog"))  # absent in older snapshots: empty
+            self.config_entries.load(data.get("config_entries"))
         for fn in self._listeners:
             try:
                 fn(self.index)

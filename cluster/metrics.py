@@ -127,6 +127,11 @@ class Metrics:
             "peerplane.http.forwarded",
             "Requests this server forwarded to the leader, by method and the leader's status "
             "(code=\"error\": no answer)", ("method", "code"))
+        self.http_parsed = self._counter(
+            "peerplane.http.parsed",
+            "Requests whose input a handler parsed and validated on this server (the server "
+            "that serves them; a follower that forwards never does), by route and method",
+            ("route", "method"))
         self.stream_heartbeats = self._counter(
             "peerplane.peering.stream.heartbeats",
             "Peer-stream heartbeat frames, by direction (sent/received)", ("direction",))
@@ -160,6 +165,9 @@ class Metrics:
         method = method if method in HTTP_METHODS else "OTHER"
         self.http_requests.labels(route, method, str(code)).inc()
         self.http_latency.observe(seconds, route, method)
+
+    def observe_parsed(self, route: str, method: str) -> None:
+        self.http_parsed.labels(route, method if method in HTTP_METHODS else "OTHER").inc()
 
     def observe_forward(self, method: str, code: int | str) -> None:
         method = method if method in HTTP_METHODS else "OTHER"

@@ -58,6 +58,13 @@ class RaftTiming:
         return max(self.lease, self.election_min - 2 * self.heartbeat)
 
 
+@dataclass
+class _PendingRead:
+    started: float  # monotonic time the read arrived
+    commit: int  # the leader's commit index then
+    done: asyncio.Future[int]
+
+
 class _Replica(SyncObjConsumer):
     """The single replicated entry point. PySyncObj numbers replicated methods alphabetically,
     so there is exactly one and it never changes: commands are dispatched inside the FSM."""
@@ -129,6 +136,10 @@ class RaftNode:
         self._state_waiters: list[asyncio.Event] = []
         self._barrier: asyncio.Future[int] | None = None
         self._next_barrier: asyncio.Future[int] | None = None
+        self._reads: list[_PendingRead] = []
+        self._reads_check_scheduled = False
+        self._round_started: float | None = None
+        self.read_rounds = 0  # heartbeat rounds requested for ReadIndex (metrics, tests)
         conf = sync_conf(
             timing, password=password, bind_addr=bind_addr, data_dir=data_dir,
             compaction_entries=compaction_entries, onStateChanged=self._on_state_changed,
@@ -139,6 +150,8 @@ class RaftNode:
             self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
             vote_guard=timing.vote_guard, durable=timing.durable,
         )
+        self._sync.on_ack = self._poke_reads
+        fsm.add_listener(self._poke_reads)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -151,6 +164,7 @@ class RaftNode:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_state_waiters)
+        self._poke_reads()
 
     def _wake_state_waiters(self) -> None:
         for ev in self._state_waiters:
@@ -230,25 +244,68 @@ class RaftNode:
         finally:
             self._barrier = None
 
-    async def read_index(self, timeout: float, poll: float = 0.002) -> int:
-        """ReadIndex on PySyncObj's internals (the alternative to `barrier`): note the commit
-        index, wait until a majority has answered this leader after the call began (heartbeats
-        every `timing.heartbeat`), then until that index is applied here. No log entry, but up
-        to one heartbeat of latency; see bench/read_modes.py for the comparison."""
+    async def read_index(self, timeout: float) -> int:
+        """ReadIndex (Raft thesis §6.4; Consul's VerifyLeader, etcd's default read): note the
+        commit index, have a heartbeat round sent at once, and return when a majority has
+        acknowledged a heartbeat sent after this call began and the noted index is applied
+        here. Reads arriving together share one round; no log entry, no fsync."""
         s = self._sync
+        if not s._isLeader():
+            raise NotApplied("not leader")
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        deadline = loop.time() + timeout
-        commit = s.raftCommitIndex
-        while True:
-            if not s._isLeader():
-                raise NotApplied("not leader")
-            if (s.own_term_noop_applied() and s.raftLastApplied >= commit
-                    and self._lease.majority_since(s.otherNodes, started)):
-                return commit
-            if loop.time() >= deadline:
-                raise UnknownOutcome("no quorum answered in time")
-            await asyncio.sleep(poll)
+        read = _PendingRead(time.monotonic(), s.raftCommitIndex, loop.create_future())
+        self._reads.append(read)
+        if self._round_started is None:  # else it waits for the next round, with others
+            self._start_round()
+        try:
+            return await asyncio.wait_for(asyncio.shield(read.done), timeout)
+        except TimeoutError:
+            raise UnknownOutcome("no quorum answered in time") from None
+        finally:
+            if not read.done.done():
+                read.done.cancel()
+
+    def _start_round(self) -> None:
+        self._round_started = time.monotonic()
+        self.read_rounds += 1
+        self._sync.request_round()
+
+    def _poke_reads(self, *_: Any) -> None:  # tick thread: an ack, an apply, a state change
+        loop = self._loop
+        if self._reads and not self._reads_check_scheduled and loop is not None:
+            self._reads_check_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._check_reads)
+            except RuntimeError:
+                pass  # loop closed during shutdown
+
+    def _check_reads(self) -> None:
+        self._reads_check_scheduled = False
+        s = self._sync
+        if not s._isLeader():
+            for read in self._reads:
+                if not read.done.done():
+                    read.done.set_exception(NotApplied("not leader"))
+            self._reads, self._round_started = [], None
+            return
+        if not s.own_term_noop_applied():
+            return
+        others, applied = s.otherNodes, s.raftLastApplied
+        waiting = []
+        for read in self._reads:
+            if read.done.done():
+                continue
+            if applied >= read.commit and self._lease.majority_since(others, read.started):
+                read.done.set_result(read.commit)
+            else:
+                waiting.append(read)
+        self._reads = waiting
+        # One round in flight at a time: reads that arrived during it share the next one.
+        if self._round_started is not None and self._lease.majority_since(
+                others, self._round_started):
+            self._round_started = None
+        if waiting and self._round_started is None:
+            self._start_round()
 
     # ---- the node's view of the cluster ----
 

@@ -38,6 +38,7 @@ _METHODS = (
 _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__raftLog"),
     (SyncObj, "_SyncObj__noopIDx"),
+    (SyncObj, "_SyncObj__pipeNotifier"),
     (FileJournal, "_FileJournal__journalFile"),
     (FileJournal, "_FileJournal__metaStorer"),
     (ResizableFile, "_ResizableFile__f"),
@@ -180,6 +181,8 @@ class PeerplaneSyncObj(SyncObj):
         self.durable = durable
         self.draining = False
         self.send_deferred = False
+        self.round_requested = False
+        self.on_ack: Any = None  # called in the tick thread when a follower answers
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
         if durable:
             journal = self._SyncObj__raftLog
@@ -193,6 +196,23 @@ class PeerplaneSyncObj(SyncObj):
         noop = self._SyncObj__noopIDx
         return noop is not None and self.raftLastApplied >= noop
 
+    # ---- ReadIndex: one heartbeat round, sent now, for every read waiting for one ----
+
+    def request_round(self) -> None:
+        """Ask the tick thread to send append_entries to every follower at once (any thread).
+        Reads arriving before the tick thread picks the request up share the round; the pipe
+        PySyncObj uses to wake its poller for new commands wakes it for this too (with batching
+        on there is none, and the round waits for the next tick, <= autoTickPeriod)."""
+        if self.round_requested:
+            return
+        self.round_requested = True
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            try:
+                notifier.notify()
+            except BlockingIOError:
+                pass  # the pipe is full: a wake-up is already pending
+
     # ---- group commit ----
     # With batching off PySyncObj sends append_entries once per queued command. Commands
     # drained in one tick are sent (and, when durable, synced) together instead: same latency,
@@ -204,7 +224,10 @@ class PeerplaneSyncObj(SyncObj):
             SyncObj._checkCommandsToApply(self)
         finally:
             self.draining = False
-        if self.send_deferred:
+        # Cleared before the send: a read stamped before this point is covered by it, and a
+        # request made after it sets the flag again for the next tick.
+        round_requested, self.round_requested = self.round_requested, False
+        if self.send_deferred or (round_requested and self._isLeader()):
             self.send_deferred = False
             self._SyncObj__sendAppendEntries()
 
@@ -231,6 +254,8 @@ class PeerplaneSyncObj(SyncObj):
         kind = message.get("type")
         if kind == "next_node_idx":
             self.lease.on_response(node)
+            if self.on_ack is not None:
+                self.on_ack()
         elif kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self.last_leader_contact = time.monotonic()
         elif kind == "request_vote" and (

@@ -32,6 +32,7 @@ FAMILIES = {
     "peerplane_http_requests": "counter",
     "peerplane_http_request_duration_seconds": "histogram",
     "peerplane_http_forwarded": "counter",
+    "peerplane_http_parsed": "counter",
     "peerplane_peerings": "gauge",
     "peerplane_peering_streams": "gauge",
     "peerplane_peering_stream_heartbeats": "counter",
@@ -138,6 +139,31 @@ def test_writes_are_forwarded_applied_and_counted_by_state(obs):
     # The state gauge comes from the replicated table: every server counts the new peering.
     for a in obs.agents:
         eventually(lambda a=a: value(scrape(a), "peerplane_peerings", state="PENDING") >= 1)
+
+
+def test_a_forwarded_write_is_decoded_and_validated_once_by_the_leader(obs):
+    """The follower forwards the raw request before decoding it (api/pipeline.py); only the
+    leader parses and validates the body - valid or not."""
+    leader = obs.leader()
+    followers = [a for a in obs.agents if a is not leader]
+    before = {a.name: scrape(a) for a in obs.agents}
+    good = followers[0].call("POST", "/v1/peering/token", {"PeerName": "parsed-once"})
+    assert good.status == 200, good.text
+    bad = followers[1].call("POST", "/v1/peering/token", {"PeerName": "Not_Valid"})
+    assert bad.status == 400, bad.text
+    after = {a.name: scrape(a) for a in obs.agents}
+    route = {"route": "/v1/peering/token", "method": "POST"}
+
+    def parsed(agent: Agent) -> float:
+        return (value(after[agent.name], "peerplane_http_parsed_total", **route)
+                - value(before[agent.name], "peerplane_http_parsed_total", **route))
+
+    assert parsed(leader) == 2
+    assert [parsed(f) for f in followers] == [0, 0]
+    for follower, code in zip(followers, ("200", "400"), strict=True):
+        fwd = {"method": "POST", "code": code}
+        assert value(after[follower.name], "peerplane_http_forwarded_total", **fwd) - \
+            value(before[follower.name], "peerplane_http_forwarded_total", **fwd) == 1
 
 
 def test_peer_stream_heartbeats_and_retries_are_counted(obs, tmp_path):

@@ -1,0 +1,124 @@
+"""Where does the leader spend its time under load? py-spy on the leader while wrk drives it.
+
+    .venv/bin/python bench/profile.py [--load write|default|consistent|stale|list]
+                                      [--duration 10] [--connections 32] [--top 25]
+                                      [--peerings 100] [--raw PATH]
+
+Starts a three-server cluster (tests' harness), seeds --peerings peerings, runs wrk against all
+three servers (one thread each, like bench/compare.py) and `py-spy record` on the leader for
+the same time, then prints the functions with the most samples: "self" (the frame on top of
+the stack) and "total" (anywhere on the stack), as a share of all samples, per thread kind
+(event loop vs PySyncObj's tick thread). Needs wrk and py-spy (`pip install py-spy`); py-spy
+needs ptrace permission (root, or kernel.yama.ptrace_scope=0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+from _cluster import LocalCluster, wrk
+from compare import fill
+
+LOADS = {
+    "write": ("token.lua", "/v1/peering/token"),
+    "default": ("spread.lua", "/v1/peering/seed-7"),
+    "consistent": ("spread.lua", "/v1/peering/seed-7?consistent"),
+    "stale": ("spread.lua", "/v1/peering/seed-7?stale"),
+    "list": ("spread.lua", "/v1/peerings"),
+}
+
+
+def py_spy() -> str:
+    here = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    found = here if os.path.exists(here) else shutil.which("py-spy")
+    if not found:
+        raise SystemExit("py-spy is required: .venv/bin/pip install py-spy")
+    return found
+
+
+def summarize(collapsed: str, top: int) -> list[str]:
+    """Collapsed stacks ("thread;frame;frame N" per line, outermost first) -> top tables."""
+    self_n: collections.Counter[str] = collections.Counter()
+    total_n: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    all_n = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        all_n += n
+        threads[frames[0]] += n
+        self_n[frames[-1]] += n
+        for f in set(frames[1:]):
+            total_n[f] += n
+    if not all_n:
+        return ["no samples"]
+    out = [f"{all_n} samples", "", "threads:"]
+    out += [f"  {100 * n / all_n:5.1f}%  {t}" for t, n in threads.most_common(8)]
+    out += ["", f"top {top} by self:"]
+    out += [f"  {100 * n / all_n:5.1f}%  {f}" for f, n in self_n.most_common(top)]
+    out += ["", f"top {top} by total:"]
+    out += [f"  {100 * n / all_n:5.1f}%  {f}" for f, n in total_n.most_common(top)]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--load", choices=sorted(LOADS), default="write")
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--peerings", type=int, default=100)
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    p.add_argument("--raw", help="also write the collapsed stacks here")
+    p.add_argument("--gil", action="store_true",
+                   help="only samples holding the GIL (CPU spent in Python, not waits)")
+    p.add_argument("--agent-arg", action="append", default=[],
+                   help="extra argument for every agent (repeatable)")
+    args = p.parse_args()
+    spy = py_spy()
+    script, path = LOADS[args.load]
+    with tempfile.TemporaryDirectory(prefix="bench-prof-") as tmp, LocalCluster(
+        tmp, extra_args=args.agent_arg
+    ) as c:
+        nodes = [a.http_addr for a in c.agents]
+        for i in range(min(args.peerings, 100)):
+            c.agents[i % 3].call("POST", "/v1/peering/token", {"PeerName": f"seed-{i}"})
+        if args.peerings > 100:
+            fill(c, args.peerings - 100, timeout=600)
+        leader = c.leader()
+        assert leader.proc is not None
+        raw_path = args.raw or os.path.join(tmp, "stacks.txt")
+        spy_cmd = [spy, "record", "--pid", str(leader.proc.pid), "--rate", str(args.rate),
+                   "--duration", str(max(1, int(args.duration) - 1)), "--format", "raw",
+                   "--threads", "--nonblocking", "--output", raw_path,
+                   *(["--gil"] if args.gil else [])]
+        result: dict[str, object] = {}
+
+        def load() -> None:
+            result["wrk"] = wrk(script, nodes, path, args.duration, args.connections)
+
+        t = threading.Thread(target=load)
+        t.start()
+        subprocess.run(spy_cmd, check=True, capture_output=True)
+        t.join()
+        with open(raw_path) as f:
+            collapsed = f.read()
+    r = result["wrk"]
+    print(f"load {args.load}: {r.rate:.0f}/s p50 {r.p50_ms:.1f} ms p99 {r.p99_ms:.1f} ms "
+          f"errors {r.errors}; leader {leader.name}")
+    print("\n".join(summarize(collapsed, args.top)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Issue 15: ?consistent proves leadership with ReadIndex - one heartbeat round, sent at once,
+shared by the reads that arrive together - on three real PySyncObj nodes in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cluster.fsm import FSM
+from cluster.raft import NotApplied, RaftNode, RaftTiming
+from harness.cluster import free_ports
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
+    # A slow heartbeat, so a read answered quickly was answered by a round sent for it.
+    timing = RaftTiming(heartbeat=0.25, election_min=1.5, election_max=2.5, lease=1.0)
+    made = [
+        RaftNode(self_addr=a, peers=[p for p in addrs if p != a], bind_addr=a,
+                 data_dir=str(tmp_path / str(i)), password="secret", fsm=FSM(), timing=timing)
+        for i, a in enumerate(addrs)
+    ]
+    yield made
+    for n in made:
+        n.destroy()
+
+
+async def _leader(nodes: list[RaftNode]) -> RaftNode:
+    loop = asyncio.get_running_loop()
+    for n in nodes:
+        n.attach(loop)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for n in nodes:
+            if n.is_leader() and n.lease_holds():
+                return n
+        await asyncio.sleep(0.05)
+    raise AssertionError("no leader")
+
+
+def test_reads_arriving_together_share_one_heartbeat_round_sent_at_once(nodes):
+    async def go() -> tuple[list[int], int, float]:
+        leader = await _leader(nodes)
+        await leader.submit({"op": "barrier"}, 5.0)
+        await asyncio.sleep(0.3)
+        rounds = leader.read_rounds
+        started = time.monotonic()
+        indexes = await asyncio.gather(*(leader.read_index(5.0) for _ in range(50)))
+        return indexes, leader.read_rounds - rounds, time.monotonic() - started
+
+    indexes, rounds, took = asyncio.run(go())
+    assert len(set(indexes)) == 1 and indexes[0] >= 2
+    assert rounds == 1
+    assert took < 0.25  # well inside one heartbeat period: the round did not wait for a tick
+
+
+def test_a_read_index_is_at_least_the_commit_index_when_the_read_arrived(nodes):
+    async def go() -> tuple[int, int]:
+        leader = await _leader(nodes)
+        res = await leader.submit({"op": "barrier"}, 5.0)
+        return int(res["index"]), await leader.read_index(5.0)
+
+    written, read = asyncio.run(go())
+    assert read >= written
+
+
+def test_a_follower_refuses_read_index(nodes):
+    async def go() -> None:
+        leader = await _leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        with pytest.raises(NotApplied):
+            await follower.read_index(1.0)
+
+    asyncio.run(go())
