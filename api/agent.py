@@ -80,6 +80,8 @@ def raft_stats(ctx: ServerContext) -> dict[str, str]:
         "leader": str(st["leader"] or ""),
         "num_peers": str(len(ctx.node.members()) - 1),
         "protocol_version": "3",
+        # peerplane's own: why this server's Raft journal cannot be written ("" when it can)
+        "journal_failure": ctx.node.disk_failure() or "",
     }
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from cluster.fsm import FSM
 from cluster.metrics import Metrics
 from cluster.peering.reconciler import PeeringService
+from cluster.proposer import Proposer
 from cluster.raft import RaftNode
 
 from .limits import HTTPLimits
@@ -42,6 +43,7 @@ class ServerContext:
     acl_default_policy: str = "allow"
     consistent_reads: str = "readindex"  # or "barrier"; see bench/read_modes.py
     watch: IndexWatch = field(default_factory=IndexWatch)
+    proposer: Proposer | None = None  # cluster/proposer.py: the one way to propose
     # Live stream status per peering ID, kept by the leader's reconciler (never replicated).
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     peering_list: RenderedList = field(default_factory=RenderedList)  # GET /v1/peerings

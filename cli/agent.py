@@ -18,6 +18,7 @@ from api.context import ServerContext
 from api.https import HTTPSFiles
 from api.limits import HardenedAppRunner, HTTPLimits
 from cluster import acl, logs, metrics
+from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
 from cluster.peering.peerstream import make_listener_app
@@ -27,7 +28,9 @@ from cluster.peering.reconciler import (
     PeeringService,
 )
 from cluster.peering.tls import LeafCerts
-from cluster.raft import NotApplied, RaftNode, RaftTiming, UnknownOutcome
+from cluster.proposer import Proposer
+from cluster.raft import RaftNode, RaftTiming
+from cluster.state.base import Touched
 
 from . import agentinfo
 
@@ -69,7 +72,7 @@ class AgentConfig:
         return [p for p in self.join if p != self.raft_addr]
 
 
-async def _register_self(ctx: ServerContext, cfg: AgentConfig) -> None:
+async def _register_self(ctx: ServerContext, proposer: Proposer, cfg: AgentConfig) -> None:
     """Keep this server's addresses in the replicated membership table, so followers can
     forward to whoever leads (the HTTP address is learned, never guessed)."""
     entry = {
@@ -81,10 +84,7 @@ async def _register_self(ctx: ServerContext, cfg: AgentConfig) -> None:
     }
     while True:
         if ctx.node.leader() is not None and ctx.fsm.servers_view().get(cfg.raft_addr) != entry:
-            with contextlib.suppress(NotApplied, UnknownOutcome):
-                await ctx.node.submit(
-                    {"op": "register_server", "RaftAddr": cfg.raft_addr, **entry}, 5.0
-                )
+            await proposer.attempt(RegisterServer(RaftAddr=cfg.raft_addr, **entry))
             await asyncio.sleep(0.2)
         else:
             await asyncio.sleep(1.0)
@@ -115,6 +115,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         timing=cfg.timing,
     )
     node.attach(loop)
+    proposer = Proposer(node, timeout=5.0)
     ctx = ServerContext(
         node=node,
         fsm=fsm,
@@ -128,6 +129,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         acl_default_policy=cfg.acl_default_policy,
         consistent_reads=cfg.consistent_reads,
         limits=cfg.http_limits,
+        proposer=proposer,
     )
     ctx_holder.append(ctx)
     ctx.data_dir = cfg.data_dir
@@ -150,30 +152,31 @@ async def run_agent(cfg: AgentConfig) -> None:
                           ssl_context=https.listener_context(cfg.https)).start()
     # Peer streams: a TLS listener on every server; dialing and accepting happen on the leader.
     peering = PeeringService(
-        node=node, fsm=fsm, datacenter=cfg.datacenter, streams=ctx.streams,
+        node=node, proposer=proposer, fsm=fsm, datacenter=cfg.datacenter, streams=ctx.streams,
         leaf=LeafCerts(lambda: fsm.identity, cfg.datacenter),
         heartbeat=cfg.peering_heartbeat, heartbeat_timeout=cfg.peering_heartbeat_timeout,
-        apply_timeout=ctx.apply_timeout,
     )
     ctx.peering = peering
 
-    def kick(_index: int) -> None:  # tick thread
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(peering.kick)
+    leader = LeaderRoutines(node, fsm, proposer)
 
-    fsm.add_listener(kick)
+    def changed(_index: int, touched: Touched | None) -> None:  # tick thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(peering.on_change, touched)
+            loop.call_soon_threadsafe(leader.on_change, touched)
+
+    fsm.subscribe(changed)
     peer_runner = HardenedAppRunner(make_listener_app(peering), cfg.http_limits,
                                     access_log=None, handle_signals=False)
     await peer_runner.setup()
     await web.TCPSite(peer_runner, cfg.bind, cfg.peering_port,
                       ssl_context=peering.leaf.listener_context()).start()
-    leader = LeaderRoutines(node, fsm)
     leader.add(peering.run_leader)
     leader.before_remove = peering.terminate
     if cfg.acl_enabled:
         leader.enable_acls(cfg.acl_initial_management_token)
     tasks = [
-        asyncio.create_task(_register_self(ctx, cfg)),
+        asyncio.create_task(_register_self(ctx, proposer, cfg)),
         asyncio.create_task(leader.supervise()),
     ]
     if cfg.acl_enabled:

@@ -198,6 +198,9 @@ class Metrics:
                  [((), 1.0 if st.get("leader") is not None else 0.0)]),
                 ("peerplane.raft.peers.connected", "Other servers this one is connected to", (),
                  [((), connected)]),
+                ("peerplane.raft.journal.writable", "0 while this server's Raft journal cannot "
+                 "be written (disk full, I/O errors): it takes no part in Raft", (),
+                 [((), 0.0 if node.disk_failure() else 1.0)]),
                 ("peerplane.raft.leader.last_contact_seconds",
                  "Seconds since this server last heard from a leader (0 on the leader)", (),
                  [((), node.last_contact_ms() / 1000.0)]),

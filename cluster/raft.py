@@ -18,12 +18,15 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import metrics
-from .fsm import FSM, encode
+from .commands import Barrier, Command, encode, op_name
+from .fsm import FSM
+from .journal import JournalPath
 from .raft_wall import LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+_JOURNAL_FAILED = "journal-failed"  # a submit's outcome when the journal failed meanwhile
 
 
 class NotApplied(Exception):
@@ -32,6 +35,10 @@ class NotApplied(Exception):
 
 class UnknownOutcome(Exception):
     """The command may or may not have been applied (timeout, leader change mid-flight)."""
+
+
+class DiskFault(NotApplied):
+    """This server's journal cannot be written: it takes no part in Raft until it can."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ def sync_conf(
     return SyncObjConf(
         password=password,
         bindAddress=bind_addr,
-        journalFile=os.path.join(data_dir, "raft.journal"),
+        journalFile=JournalPath(os.path.join(data_dir, "raft.journal")),
         fullDumpFile=os.path.join(data_dir, "raft.dump"),
         appendEntriesUseBatch=timing.batch,
         appendEntriesPeriod=timing.heartbeat,
@@ -152,6 +159,24 @@ class RaftNode:
         )
         self._sync.on_ack = self._poke_reads
         fsm.add_listener(self._poke_reads)
+        self._pending: set[asyncio.Future[tuple[Any, Any]]] = set()
+        self._sync.on_journal_failure = self._on_journal_failure
+
+    def _on_journal_failure(self) -> None:  # tick thread
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fail_pending)
+
+    def _fail_pending(self) -> None:
+        """Commands in flight when the journal failed: whether they commit is unknown (a leader
+        may have sent some before its write failed), so answer now instead of at the timeout."""
+        for fut in self._pending:
+            if not fut.done():
+                fut.set_result((None, _JOURNAL_FAILED))
+
+    def disk_failure(self) -> str | None:
+        """Why this server's journal cannot be written, while it cannot (None otherwise)."""
+        return self._sync.journal_failure()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -182,9 +207,12 @@ class RaftNode:
 
     # ---- writes ----
 
-    async def submit(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
+        """Raft transport of one command (callers use cluster/proposer.py)."""
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
 
         def _set(res: Any, err: int) -> None:
             if not fut.done():
@@ -197,17 +225,20 @@ class RaftNode:
                 pass  # loop closed during shutdown
 
         started = time.perf_counter()
-        op = str(cmd.get("op", ""))
+        op = op_name(cmd)
+        self._pending.add(fut)
         self._replica.apply(encode(cmd), callback=_callback)
         try:
             res, err = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome("timed out waiting for the command to commit") from None
+        finally:
+            self._pending.discard(fut)
         if err == FAIL_REASON.SUCCESS:
             metrics.raft_apply(op, "ok", time.perf_counter() - started)
             return res
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome(f"raft: {err}")
         metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
@@ -228,7 +259,7 @@ class RaftNode:
 
     async def _run_barrier(self, timeout: float) -> int:
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
@@ -239,7 +270,7 @@ class RaftNode:
             await asyncio.wait([current])
         self._barrier, self._next_barrier = self._next_barrier, None
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None

@@ -52,12 +52,20 @@ def sizes(request: pytest.FixtureRequest) -> dict[str, int]:
     return LONG if long else SHORT
 
 
+STATE_READS = ("/v1/peerings", "/v1/catalog/nodes", "/v1/catalog/services",
+               "/v1/config/exported-services")
+
+
 def peering_state(cluster: LocalCluster, headers: dict[str, str] | None = None) -> Any:
-    """The peerings as the leader sees them after a quorum round, with the table's index."""
+    """The peerings, catalog and config entries as the leader sees them after a quorum round,
+    each with its table's index."""
     leader = cluster.leader()
-    reply = leader.call("GET", "/v1/peerings?consistent", headers=headers or {})
-    assert reply.status == 200, reply.text
-    return reply.headers["X-Consul-Index"], reply.json()
+    state = []
+    for path in STATE_READS:
+        reply = leader.call("GET", f"{path}?consistent", headers=headers or {})
+        assert reply.status == 200, reply.text
+        state.append((reply.headers["X-Consul-Index"], reply.json()))
+    return state
 
 
 def assert_healthy(cluster: LocalCluster) -> None:
