@@ -21,12 +21,14 @@ from cluster import acl, logs, metrics
 from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
+from cluster.peering.catalog_port import FSMCatalog
 from cluster.peering.peerstream import make_listener_app
 from cluster.peering.reconciler import (
     DEFAULT_HEARTBEAT,
     DEFAULT_HEARTBEAT_TIMEOUT,
     PeeringService,
 )
+from cluster.peering.replication import Replication
 from cluster.peering.tls import LeafCerts
 from cluster.proposer import Proposer
 from cluster.raft import RaftNode, RaftTiming
@@ -157,6 +159,9 @@ async def run_agent(cfg: AgentConfig) -> None:
         heartbeat=cfg.peering_heartbeat, heartbeat_timeout=cfg.peering_heartbeat_timeout,
     )
     ctx.peering = peering
+    replication = Replication(fsm, FSMCatalog(fsm), proposer.submit,
+                              peering.set_server_addresses)
+    peering.replication = replication
 
     leader = LeaderRoutines(node, fsm, proposer)
 
@@ -164,6 +169,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         if not loop.is_closed():
             loop.call_soon_threadsafe(peering.on_change, touched)
             loop.call_soon_threadsafe(leader.on_change, touched)
+            loop.call_soon_threadsafe(replication.on_change, touched)
 
     fsm.subscribe(changed)
     peer_runner = HardenedAppRunner(make_listener_app(peering), cfg.http_limits,
@@ -173,6 +179,8 @@ async def run_agent(cfg: AgentConfig) -> None:
                       ssl_context=peering.leaf.listener_context()).start()
     leader.add(peering.run_leader)
     leader.before_remove = peering.terminate
+    leader.purge_imports = replication.purge
+    leader.add(replication.run_cleanup)
     if cfg.acl_enabled:
         leader.enable_acls(cfg.acl_initial_management_token)
     tasks = [

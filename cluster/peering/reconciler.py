@@ -67,7 +67,6 @@ from .peerstream import (
     OPEN,
     OPEN_TIMEOUT,
     PERMISSION_DENIED,
-    SERVER_ADDRESSES,
     TERMINATED_FRAME,
     UNAVAILABLE,
     LiveStream,
@@ -81,6 +80,7 @@ from .peerstream import (
     secrets_equal,
     unpack,
 )
+from .replication import Replication
 from .tls import LeafCerts
 
 log = logging.getLogger("peerplane.reconciler")
@@ -151,6 +151,7 @@ class PeeringService:
         self._deadlines: list[tuple[float, str]] = []
         self.visits = 0  # peerings looked at, all passes together (tests count work with it)
         self._session: aiohttp.ClientSession | None = None
+        self.replication: Replication | None = None  # set by the agent
 
     # ---- plumbing ----
 
@@ -334,9 +335,6 @@ class PeeringService:
                 await live.stop(code, res["error"])
                 return
             await live.send({"Type": HEARTBEAT})  # the Open is accepted
-            addrs = sorted(s["PeeringAddr"] for s in self.fsm.servers_view().values())
-            if addrs:
-                await live.send({"Type": SERVER_ADDRESSES, "Addresses": addrs})
             log.info("peering %s: accepted a stream from %s", peer_id, remote["Datacenter"])
             with contextlib.suppress(Moved):  # the dialer's leader moved; it will be back
                 await self._run(live)
@@ -349,6 +347,8 @@ class PeeringService:
         """Pump a stream and record how it ended; returns 'done' when the peering is over for
         this side, 'again' when it should be re-formed."""
         pid = live.peering_id
+        # replicated resources flow both ways while the stream is up (cluster/peering/)
+        session = await self.replication.attach(live) if self.replication else None
         try:
             why = await live.pump()
             return "done" if why == "terminate" else "again"
@@ -364,6 +364,9 @@ class PeeringService:
                 self._stream_ended(pid)
             await self._fail(pid, str(e), cond=lambda: pid not in self.live)
             return "again"
+        finally:
+            if self.replication is not None:
+                await self.replication.detach(session)
 
     # ---- dialer ----
 
@@ -457,7 +460,6 @@ class PeeringService:
         )
         live.mark_receive(True)  # the acceptor's first Heartbeat accepted the Open
         live.status["LastSend"] = live.status["LastReceive"]
-        live.on_frame = lambda frame: self._on_dialer_frame(pid, frame)
         old = self.live.get(pid)
         if old is not None:
             await old.stop(UNAVAILABLE, "superseded by a newer stream for this peering")
@@ -488,14 +490,14 @@ class PeeringService:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 1.0)
 
-    async def _on_dialer_frame(self, pid: str, frame: dict[str, Any]) -> None:
-        if frame["Type"] == SERVER_ADDRESSES:
-            addrs = sorted(str(a) for a in frame.get("Addresses") or [])
-            if addrs:
-                await self._write(
-                    pid, ADDRESSES_RECEIVED, PeerServerAddresses=addrs,
-                    want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
-                )
+    async def set_server_addresses(self, pid: str, addrs: list[str]) -> None:
+        """The acceptor's servers, pushed over the stream (PeeringServerAddresses): the dialer
+        keeps them as PeerServerAddresses, so it follows address rotation."""
+        if addrs:
+            await self._write(
+                pid, ADDRESSES_RECEIVED, PeerServerAddresses=addrs,
+                want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
+            )
 
     # ---- termination ----
 
