@@ -11,8 +11,8 @@ import time
 import pytest
 
 from harness.browser import Browser
-from harness.cluster import LocalCluster, eventually
 from harness.peering import STREAM_ARGS, establish, token, wait_state
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 
