@@ -6,7 +6,8 @@
 Everything runs on 127.0.0.1 and is stopped before the script exits:
 - peerplane: three `peerplane agent` processes (tests/harness LocalCluster), driven by wrk
   with one thread per server (bench/_cluster.py): writes are POST /v1/peering/token with unique
-  names; reads are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over
+  names (and, beside them, PUT /v1/catalog/register of a unique node with a service); reads
+  are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over
   all three servers (followers forward default/consistent reads to the leader). Failover: SIGKILL
   the leader, time until the next write is acknowledged by a survivor (median). Establish ->
   ACTIVE comes from bench/establish.py. Scale (a fresh cluster): writes/s with 100 peerings,
@@ -194,6 +195,8 @@ def peerplane_main(args: argparse.Namespace, run: Run) -> None:
                 raise RuntimeError(f"seeding: {reply.status} {reply.text}")
         run.load("pp.write", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
                                  args.connections))
+        run.load("pp.register", wrk("token.lua", nodes, "/v1/catalog/register", args.duration,
+                                    args.connections, env={"PEERPLANE_BENCH_WRITE": "register"}))
         for mode, query in (("default", ""), ("consistent", "?consistent"), ("stale", "?stale")):
             run.load(f"pp.read.{mode}", wrk("spread.lua", nodes, f"/v1/peering/seed-7{query}",
                                             args.duration, args.connections))
@@ -413,6 +416,8 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
 
     c = args.connections
     triple("writes", f"(fsync; {c} conns / in flight)", "pp.write", "etcd.write", "raw.write")
+    triple("catalog registers", f"(fsync; {c} conns; a new node + service each)",
+           "pp.register", "etcd.write", None)
     n = args.peerings
     small, at_n = res("pp.write.small", "rate"), res("pp.write.n", "rate")
     rows.append((f"writes/s with {SEED} peerings (scale cluster)", "rate", small, None, None,
