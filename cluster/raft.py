@@ -21,7 +21,7 @@ from . import metrics
 from .commands import Barrier, Command, encode, op_name
 from .fsm import FSM
 from .journal import JournalPath
-from .raft_wall import LeaseTracker, PeerplaneSyncObj
+from .raft_wall import KEEPALIVE, LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
@@ -356,6 +356,19 @@ class RaftNode:
     def leader(self) -> str | None:
         node = self._sync._getLeader()
         return str(node) if node is not None else None
+
+    def in_touch(self, leader: str | None) -> bool:
+        """Could a request waiting here for `leader` (or, with None, for an election) still be
+        served before the network changes? Yes while this server hears from that leader or from
+        enough peers to form a majority with itself (an election can complete, or a new leader
+        will be heard of). A server cut off from both answers at once instead of holding
+        clients for the hold time: they can go to a server that is in touch."""
+        s, within = self._sync, 2 * KEEPALIVE
+        if leader is not None and s.heard_within(leader, within):
+            return True
+        others = [str(n) for n in s.otherNodes]
+        heard = 1 + sum(1 for n in others if s.heard_within(n, within))
+        return heard > (len(others) + 1) / 2
 
     def lease_holds(self) -> bool:
         """True while this node is leader, has applied its own term's no-op, and a majority

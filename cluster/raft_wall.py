@@ -182,6 +182,8 @@ class PeerplaneSyncObj(SyncObj):
         self._sitting_out = False
         self._next_recovery = 0.0
         self._next_keepalive = 0.0
+        self._started = time.monotonic()
+        self.last_heard: dict[str, float] = {}  # peer address -> when a message last came
         self.round_requested = False
         self.on_ack: Any = None  # called in the tick thread when a follower answers
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
@@ -224,6 +226,11 @@ class PeerplaneSyncObj(SyncObj):
             return
         for node in self.otherNodes:
             self._SyncObj__transport.send(node, {"type": "keepalive"})
+
+    def heard_within(self, addr: str, seconds: float) -> bool:
+        """A message came from `addr` within `seconds` (every link carries one at least each
+        KEEPALIVE). Right after start, before anything could arrive, every peer counts."""
+        return max(self.last_heard.get(addr, 0.0), self._started) > time.monotonic() - seconds
 
     def _sit_out(self) -> None:
         now = time.monotonic()
@@ -297,6 +304,7 @@ class PeerplaneSyncObj(SyncObj):
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        self.last_heard[str(node)] = time.monotonic()
         if self._sitting_out and kind in ("append_entries", "request_vote", "timeout_now"):
             return
         if kind == "next_node_idx":
