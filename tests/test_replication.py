@@ -371,11 +371,11 @@ async def test_an_exporter_or_importer_failure_is_survived(pair, monkeypatch):
             raise RuntimeError("catalog hiccup")
         return real_instances(self, service)
 
-    def flaky_command(self, peer, service, nodes):
+    def flaky_command(self, pid, peer, service, nodes):
         calls["import"] += 1
         if calls["import"] == 1:
             raise RuntimeError("import hiccup")
-        return real_command(self, peer, service, nodes)
+        return real_command(self, pid, peer, service, nodes)
 
     monkeypatch.setattr(FSMCatalog, "service_instances", flaky_instances)
     monkeypatch.setattr(FSMCatalog, "import_command", flaky_command)
@@ -402,3 +402,24 @@ async def test_a_snapshot_over_the_message_limit_is_skipped_and_the_rest_flows(p
     assert dc2.imported("web", "dc1") == []
     assert [s["ID"] for _, s, _ in dc2.imported("api", "dc1")] == ["api-1"]
     await close(dc1, dc2)
+
+
+@pytest.mark.parametrize("event", ["delete", "terminate"])
+def test_an_import_for_a_peering_no_longer_live_is_refused(pair, event):
+    """An import proposed just before a deletion must not land after the purge of the imports."""
+    _, dc2 = pair
+    port = FSMCatalog(dc2.fsm)
+    nodes = [{"Node": {"Node": "n1"}, "Service": {"ID": "web-1", "Service": "web"}}]
+    assert "error" not in dc2.fsm.apply(encode(port.import_command(dc2.id, "dc1", "web", nodes)))
+    assert "error" in dc2.fsm.apply(encode(port.import_command(dc2.id, "other", "web", nodes)))
+    if event == "delete":
+        dc2.apply({"op": "delete", "Partition": "default", "Name": "dc1",
+                   "DeletedAt": "2026-12-01T00:00:00Z"})
+    else:
+        dc2.apply({"op": "peering_event", "ID": dc2.id, "Event": "terminated_by_peer"})
+    before = dc2.fsm.index
+    for cmd in (port.import_command(dc2.id, "dc1", "api", nodes),
+                port.prune_command(dc2.id, "dc1", [])):
+        res = dc2.fsm.apply(encode(cmd))
+        assert res == {"error": "no live peering to import into", "kind": "conflict"}
+    assert dc2.fsm.index == before and dc2.fsm.catalog.imported_names("dc1") == ["web"]

@@ -46,13 +46,15 @@ class FSMCatalog:
     def imported_count(self, peer_name: str) -> int:
         return self.fsm.catalog.record_count(peer_name)
 
-    def import_command(self, peer_name: str, service: str,
+    # With the peering's ID the FSM refuses the import once the peering is no longer live.
+    def import_command(self, peering_id: str, peer_name: str, service: str,
                        nodes: list[dict[str, Any]]) -> TableCommand:
-        return TableCommand("catalog_import_service",
-                            {"Peer": peer_name, "Service": service, "Nodes": nodes})
+        return TableCommand("catalog_import_service", {
+            "PeeringID": peering_id, "Peer": peer_name, "Service": service, "Nodes": nodes})
 
-    def prune_command(self, peer_name: str, keep: list[str]) -> TableCommand:
-        return TableCommand("catalog_import_prune", {"Peer": peer_name, "Keep": keep})
+    def prune_command(self, peering_id: str, peer_name: str, keep: list[str]) -> TableCommand:
+        return TableCommand("catalog_import_prune",
+                            {"PeeringID": peering_id, "Peer": peer_name, "Keep": keep})
 
     def purge_command(self, peer_name: str, limit: int) -> TableCommand:
         return TableCommand("catalog_import_delete_peer", {"Peer": peer_name, "Limit": limit})

@@ -52,10 +52,10 @@ class ImportTarget(Protocol):
 
     def imported_services(self, peer_name: str) -> list[str]: ...
 
-    def import_command(self, peer_name: str, service: str,
+    def import_command(self, peering_id: str, peer_name: str, service: str,
                        nodes: list[dict[str, Any]]) -> Command: ...
 
-    def prune_command(self, peer_name: str, keep: list[str]) -> Command: ...
+    def prune_command(self, peering_id: str, peer_name: str, keep: list[str]) -> Command: ...
 
 
 class ApplyFailed(Exception):
@@ -75,10 +75,12 @@ def _now_rfc3339() -> str:
 
 
 class Importer:
-    def __init__(self, target: ImportTarget, peer_name: str, status: dict[str, Any],
+    def __init__(self, target: ImportTarget, peering_id: str, peer_name: str,
+                 status: dict[str, Any],
                  propose: Propose, reply: Reply,
                  set_addresses: Callable[[list[str]], Awaitable[None]]) -> None:
         self.target = target
+        self.peering_id = peering_id
         self.peer_name = peer_name
         self.status = status
         self.propose = propose
@@ -178,7 +180,9 @@ class Importer:
             return
         names = list(snaps)
         outcomes = await asyncio.gather(*(
-            self._one(self.target.import_command(self.peer_name, n, snaps[n][0])) for n in names
+            self._one(self.target.import_command(self.peering_id, self.peer_name, n,
+                                                 snaps[n][0]))
+            for n in names
         ))
         if any(o is None for o in outcomes):
             self._applied()
@@ -190,7 +194,8 @@ class Importer:
         """Delete, in one command, every service imported from this peer that the list does
         not name; the list becomes ImportedServices."""
         self.status["ImportedServices"] = names
-        outcome = await self._one(self.target.prune_command(self.peer_name, names))
+        outcome = await self._one(
+            self.target.prune_command(self.peering_id, self.peer_name, names))
         if outcome is None:
             self._applied()
         return outcome

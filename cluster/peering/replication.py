@@ -93,7 +93,8 @@ class Session:
         self.status.update(ExportUnacked=0, ExportedServices=[])
         self.status.setdefault("LastNackMessage", None)
         self.exporter = Exporter(repl.catalog, peer_name, self.status, self._send_response)
-        self.importer = Importer(repl.catalog, peer_name, self.status, repl.propose_import,
+        self.importer = Importer(repl.catalog, live.peering_id, peer_name, self.status,
+                                 repl.propose_import,
                                  live.send, lambda addrs: repl.set_addresses(live.peering_id,
                                                                              addrs))
         self._tasks: list[asyncio.Task[None]] = []
