@@ -4,7 +4,7 @@
                                       [--peerings 10000] [--markdown PATH] [--smoke]
 
 Everything runs on 127.0.0.1 and is stopped before the script exits:
-- peerplane: three `peerplane agent` processes (tests/harness LocalCluster), driven by wrk
+- peerplane: three `peerplane agent` processes (lab.cluster LocalCluster), driven by wrk
   with one thread per server (bench/_cluster.py): writes are POST /v1/peering/token with unique
   names (and, beside them, PUT /v1/catalog/register of a unique node with a service); reads
   are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from api import https
 from api.app import make_app
 from api.authz import ACLResolver
 from api.context import ServerContext
+from api.https import HTTPSFiles
 from api.limits import HardenedAppRunner, HTTPLimits
 from cluster import acl, logs, metrics
 from cluster.commands import RegisterServer
@@ -59,6 +61,9 @@ class AgentConfig:
     peering_heartbeat: float = DEFAULT_HEARTBEAT
     peering_heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     http_limits: HTTPLimits = field(default_factory=HTTPLimits)  # api/limits.py
+    https_port: int = -1  # -1: no HTTPS listener; http_port -1: no plain HTTP listener
+    https: HTTPSFiles | None = None
+    peering_wan: str = ""  # HOST:PORT peer clusters dial (default: advertise:peering_port)
 
     @property
     def raft_addr(self) -> str:
@@ -75,6 +80,7 @@ async def _register_self(ctx: ServerContext, proposer: Proposer, cfg: AgentConfi
     entry = {
         "Node": cfg.node,
         "HTTPAddr": ctx.http_addr,
+        "HTTPSAddr": ctx.https_addr,
         "PeeringAddr": ctx.peering_addr,
         "Datacenter": cfg.datacenter,
     }
@@ -118,8 +124,9 @@ async def run_agent(cfg: AgentConfig) -> None:
         node_name=cfg.node,
         datacenter=cfg.datacenter,
         raft_addr=cfg.raft_addr,
-        http_addr=f"{cfg.advertise}:{cfg.http_port}",
-        peering_addr=f"{cfg.advertise}:{cfg.peering_port}",
+        http_addr=f"{cfg.advertise}:{cfg.http_port}" if cfg.http_port != -1 else "",
+        https_addr=f"{cfg.advertise}:{cfg.https_port}" if cfg.https_port != -1 else "",
+        peering_addr=cfg.peering_wan or f"{cfg.advertise}:{cfg.peering_port}",
         hold_timeout=cfg.hold_timeout,
         acl_default_policy=cfg.acl_default_policy,
         consistent_reads=cfg.consistent_reads,
@@ -138,7 +145,13 @@ async def run_agent(cfg: AgentConfig) -> None:
     runner = HardenedAppRunner(make_app(ctx), cfg.http_limits, access_log=None,
                                handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
+    if cfg.https:
+        ctx.server_tls = https.forward_context(cfg.https)
+    if cfg.http_port != -1:
+        await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
+    if cfg.https and cfg.https_port != -1:
+        await web.TCPSite(runner, cfg.bind, cfg.https_port,
+                          ssl_context=https.listener_context(cfg.https)).start()
     # Peer streams: a TLS listener on every server; dialing and accepting happen on the leader.
     peering = PeeringService(
         node=node, proposer=proposer, fsm=fsm, datacenter=cfg.datacenter, streams=ctx.streams,
@@ -182,7 +195,9 @@ async def run_agent(cfg: AgentConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     logs.announce(
         f"peerplane agent {cfg.node} ready: datacenter={cfg.datacenter} "
-        f"http=http://{ctx.http_addr} raft={cfg.raft_addr} peering={ctx.peering_addr}",
+        f"http={'http://' + ctx.http_addr if ctx.http_addr else 'off'} "
+        f"https={'https://' + ctx.https_addr if ctx.https_addr else 'off'} "
+        f"raft={cfg.raft_addr} peering={ctx.peering_addr}",
     )
     try:
         await stop.wait()

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from harness.cluster import LocalCluster, eventually
-from harness.http import Reply
+from lab.cluster import LocalCluster, eventually
+from lab.http import Reply
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from harness.cluster import LocalCluster, eventually
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cluster import LocalCluster
-from harness.http import Reply
+from lab.cluster import LocalCluster
+from lab.http import Reply
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,6 @@ from conftest import FUZZ_LINES
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 
-from harness.cluster import LocalCluster, eventually
 from harness.fuzz import (
     FuzzRun,
     FuzzStats,
@@ -37,6 +36,7 @@ from harness.fuzz import (
     operations,
     raw_requests,
 )
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 

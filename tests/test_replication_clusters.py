@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import LocalCluster, eventually
 from harness.peering import STREAM_ARGS, establish, peering, token, wait_state
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 
