@@ -573,12 +573,16 @@ def peering_delete(args: list[str]) -> int:
 
 
 def peering_exported_services(args: list[str]) -> int:
-    """What the `exported-services` config entry exports to one peer, one name a line."""
+    """What the `exported-services` config entry exports to one peer, one name a line (`*`:
+    every local service)."""
     fs, client = _named_read(
         "peerplane peering exported-services [options] -name <peer name>", args)
     entry = _get_or_none(client, "/v1/config/exported-services/default", "exported services")
-    names = sorted({svc["Name"] for svc in (entry or {}).get("Services") or []
-                    if any(c.get("Peer") == fs["name"] for c in svc.get("Consumers") or [])})
+    names = {svc["Name"] for svc in (entry or {}).get("Services") or []
+             if any(c.get("Peer") == fs["name"] for c in svc.get("Consumers") or [])}
+    if "*" in names:  # the wildcard exports every local service
+        names = set(_get_or_none(client, "/v1/catalog/services", "services") or {})
+    names = sorted(names)
     if fs["format"] == "json":
         _json(names)
     elif not names:

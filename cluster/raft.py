@@ -22,12 +22,13 @@ from . import membership, metrics
 from .commands import Barrier, Command, encode, op_name
 from .fsm import FSM
 from .journal import JournalPath
-from .raft_wall import LeaseTracker, PeerplaneSyncObj
+from .raft_wall import KEEPALIVE, LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
-_JOURNAL_FAILED = "journal-failed"  # a submit's outcome when the journal failed meanwhile
+# A submit's outcome when the journal failed meanwhile, or when this leader lost its quorum.
+_JOURNAL_FAILED, _LOST_QUORUM = "journal-failed", "leader-lost-quorum"
 
 
 class NotApplied(Exception):
@@ -176,12 +177,13 @@ class RaftNode:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._fail_pending)
 
-    def _fail_pending(self) -> None:
-        """Commands in flight when the journal failed: whether they commit is unknown (a leader
-        may have sent some before its write failed), so answer now instead of at the timeout."""
+    def _fail_pending(self, why: str = _JOURNAL_FAILED) -> None:
+        """Answer commands still in flight now instead of at their timeout: their outcome is
+        unknown (the journal failed; or this leader lost its quorum, and a new leader may or may
+        not have the entries it sent before)."""
         for fut in self._pending:
             if not fut.done():
-                fut.set_result((None, _JOURNAL_FAILED))
+                fut.set_result((None, why))
 
     def disk_failure(self) -> str | None:
         """Why this server's journal cannot be written, while it cannot (None otherwise)."""
@@ -192,10 +194,17 @@ class RaftNode:
 
     def _on_state_changed(self, old: int, new: int) -> None:  # tick thread
         log.info("raft state %s -> %s", old, new)
+        loop = self._loop
         if old == LEADER:
             # Until now this node was its own leader contact; staleness counts from here.
             self._sync.last_leader_contact = time.monotonic()
-        loop = self._loop
+            cut_off = not self._lease.majority_since(
+                self._sync.otherNodes, time.monotonic() - self.timing.lease)
+            if cut_off and loop is not None and not loop.is_closed():
+                # Stepped down for lack of a quorum: its pending writes cannot commit here, so
+                # their clients hear now (503 outcome unknown) and can go to the new leader.
+                # (Deposed by a higher term while connected, they usually still commit.)
+                loop.call_soon_threadsafe(self._fail_pending, _LOST_QUORUM)
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_state_waiters)
         self._poke_reads()
@@ -257,7 +266,8 @@ class RaftNode:
         if err == FAIL_REASON.SUCCESS:
             metrics.raft_apply(op, "ok", time.perf_counter() - started)
             return res
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED,
+                   _LOST_QUORUM):
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome(f"raft: {err}")
         metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
@@ -390,6 +400,19 @@ class RaftNode:
     def leader(self) -> str | None:
         node = self._sync._getLeader()
         return str(node) if node is not None else None
+
+    def in_touch(self, leader: str | None) -> bool:
+        """Could a request waiting here for `leader` (or, with None, for an election) still be
+        served before the network changes? Yes while this server hears from that leader or from
+        enough peers to form a majority with itself (an election can complete, or a new leader
+        will be heard of). A server cut off from both answers at once instead of holding
+        clients for the hold time: they can go to a server that is in touch."""
+        s, within = self._sync, 2 * KEEPALIVE
+        if leader is not None and s.heard_within(leader, within):
+            return True
+        others = [str(n) for n in s.otherNodes]
+        heard = 1 + sum(1 for n in others if s.heard_within(n, within))
+        return heard > (len(others) + 1) / 2
 
     def lease_holds(self) -> bool:
         """True while this node is leader, has applied its own term's no-op, and a majority
