@@ -241,15 +241,17 @@ class PeerplaneSyncObj(SyncObj):
                 or self._SyncObj__raftElectionDeadline >= now
                 or self._SyncObj__transferInProgress):  # a leadership transfer campaigns as is
             return
-        term = self.raftCurrentTerm + 1
-        if self._pre_vote_won == term:
-            return  # SyncObj._onTick campaigns now
-        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
         if self._SyncObj__raftLeader is not None:
             # No word from the leader for an election timeout: stop naming it (as PySyncObj
             # does when it campaigns; KnownLeader=false), forwarded commands' outcome unknown.
             self._SyncObj__raftLeader = None
             self._SyncObj__onLeaderChanged()
+        if self.otherNodes and not any(self.isNodeConnected(n) for n in self.otherNodes):
+            return  # PySyncObj campaigns only when connected; ask once a link is up
+        term = self.raftCurrentTerm + 1
+        if self._pre_vote_won == term:
+            return  # SyncObj._onTick campaigns now
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
         self._pre_vote_term, self._pre_votes = term, {str(self.selfNode)}
         _, index, last_term = self._SyncObj__raftLog[-1]
         for node in self.otherNodes:
