@@ -53,6 +53,10 @@ async def to_leader(
             raise APIError(503, "No cluster leader", {NOT_LEADER: "1"})
         else:
             leader = ctx.node.leader()
+            if not ctx.node.in_touch(leader):
+                # Cut off from the leader and a quorum: nothing changes here before the network
+                # does, so answer now (Consul's text) rather than after the hold time.
+                raise no_leader()
             target = _leader_http(ctx, leader)
             if target is not None:
                 try:
@@ -77,17 +81,18 @@ async def _proxy(
     request: web.Request, ctx: ServerContext, target: tuple[str, dict[str, Any]],
     leader: str | None, extra_time: float,
 ) -> web.Response:
-    """Send to the leader, but stop waiting as soon as this node sees leadership move: a
-    request parked at a cut-off or paused old leader would otherwise hold the client for the
-    whole proxy timeout although a new leader is already there. Reads are then retried at the
-    new leader; a write's outcome is unknown (503), as with any lost connection."""
+    """Send to the leader, but stop waiting as soon as this node sees leadership move (or is
+    cut off itself): a request parked at a cut-off or paused old leader would otherwise hold
+    the client for the whole proxy timeout although a new leader is already there. Reads are
+    then retried at the new leader; a write's outcome is unknown (503), as with any lost
+    connection."""
     task = asyncio.ensure_future(_send(request, ctx, target, extra_time))
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=_POLL * 2.5)
             if done:
                 return task.result()
-            if ctx.node.leader() != leader:
+            if ctx.node.leader() != leader or not ctx.node.in_touch(leader):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task

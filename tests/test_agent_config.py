@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cli import config
-from harness.cluster import eventually, free_ports
-from harness.http import call
+from lab.cluster import eventually, free_ports
+from lab.http import call
 
 ROOT = Path(__file__).resolve().parents[1]
 

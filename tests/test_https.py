@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from harness.cluster import Agent, LocalCluster, eventually, free_ports
+from lab.cluster import Agent, LocalCluster, eventually, free_ports
 
 pytestmark = pytest.mark.integration
 
