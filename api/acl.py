@@ -22,6 +22,13 @@ from typing import Any
 from aiohttp import web
 
 from cluster import acl
+from cluster.commands import (
+    AclBootstrap,
+    AclPolicyDelete,
+    AclPolicySet,
+    AclTokenDelete,
+    AclTokenSet,
+)
 from cluster.fsm import Record
 from cluster.gojson import GoJSONError, Schema, go_decode_strict
 
@@ -173,10 +180,9 @@ async def bootstrap(request: web.Request, secret: str) -> web.StreamResponse:
     accessor, secret = str(uuid.uuid4()), secret or str(uuid.uuid4())
     token = acl.token_record(accessor, secret, acl.BOOTSTRAP_DESCRIPTION,
                              [acl.GLOBAL_MANAGEMENT_ID], _now())
-    await commit(ctx, lambda: {
-        "op": "acl_bootstrap", "Token": token, "Policy": acl.management_policy_record(),
-        "ResetIndex": reset,
-    }, ACL_RECORD)
+    await commit(ctx, lambda: AclBootstrap(
+        Token=token, Policy=acl.management_policy_record(), ResetIndex=reset,
+    ), ACL_RECORD)
     log.info("ACL bootstrap completed")
     stored = ctx.fsm.acl_token(accessor)
     assert stored is not None
@@ -245,12 +251,11 @@ async def _write_policy(
         "Hash": acl.policy_hash(name, description, rules, datacenters),
     }
 
-    def build() -> dict[str, Any]:
-        cmd: dict[str, Any] = {"op": "acl_policy_set", "Policy": record, "create": create}
-        if not create:
-            existing = ctx.fsm.acl_policy(policy_id)
-            cmd["expect_index"] = existing["ModifyIndex"] if existing else 0
-        return cmd
+    def build() -> AclPolicySet:
+        if create:
+            return AclPolicySet(Policy=record, create=True)
+        existing = ctx.fsm.acl_policy(policy_id)
+        return AclPolicySet(Policy=record, expect_index=existing["ModifyIndex"] if existing else 0)
 
     await commit(ctx, build, ACL_RECORD)
     stored = ctx.fsm.acl_policy(policy_id)
@@ -328,7 +333,7 @@ async def policy_delete(request: web.Request, policy_id: str) -> web.StreamRespo
         raise bad_request(
             "Delete operation not permitted on the builtin global-management policy"
         )
-    await commit(ctx, lambda: {"op": "acl_policy_delete", "ID": policy_id}, ACL_RECORD)
+    await commit(ctx, lambda: AclPolicyDelete(ID=policy_id), ACL_RECORD)
     return json_response(request, True)
 
 
@@ -437,12 +442,11 @@ async def _write_token(request: web.Request, body: dict[str, Any], accessor: str
     record = acl.token_record(accessor, secret, body.get("Description", ""), policy_ids,
                               create_time, local)
 
-    def build() -> dict[str, Any]:
-        cmd: dict[str, Any] = {"op": "acl_token_set", "Token": record, "create": create}
-        if not create:
-            current = ctx.fsm.acl_token(accessor)
-            cmd["expect_index"] = current["ModifyIndex"] if current else 0
-        return cmd
+    def build() -> AclTokenSet:
+        if create:
+            return AclTokenSet(Token=record, create=True)
+        current = ctx.fsm.acl_token(accessor)
+        return AclTokenSet(Token=record, expect_index=current["ModifyIndex"] if current else 0)
 
     await commit(ctx, build, ACL_RECORD)
     stored = ctx.fsm.acl_token(accessor)
@@ -495,7 +499,7 @@ async def token_delete(request: web.Request, accessor: str) -> web.StreamRespons
     existing = ctx.fsm.acl_token(accessor)
     if existing is not None and existing["SecretID"] == _identity(request).secret:
         raise bad_request("Deletion of the request's authorization token is not permitted")
-    await commit(ctx, lambda: {"op": "acl_token_delete", "AccessorID": accessor}, ACL_RECORD)
+    await commit(ctx, lambda: AclTokenDelete(AccessorID=accessor), ACL_RECORD)
     return json_response(request, True)
 
 

@@ -7,9 +7,22 @@ import logging
 
 from aiohttp import web
 
-from . import acl, agent, limits, observe, openapi, peering, pipeline, status, ui
+from . import (
+    acl,
+    agent,
+    catalog,
+    config_entries,
+    limits,
+    observe,
+    openapi,
+    peering,
+    pipeline,
+    status,
+    ui,
+)
 from .context import SERVER, ServerContext
-from .errors import APIError
+from .errors import APIError, disk_unavailable
+from .forward import FORWARDED, NOT_LEADER
 
 log = logging.getLogger("peerplane.api")
 
@@ -61,16 +74,34 @@ async def consul_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
+# What operators need while a server sits out with an unwritable journal.
+_SERVED_WITHOUT_JOURNAL = ("/v1/status/", "/v1/agent/", "/v1/internal/", "/ui", "/v1/openapi")
+
+
+@web.middleware
+async def journal_guard(request: web.Request, handler) -> web.StreamResponse:
+    """A server whose journal cannot be written (disk full, I/O errors) takes no part in Raft,
+    so its state falls behind and it cannot be leader: it answers 503 with the reason. A
+    request forwarded to it is marked "not leader" so the sender keeps looking."""
+    why = request.app[SERVER].node.disk_failure()
+    if why is None or request.path.startswith(_SERVED_WITHOUT_JOURNAL):
+        return await handler(request)
+    err = disk_unavailable(why)
+    if request.headers.get(FORWARDED):
+        err.headers[NOT_LEADER] = "1"
+    raise err
+
+
 def make_app(ctx: ServerContext) -> web.Application:
     app = web.Application(
-        middlewares=[observe.observe, consul_headers, consul_errors, limits.read_body_in_time,
-                     limits.cap_blocking_queries, pipeline.pipeline],
+        middlewares=[observe.observe, consul_headers, consul_errors, journal_guard,
+                     limits.read_body_in_time, limits.cap_blocking_queries, pipeline.pipeline],
         client_max_size=ctx.max_body,
     )
     app[SERVER] = ctx
     limits.install(app, ctx.limits)
     # Every API endpoint is one row of a module's ROUTES (see api/pipeline.py).
-    for module in (peering, acl, status, agent, observe, openapi):
+    for module in (peering, acl, catalog, config_entries, status, agent, observe, openapi):
         pipeline.add_routes(app, module.ROUTES)
     agent.install(app)
     openapi.install(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ from aiohttp import web
 from cluster.fsm import FSM
 from cluster.metrics import Metrics
 from cluster.peering.reconciler import PeeringService
+from cluster.proposer import Proposer
 from cluster.raft import RaftNode
 
 from .limits import HTTPLimits
@@ -29,8 +31,11 @@ class ServerContext:
     node_name: str
     datacenter: str
     raft_addr: str
-    http_addr: str
-    peering_addr: str
+    http_addr: str  # "" when plain HTTP is off
+    peering_addr: str  # what peer clusters dial: the WAN/external address when one is set
+    https_addr: str = ""
+    # Talking to another server's API (forwarding, fan-out) over HTTPS: api/https.py.
+    server_tls: ssl.SSLContext | None = None
     hold_timeout: float = 7.0  # Consul's RPCHoldTimeout: how long to wait for a leader
     apply_timeout: float = 5.0  # one replicated command
     max_body: int = 1 << 20
@@ -38,6 +43,7 @@ class ServerContext:
     acl_default_policy: str = "allow"
     consistent_reads: str = "readindex"  # or "barrier"; see bench/read_modes.py
     watch: IndexWatch = field(default_factory=IndexWatch)
+    proposer: Proposer | None = None  # cluster/proposer.py: the one way to propose
     # Live stream status per peering ID, kept by the leader's reconciler (never replicated).
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     peering_list: RenderedList = field(default_factory=RenderedList)  # GET /v1/peerings

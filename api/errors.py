@@ -24,3 +24,10 @@ def bad_request(text: str) -> APIError:
 
 def no_leader() -> APIError:
     return APIError(503, "No cluster leader")
+
+
+def disk_unavailable(why: str) -> APIError:
+    return APIError(
+        503, f"Server unavailable: its Raft journal cannot be written ({why}); it takes no part "
+        "in the cluster until the disk is writable again - use another server"
+    )

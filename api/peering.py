@@ -10,11 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster.fsm import ESTABLISHING, Record
+from cluster.commands import Delete, Establish, GenerateToken, PeeringEvent
+from cluster.fsm import Record
 from cluster.gojson import go_quote
 from cluster.peering.identity import server_name
-from cluster.peering.reconciler import LIVE_STATES
 from cluster.peering.token import PeeringToken, TokenError, decode_token
+from cluster.state.transitions import SECRET_EXCHANGED
 
 from .authz import PEERING_READ, PEERING_WRITE, UNLISTED
 from .commit import commit
@@ -110,13 +111,13 @@ async def generate_token(
     identity = await _identity(ctx)
     secret, new_id, rid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
 
-    def build() -> dict[str, Any]:
+    def build() -> GenerateToken:
         existing = ctx.fsm.get(partition, name)
-        return {
-            "op": "generate_token", "rid": rid, "Partition": partition, "Name": name,
-            "ID": new_id, "Meta": body.get("Meta") or {}, "EstablishmentSecret": secret,
-            "expect_index": existing["ModifyIndex"] if existing else 0,
-        }
+        return GenerateToken(
+            rid=rid, Partition=partition, Name=name, ID=new_id, Meta=body.get("Meta") or {},
+            EstablishmentSecret=secret,
+            expect_index=existing["ModifyIndex"] if existing else 0,
+        )
 
     res = await commit(ctx, build)
     servers = ctx.fsm.servers_view().values()
@@ -169,27 +170,25 @@ async def establish(
             )
     new_id, rid = str(uuid.uuid4()), str(uuid.uuid4())
 
-    def build() -> dict[str, Any]:
+    def build() -> Establish:
         existing = ctx.fsm.get(partition, name)
-        return {
-            "op": "establish", "rid": rid, "Partition": partition, "Name": name, "ID": new_id,
-            "Meta": body.get("Meta") or {}, "PeerID": token.PeerID,
-            "PeerCAPems": token.CA or [], "PeerServerName": token.ServerName,
-            "PeerServerAddresses": token.ServerAddresses or [],
-            "ManualServerAddresses": token.ManualServerAddresses or [],
-            "Remote": {"Partition": token.Remote.get("Partition") or "",
-                       "Datacenter": token.Remote.get("Datacenter") or ""},
-            "expect_index": existing["ModifyIndex"] if existing else 0,
-        }
+        return Establish(
+            rid=rid, Partition=partition, Name=name, ID=new_id, Meta=body.get("Meta") or {},
+            PeerID=token.PeerID, PeerCAPems=token.CA or [], PeerServerName=token.ServerName,
+            PeerServerAddresses=token.ServerAddresses or [],
+            ManualServerAddresses=token.ManualServerAddresses or [],
+            Remote={"Partition": token.Remote.get("Partition") or "",
+                    "Datacenter": token.Remote.get("Datacenter") or ""},
+            expect_index=existing["ModifyIndex"] if existing else 0,
+        )
 
     res = await commit(ctx, build)
     # Trade the token's establishment secret with the acceptor, then keep the stream secret
     # and let the leader's reconciler dial (api/establish.py, cluster/peering/reconciler.py).
     stream_secret = await exchange_secret(ctx, res["ID"], token)
-    await commit(ctx, lambda: {
-        "op": "set_state", "ID": res["ID"], "State": ESTABLISHING,
-        "ActiveStreamSecret": stream_secret, "expect_states": LIVE_STATES,
-    })
+    await commit(ctx, lambda: PeeringEvent(
+        ID=res["ID"], Event=SECRET_EXCHANGED, ActiveStreamSecret=stream_secret,
+    ))
     return json_response(request, {})
 
 
@@ -241,12 +240,12 @@ async def delete(request: web.Request, parsed: tuple[str, str]) -> web.StreamRes
     partition, name = parsed
     rid = str(uuid.uuid4())
 
-    def build() -> dict[str, Any]:
+    def build() -> Delete:
         existing = ctx.fsm.get(partition, name)
-        return {
-            "op": "delete", "rid": rid, "Partition": partition, "Name": name.lower(),
-            "DeletedAt": _now(), "expect_index": existing["ModifyIndex"] if existing else 0,
-        }
+        return Delete(
+            rid=rid, Partition=partition, Name=name.lower(), DeletedAt=_now(),
+            expect_index=existing["ModifyIndex"] if existing else 0,
+        )
 
     await commit(ctx, build)
     return web.Response(status=200)

@@ -11,21 +11,28 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from api import https
 from api.app import make_app
 from api.authz import ACLResolver
 from api.context import ServerContext
+from api.https import HTTPSFiles
 from api.limits import HardenedAppRunner, HTTPLimits
 from cluster import acl, logs, metrics
+from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
+from cluster.peering.catalog_port import FSMCatalog
 from cluster.peering.peerstream import make_listener_app
 from cluster.peering.reconciler import (
     DEFAULT_HEARTBEAT,
     DEFAULT_HEARTBEAT_TIMEOUT,
     PeeringService,
 )
+from cluster.peering.replication import Replication
 from cluster.peering.tls import LeafCerts
-from cluster.raft import NotApplied, RaftNode, RaftTiming, UnknownOutcome
+from cluster.proposer import Proposer
+from cluster.raft import RaftNode, RaftTiming
+from cluster.state.base import Touched
 
 from . import agentinfo
 
@@ -54,6 +61,9 @@ class AgentConfig:
     peering_heartbeat: float = DEFAULT_HEARTBEAT
     peering_heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     http_limits: HTTPLimits = field(default_factory=HTTPLimits)  # api/limits.py
+    https_port: int = -1  # -1: no HTTPS listener; http_port -1: no plain HTTP listener
+    https: HTTPSFiles | None = None
+    peering_wan: str = ""  # HOST:PORT peer clusters dial (default: advertise:peering_port)
 
     @property
     def raft_addr(self) -> str:
@@ -64,21 +74,19 @@ class AgentConfig:
         return [p for p in self.join if p != self.raft_addr]
 
 
-async def _register_self(ctx: ServerContext, cfg: AgentConfig) -> None:
+async def _register_self(ctx: ServerContext, proposer: Proposer, cfg: AgentConfig) -> None:
     """Keep this server's addresses in the replicated membership table, so followers can
     forward to whoever leads (the HTTP address is learned, never guessed)."""
     entry = {
         "Node": cfg.node,
         "HTTPAddr": ctx.http_addr,
+        "HTTPSAddr": ctx.https_addr,
         "PeeringAddr": ctx.peering_addr,
         "Datacenter": cfg.datacenter,
     }
     while True:
         if ctx.node.leader() is not None and ctx.fsm.servers_view().get(cfg.raft_addr) != entry:
-            with contextlib.suppress(NotApplied, UnknownOutcome):
-                await ctx.node.submit(
-                    {"op": "register_server", "RaftAddr": cfg.raft_addr, **entry}, 5.0
-                )
+            await proposer.attempt(RegisterServer(RaftAddr=cfg.raft_addr, **entry))
             await asyncio.sleep(0.2)
         else:
             await asyncio.sleep(1.0)
@@ -109,18 +117,21 @@ async def run_agent(cfg: AgentConfig) -> None:
         timing=cfg.timing,
     )
     node.attach(loop)
+    proposer = Proposer(node, timeout=5.0)
     ctx = ServerContext(
         node=node,
         fsm=fsm,
         node_name=cfg.node,
         datacenter=cfg.datacenter,
         raft_addr=cfg.raft_addr,
-        http_addr=f"{cfg.advertise}:{cfg.http_port}",
-        peering_addr=f"{cfg.advertise}:{cfg.peering_port}",
+        http_addr=f"{cfg.advertise}:{cfg.http_port}" if cfg.http_port != -1 else "",
+        https_addr=f"{cfg.advertise}:{cfg.https_port}" if cfg.https_port != -1 else "",
+        peering_addr=cfg.peering_wan or f"{cfg.advertise}:{cfg.peering_port}",
         hold_timeout=cfg.hold_timeout,
         acl_default_policy=cfg.acl_default_policy,
         consistent_reads=cfg.consistent_reads,
         limits=cfg.http_limits,
+        proposer=proposer,
     )
     ctx_holder.append(ctx)
     ctx.data_dir = cfg.data_dir
@@ -134,33 +145,46 @@ async def run_agent(cfg: AgentConfig) -> None:
     runner = HardenedAppRunner(make_app(ctx), cfg.http_limits, access_log=None,
                                handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
+    if cfg.https:
+        ctx.server_tls = https.forward_context(cfg.https)
+    if cfg.http_port != -1:
+        await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
+    if cfg.https and cfg.https_port != -1:
+        await web.TCPSite(runner, cfg.bind, cfg.https_port,
+                          ssl_context=https.listener_context(cfg.https)).start()
     # Peer streams: a TLS listener on every server; dialing and accepting happen on the leader.
     peering = PeeringService(
-        node=node, fsm=fsm, datacenter=cfg.datacenter, streams=ctx.streams,
+        node=node, proposer=proposer, fsm=fsm, datacenter=cfg.datacenter, streams=ctx.streams,
         leaf=LeafCerts(lambda: fsm.identity, cfg.datacenter),
         heartbeat=cfg.peering_heartbeat, heartbeat_timeout=cfg.peering_heartbeat_timeout,
-        apply_timeout=ctx.apply_timeout,
     )
     ctx.peering = peering
+    replication = Replication(fsm, FSMCatalog(fsm), proposer.submit,
+                              peering.set_server_addresses)
+    peering.replication = replication
 
-    def kick(_index: int) -> None:  # tick thread
+    leader = LeaderRoutines(node, fsm, proposer)
+
+    def changed(_index: int, touched: Touched | None) -> None:  # tick thread
         if not loop.is_closed():
-            loop.call_soon_threadsafe(peering.kick)
+            loop.call_soon_threadsafe(peering.on_change, touched)
+            loop.call_soon_threadsafe(leader.on_change, touched)
+            loop.call_soon_threadsafe(replication.on_change, touched)
 
-    fsm.add_listener(kick)
+    fsm.subscribe(changed)
     peer_runner = HardenedAppRunner(make_listener_app(peering), cfg.http_limits,
                                     access_log=None, handle_signals=False)
     await peer_runner.setup()
     await web.TCPSite(peer_runner, cfg.bind, cfg.peering_port,
                       ssl_context=peering.leaf.listener_context()).start()
-    leader = LeaderRoutines(node, fsm)
     leader.add(peering.run_leader)
     leader.before_remove = peering.terminate
+    leader.purge_imports = replication.purge
+    leader.add(replication.run_cleanup)
     if cfg.acl_enabled:
         leader.enable_acls(cfg.acl_initial_management_token)
     tasks = [
-        asyncio.create_task(_register_self(ctx, cfg)),
+        asyncio.create_task(_register_self(ctx, proposer, cfg)),
         asyncio.create_task(leader.supervise()),
     ]
     if cfg.acl_enabled:
@@ -171,7 +195,9 @@ async def run_agent(cfg: AgentConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     logs.announce(
         f"peerplane agent {cfg.node} ready: datacenter={cfg.datacenter} "
-        f"http=http://{ctx.http_addr} raft={cfg.raft_addr} peering={ctx.peering_addr}",
+        f"http={'http://' + ctx.http_addr if ctx.http_addr else 'off'} "
+        f"https={'https://' + ctx.https_addr if ctx.https_addr else 'off'} "
+        f"raft={cfg.raft_addr} peering={ctx.peering_addr}",
     )
     try:
         await stop.wait()

@@ -14,9 +14,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from . import acl
+from .commands import AclInit, InitIdentity, Remove
 from .fsm import DELETING, FSM
 from .peering.identity import new_identity
-from .raft import NotApplied, RaftNode, UnknownOutcome
+from .proposer import Proposer
+from .raft import RaftNode
+from .state.base import Touched
 
 log = logging.getLogger("peerplane.leader")
 
@@ -25,13 +28,18 @@ TERMINATE_WAIT = 3.0  # longest a removal waits for Terminated to reach the peer
 
 
 class LeaderRoutines:
-    def __init__(self, node: RaftNode, fsm: FSM, apply_timeout: float = 5.0) -> None:
+    def __init__(self, node: RaftNode, fsm: FSM, proposer: Proposer) -> None:
         self.node = node
         self.fsm = fsm
-        self.apply_timeout = apply_timeout
+        self.proposer = proposer
+        self._peerings_changed = asyncio.Event()
+        self.visits = 0  # peerings the deletion routine looked at (tests count work with it)
         self._tasks: list[asyncio.Task[None]] = []
         # Called with a peering ID before a DELETING peering is removed (sends Terminated).
         self.before_remove: Callable[[str], Awaitable[None]] | None = None
+        # Called with a peering's name before it is removed; True once nothing imported from it
+        # is left (deleted through Raft in bounded batches).
+        self.purge_imports: Callable[[str], Awaitable[bool]] | None = None
         self._routines: list[Callable[[], Awaitable[None]]] = [
             self._init_identity,
             self._remove_deleted,
@@ -59,16 +67,14 @@ class LeaderRoutines:
             if not (missing_policy or missing_anonymous or missing_management):
                 return
             now = acl.rfc3339(datetime.datetime.now(datetime.UTC))
-            cmd: dict = {
-                "op": "acl_init", "Policy": acl.management_policy_record(),
-                "Anonymous": acl.anonymous_token_record(now),
-            }
-            if missing_management:
-                cmd["Management"] = acl.token_record(
-                    str(uuid.uuid4()), initial_management or "",
-                    acl.INITIAL_MANAGEMENT_DESCRIPTION, [acl.GLOBAL_MANAGEMENT_ID], now,
-                )
-            res = await self._submit(cmd)
+            management = acl.token_record(
+                str(uuid.uuid4()), initial_management or "",
+                acl.INITIAL_MANAGEMENT_DESCRIPTION, [acl.GLOBAL_MANAGEMENT_ID], now,
+            ) if missing_management else None
+            res = await self.proposer.attempt(AclInit(
+                Policy=acl.management_policy_record(),
+                Anonymous=acl.anonymous_token_record(now), Management=management,
+            ))
             if res is not None and "error" in res:
                 log.warning("ACL initialisation refused: %s", res["error"])
             elif res is not None and not res.get("changed"):
@@ -101,32 +107,42 @@ class LeaderRoutines:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
-    async def _submit(self, cmd: dict) -> dict | None:
-        try:
-            return await self.node.submit(cmd, self.apply_timeout)
-        except (NotApplied, UnknownOutcome) as e:
-            log.info("leader routine command %s not applied: %s", cmd.get("op"), e)
-            return None
-
     async def _init_identity(self) -> None:
         """The first leader of a cluster creates its trust domain and CA."""
         while self.fsm.identity is None:
-            await self._submit({"op": "init_identity", **new_identity()})
+            await self.proposer.attempt(InitIdentity(**new_identity()))
             if self.fsm.identity is None:
                 await asyncio.sleep(0.5)
 
+    def on_change(self, touched: Touched | None) -> None:
+        """The FSM applied something (event loop): the deletion routine looks again when a
+        peering changed."""
+        if touched is None or any(table == "peerings" for table, _ in touched):
+            self._peerings_changed.set()
+
     async def _remove_deleted(self) -> None:
         """Deferred deletion: peerings marked DELETING are removed at a bounded rate, each after
-        its peer stream (if any) carried Terminated to the other cluster (bounded wait)."""
+        its peer stream (if any) carried Terminated to the other cluster (bounded wait). It
+        reads the FSM's DELETING index, never the whole table, and sleeps until a peering
+        changes."""
         while True:
-            recs, _ = self.fsm.list(partition=None)
-            for rec in recs:
-                if rec["State"] == DELETING:
-                    if self.before_remove is not None:
-                        try:
-                            await asyncio.wait_for(self.before_remove(rec["ID"]), TERMINATE_WAIT)
-                        except Exception as e:  # noqa: BLE001 - removal must go on
-                            log.info("terminating peering %s before removal: %r", rec["ID"], e)
-                    await self._submit({"op": "remove", "ID": rec["ID"]})
-                    await asyncio.sleep(1 / DELETION_RATE)
-            await asyncio.sleep(0.2)
+            self._peerings_changed.clear()
+            deleting = sorted(self.fsm.ids_in_state(DELETING))
+            self.visits += len(deleting)
+            for pid in deleting:
+                if self.before_remove is not None:
+                    try:
+                        await asyncio.wait_for(self.before_remove(pid), TERMINATE_WAIT)
+                    except Exception as e:  # noqa: BLE001 - removal must go on
+                        log.info("terminating peering %s before removal: %r", pid, e)
+                rec = self.fsm.by_id(pid)
+                if rec is not None and self.purge_imports is not None and not (
+                    await self.purge_imports(rec["Name"])
+                ):
+                    await asyncio.sleep(0.5)  # imports left (leadership or quorum lost): later
+                    continue
+                await self.proposer.attempt(Remove(ID=pid))
+                await asyncio.sleep(1 / DELETION_RATE)
+            if not deleting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._peerings_changed.wait(), 1.0)

@@ -18,12 +18,16 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import metrics
-from .fsm import FSM, encode
-from .raft_wall import LeaseTracker, PeerplaneSyncObj
+from .commands import Barrier, Command, encode, op_name
+from .fsm import FSM
+from .journal import JournalPath
+from .raft_wall import KEEPALIVE, LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+# A submit's outcome when the journal failed meanwhile, or when this leader lost its quorum.
+_JOURNAL_FAILED, _LOST_QUORUM = "journal-failed", "leader-lost-quorum"
 
 
 class NotApplied(Exception):
@@ -32,6 +36,10 @@ class NotApplied(Exception):
 
 class UnknownOutcome(Exception):
     """The command may or may not have been applied (timeout, leader change mid-flight)."""
+
+
+class DiskFault(NotApplied):
+    """This server's journal cannot be written: it takes no part in Raft until it can."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def sync_conf(
     return SyncObjConf(
         password=password,
         bindAddress=bind_addr,
-        journalFile=os.path.join(data_dir, "raft.journal"),
+        journalFile=JournalPath(os.path.join(data_dir, "raft.journal")),
         fullDumpFile=os.path.join(data_dir, "raft.dump"),
         appendEntriesUseBatch=timing.batch,
         appendEntriesPeriod=timing.heartbeat,
@@ -152,16 +160,42 @@ class RaftNode:
         )
         self._sync.on_ack = self._poke_reads
         fsm.add_listener(self._poke_reads)
+        self._pending: set[asyncio.Future[tuple[Any, Any]]] = set()
+        self._sync.on_journal_failure = self._on_journal_failure
+
+    def _on_journal_failure(self) -> None:  # tick thread
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fail_pending)
+
+    def _fail_pending(self, why: str = _JOURNAL_FAILED) -> None:
+        """Answer commands still in flight now instead of at their timeout: their outcome is
+        unknown (the journal failed; or this leader lost its quorum, and a new leader may or may
+        not have the entries it sent before)."""
+        for fut in self._pending:
+            if not fut.done():
+                fut.set_result((None, why))
+
+    def disk_failure(self) -> str | None:
+        """Why this server's journal cannot be written, while it cannot (None otherwise)."""
+        return self._sync.journal_failure()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
     def _on_state_changed(self, old: int, new: int) -> None:  # tick thread
         log.info("raft state %s -> %s", old, new)
+        loop = self._loop
         if old == LEADER:
             # Until now this node was its own leader contact; staleness counts from here.
             self._sync.last_leader_contact = time.monotonic()
-        loop = self._loop
+            cut_off = not self._lease.majority_since(
+                self._sync.otherNodes, time.monotonic() - self.timing.lease)
+            if cut_off and loop is not None and not loop.is_closed():
+                # Stepped down for lack of a quorum: its pending writes cannot commit here, so
+                # their clients hear now (503 outcome unknown) and can go to the new leader.
+                # (Deposed by a higher term while connected, they usually still commit.)
+                loop.call_soon_threadsafe(self._fail_pending, _LOST_QUORUM)
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_state_waiters)
         self._poke_reads()
@@ -182,9 +216,12 @@ class RaftNode:
 
     # ---- writes ----
 
-    async def submit(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
+        """Raft transport of one command (callers use cluster/proposer.py)."""
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
 
         def _set(res: Any, err: int) -> None:
             if not fut.done():
@@ -197,17 +234,21 @@ class RaftNode:
                 pass  # loop closed during shutdown
 
         started = time.perf_counter()
-        op = str(cmd.get("op", ""))
+        op = op_name(cmd)
+        self._pending.add(fut)
         self._replica.apply(encode(cmd), callback=_callback)
         try:
             res, err = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome("timed out waiting for the command to commit") from None
+        finally:
+            self._pending.discard(fut)
         if err == FAIL_REASON.SUCCESS:
             metrics.raft_apply(op, "ok", time.perf_counter() - started)
             return res
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED,
+                   _LOST_QUORUM):
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome(f"raft: {err}")
         metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
@@ -228,7 +269,7 @@ class RaftNode:
 
     async def _run_barrier(self, timeout: float) -> int:
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
@@ -239,7 +280,7 @@ class RaftNode:
             await asyncio.wait([current])
         self._barrier, self._next_barrier = self._next_barrier, None
         try:
-            res = await self.submit({"op": "barrier"}, timeout)
+            res = await self.submit(Barrier(), timeout)
             return int(res["index"])
         finally:
             self._barrier = None
@@ -315,6 +356,19 @@ class RaftNode:
     def leader(self) -> str | None:
         node = self._sync._getLeader()
         return str(node) if node is not None else None
+
+    def in_touch(self, leader: str | None) -> bool:
+        """Could a request waiting here for `leader` (or, with None, for an election) still be
+        served before the network changes? Yes while this server hears from that leader or from
+        enough peers to form a majority with itself (an election can complete, or a new leader
+        will be heard of). A server cut off from both answers at once instead of holding
+        clients for the hold time: they can go to a server that is in touch."""
+        s, within = self._sync, 2 * KEEPALIVE
+        if leader is not None and s.heard_within(leader, within):
+            return True
+        others = [str(n) for n in s.otherNodes]
+        heard = 1 + sum(1 for n in others if s.heard_within(n, within))
+        return heard > (len(others) + 1) / 2
 
     def lease_holds(self) -> bool:
         """True while this node is leader, has applied its own term's no-op, and a majority

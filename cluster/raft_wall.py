@@ -10,20 +10,22 @@ upgrade renamed or removed one: an upgrade must fail loudly, never quietly drop 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from typing import Any
 
+import pysyncobj.syncobj as _pysyncobj
 from pysyncobj import SyncObj
-from pysyncobj.journal import FileJournal, MetaStorer, ResizableFile
-from pysyncobj.pickle import dumps as pickle_dumps
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION
+
+from .journal import ChecksummedJournal, JournalError, JournalPath
 
 log = logging.getLogger("peerplane.raft")
 
 PYSYNCOBJ_VERSION = "0.3.17"
+_FOLLOWER, _LEADER = 0, 2  # PySyncObj's _RAFT_STATE values
+KEEPALIVE = 1.0  # seconds between keepalives on links that carry no Raft traffic
 
 # Methods of SyncObj this module overrides or calls (they must exist on the class).
 _METHODS = (
@@ -33,16 +35,21 @@ _METHODS = (
     "_SyncObj__onNodeConnected",
     "_SyncObj__onNodeDisconnected",
     "_checkCommandsToApply",
+    "_onTick",
+    "_SyncObj__setState",
+    "_SyncObj__onLeaderChanged",
+    "_SyncObj__generateRaftTimeout",
 )
 # Private fields, found as the names a constructor assigns (mangled at compile time).
 _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__raftLog"),
     (SyncObj, "_SyncObj__noopIDx"),
+    (SyncObj, "_SyncObj__raftState"),
+    (SyncObj, "_SyncObj__raftLeader"),
+    (SyncObj, "_SyncObj__raftElectionDeadline"),
+    (SyncObj, "_SyncObj__transport"),
     (SyncObj, "_SyncObj__pipeNotifier"),
     (SyncObj, "_SyncObj__raftNextIndex"),
-    (FileJournal, "_FileJournal__journalFile"),
-    (FileJournal, "_FileJournal__metaStorer"),
-    (ResizableFile, "_ResizableFile__f"),
 )
 # Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
 _MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term",
@@ -68,8 +75,8 @@ def missing_internals(
     receive = getattr(sync_cls, "_SyncObj__onMessageReceived", None)
     words = set(getattr(getattr(receive, "__code__", None), "co_consts", ()))
     missing += [f"message word {w!r}" for w in _MESSAGE_WORDS if receive and w not in words]
-    if not callable(getattr(MetaStorer, "getPath", None)):
-        missing.append("MetaStorer.getPath")
+    if "createJournal" not in vars(_pysyncobj):
+        missing.append("pysyncobj.syncobj.createJournal")
     return missing
 
 
@@ -134,29 +141,18 @@ def _timed_transport(lease: LeaseTracker) -> Any:
     return _TimedTransport
 
 
-class _DurableMeta(MetaStorer):
-    """PySyncObj's term/vote store, plus the fsyncs it leaves out (file, then directory)."""
-
-    def storeMeta(self, meta: Any) -> None:
-        tmp = self.getPath() + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(pickle_dumps(meta))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.getPath())
-        dir_fd = os.open(os.path.dirname(self.getPath()) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+_create_journal = _pysyncobj.createJournal
 
 
-def _sync_journal(journal: Any) -> None:
-    """fdatasync the journal file. On Linux this writes back pages dirtied through the mmap
-    too (shared mappings are dirty-tracked in the page cache), and the file size with them, so
-    a separate msync would only sync the same pages twice. The attributes were checked at
-    start-up; ResizableFile reopens its file when it grows, so it is looked up every time."""
-    os.fdatasync(journal._FileJournal__journalFile._ResizableFile__f.fileno())
+def _journal_for(journal_file: Any) -> Any:
+    """PySyncObj builds its journal itself (`createJournal(conf.journalFile)`); a JournalPath
+    gets ours: write() + fdatasync instead of an mmap, CRC per entry (cluster/journal.py)."""
+    if isinstance(journal_file, JournalPath):
+        return ChecksummedJournal(journal_file)
+    return _create_journal(journal_file)
+
+
+_pysyncobj.createJournal = _journal_for
 
 
 class PeerplaneSyncObj(SyncObj):
@@ -167,7 +163,8 @@ class PeerplaneSyncObj(SyncObj):
       `vote_guard` - or is the leader - will adopt a higher term but not grant its vote. No new
       leader can therefore be elected while the old one's lease (< vote_guard) may still hold;
     - the journal (and term/vote meta) fsynced before an entry counts toward a quorum;
-    - group commit: commands drained in one tick are sent, and synced, together.
+    - group commit: commands drained in one tick are sent, and synced, together;
+    - a journal that cannot be written takes the server out of Raft until it can.
     """
 
     def __init__(
@@ -183,15 +180,16 @@ class PeerplaneSyncObj(SyncObj):
         self.durable = durable
         self.draining = False
         self.send_deferred = False
+        self.on_journal_failure: Any = None  # called once per failure, from the tick thread
+        self._sitting_out = False
+        self._next_recovery = 0.0
+        self._next_keepalive = 0.0
+        self._started = time.monotonic()
+        self.last_heard: dict[str, float] = {}  # peer address -> when a message last came
         self.round_requested = False
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
         self.on_ack: Any = None  # called in the tick thread when a follower answers
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
-        if durable:
-            journal = self._SyncObj__raftLog
-            journal._FileJournal__metaStorer = _DurableMeta(
-                journal._FileJournal__metaStorer.getPath()
-            )
 
     def own_term_noop_applied(self) -> bool:
         """A leader has applied the no-op of its own term: its state includes every entry any
@@ -199,6 +197,60 @@ class PeerplaneSyncObj(SyncObj):
         noop = self._SyncObj__noopIDx
         return noop is not None and self.raftLastApplied >= noop
 
+    # ---- a journal that cannot be written (disk full, I/O error) ----
+    # Such a server takes no part in Raft: a leader steps down, nobody campaigns, append_entries
+    # and vote requests are dropped unanswered (any answer would claim persistence it lacks).
+    # Once a second it tries to rewrite its journal; when that works it is a follower again and
+    # catches up from the leader like any lagging follower.
+
+    def journal_failure(self) -> str | None:
+        return self._SyncObj__raftLog.failure
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        if self._SyncObj__raftLog.failure is not None:
+            self._sit_out()
+        now = time.monotonic()
+        if now >= self._next_keepalive:
+            self._next_keepalive = now + KEEPALIVE
+            self._keep_links_read()
+        try:
+            SyncObj._onTick(self, timeToWait)
+        except JournalError:
+            time.sleep(timeToWait)  # the journal logged why; from the next tick on we sit out
+
+    def _keep_links_read(self) -> None:
+        """PySyncObj drops a connection, and the message being sent, on the first send after
+        `connectionTimeout` without reading anything on it. Followers never talk to each
+        other, so the first RequestVote after a leader was lost went out on such a link and
+        was dropped: every election needed a second timeout (new leader 2.8-3.9 s after a cut
+        instead of ~1.2 s). A tiny message to every peer each second keeps every link read;
+        the receiver ignores its type. A leader's append_entries already do this."""
+        if self._SyncObj__raftState == _LEADER:
+            return
+        for node in self.otherNodes:
+            self._SyncObj__transport.send(node, {"type": "keepalive"})
+
+    def heard_within(self, addr: str, seconds: float) -> bool:
+        """A message came from `addr` within `seconds` (every link carries one at least each
+        KEEPALIVE). Right after start, before anything could arrive, every peer counts."""
+        return max(self.last_heard.get(addr, 0.0), self._started) > time.monotonic() - seconds
+
+    def _sit_out(self) -> None:
+        now = time.monotonic()
+        if not self._sitting_out:
+            self._sitting_out = True
+            if self._SyncObj__raftState == _LEADER:
+                self._SyncObj__setState(_FOLLOWER)
+                self._SyncObj__raftLeader = None
+            self._SyncObj__onLeaderChanged()  # commands forwarded by Raft: outcome unknown
+            if self.on_journal_failure is not None:
+                self.on_journal_failure()
+        if now >= self._next_recovery:
+            self._next_recovery = now + 1.0
+            if self._SyncObj__raftLog.try_recover():
+                self._sitting_out = False
+        # Not before a full election timeout from now: first hear whether there is a leader.
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
     # ---- ReadIndex: one heartbeat round, sent now, for every read waiting for one ----
 
     def request_round(self) -> None:
@@ -244,7 +296,7 @@ class PeerplaneSyncObj(SyncObj):
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
                                   nextNodeIdx: Any = None, success: bool = False) -> None:
         if self.durable and success:
-            _sync_journal(self._SyncObj__raftLog)
+            self._SyncObj__raftLog.sync()  # raises JournalError: then nothing is acknowledged
         SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
 
     def _SyncObj__sendAppendEntries(self) -> None:
@@ -253,10 +305,15 @@ class PeerplaneSyncObj(SyncObj):
             return
         SyncObj._SyncObj__sendAppendEntries(self)
         if self.durable:
-            _sync_journal(self._SyncObj__raftLog)
+            # raises JournalError: the tick ends before any ack is read, and the next one
+            # starts by stepping down (see _onTick), so nothing commits on this copy
+            self._SyncObj__raftLog.sync()
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        self.last_heard[str(node)] = time.monotonic()
+        if self._sitting_out and kind in ("append_entries", "request_vote", "timeout_now"):
+            return
         if kind == "next_node_idx":
             self.lease.on_response(node)
             if self.on_ack is not None:

@@ -18,15 +18,14 @@ from hypothesis import strategies as st
 
 from cluster import fsm as fsm_module
 from cluster.fsm import (
-    ACTIVE,
     DELETING,
     ESTABLISHING,
-    FAILING,
     FSM,
     PENDING,
     TERMINATED,
     encode,
 )
+from cluster.state import transitions
 
 P = "default"
 AT = "2026-01-02T03:04:05.000000006Z"
@@ -117,7 +116,7 @@ def test_regenerating_replaces_the_establishment_secret_and_keeps_stream_secrets
     token(f, "foo")
     assert run(f, op="exchange_secret", ID="acc-1", EstablishmentSecret="est-1",
                PendingStreamSecret="stream-1")["changed"]
-    assert run(f, op="set_state", ID="acc-1", State=PENDING,
+    assert run(f, op="peering_event", ID="acc-1", Event="stream_open",
                PromoteStreamSecret="stream-1")["changed"]
     assert f.secrets_for("acc-1") == {"active": "stream-1"}
     token(f, "foo", secret="est-2")
@@ -138,7 +137,7 @@ def test_regenerating_keeps_an_unpromoted_pending_stream_secret():
 def test_regenerating_a_terminated_acceptor_makes_it_pending_again():
     f = FSM()
     token(f, "foo")
-    run(f, op="set_state", ID="acc-1", State=TERMINATED)
+    run(f, op="peering_event", ID="acc-1", Event="terminated_by_peer")
     assert f.get(P, "foo")["State"] == TERMINATED
     token(f, "foo", secret="est-2")
     assert f.get(P, "foo")["State"] == PENDING
@@ -196,11 +195,11 @@ def test_expect_index_matching_the_modify_index_is_applied():
     assert token(f, "foo", secret="est-2", expect_index=1)["index"] == 3
 
 
-def test_set_state_with_a_stale_expect_index_is_a_conflict_and_changes_nothing():
+def test_an_event_with_a_stale_expect_index_is_a_conflict_and_changes_nothing():
     f = FSM()
     token(f, "foo")
     before = f.snapshot()
-    res = run(f, op="set_state", ID="acc-1", State=ACTIVE, expect_index=5)
+    res = run(f, op="peering_event", ID="acc-1", Event="stream_open", expect_index=5)
     assert res == {"error": "peering changed since the request was prepared", "kind": "conflict"}
     assert f.snapshot() == before
 
@@ -262,7 +261,7 @@ def test_establish_creates_a_pending_dialer_record_with_the_token_fields():
 def test_re_establishing_keeps_id_state_and_create_index_and_takes_new_token_fields():
     f = FSM()
     establish(f, "foo")
-    run(f, op="set_state", ID="dial-1", State=ESTABLISHING)
+    run(f, op="peering_event", ID="dial-1", Event="secret_exchanged")
     res = establish(f, "foo", id_="dial-new", PeerID="acceptor-2", Meta={"a": "b"})
     rec = f.get(P, "foo")
     assert res == {"index": 3, "changed": True, "ID": "dial-1"}
@@ -276,7 +275,7 @@ def test_re_establishing_keeps_id_state_and_create_index_and_takes_new_token_fie
 def test_re_establishing_a_terminated_dialer_makes_it_pending():
     f = FSM()
     establish(f, "foo")
-    run(f, op="set_state", ID="dial-1", State=TERMINATED)
+    run(f, op="peering_event", ID="dial-1", Event="terminated_by_peer")
     establish(f, "foo")
     assert f.get(P, "foo")["State"] == PENDING
 
@@ -341,7 +340,7 @@ def test_delete_looks_the_name_up_case_insensitively():
 def test_a_terminated_peering_can_be_deleted():
     f = FSM()
     token(f, "foo")
-    run(f, op="set_state", ID="acc-1", State=TERMINATED)
+    run(f, op="peering_event", ID="acc-1", Event="terminated_by_peer")
     assert delete(f, "foo")["changed"]
     assert f.get(P, "foo")["State"] == DELETING
 
@@ -366,12 +365,12 @@ def test_establish_on_a_deleting_peering_is_refused_and_changes_nothing():
     assert f.snapshot() == before
 
 
-def test_set_state_on_a_deleting_peering_is_refused_and_changes_nothing():
+def test_an_event_on_a_deleting_peering_is_refused_and_changes_nothing():
     f = FSM()
     token(f, "foo")
     delete(f, "foo")
     before = f.snapshot()
-    res = run(f, op="set_state", ID="acc-1", State=ACTIVE)
+    res = run(f, op="peering_event", ID="acc-1", Event="stream_open")
     assert res == {"error": DELETED_TEXT, "kind": "conflict"}
     assert f.snapshot() == before
 
@@ -417,31 +416,31 @@ def test_a_removed_name_can_be_created_again_with_a_fresh_create_index():
     )
 
 
-# ---- set_state ----
+# ---- peering events ----
 
 
-def test_set_state_writes_the_state_and_raises_modify_index_only():
+def test_an_event_writes_the_next_state_and_raises_modify_index_only():
     f = FSM()
     establish(f, "foo")
-    res = run(f, op="set_state", ID="dial-1", State=ESTABLISHING)
+    res = run(f, op="peering_event", ID="dial-1", Event="secret_exchanged")
     rec = f.get(P, "foo")
     assert res == {"index": 2, "changed": True}
     assert (rec["State"], rec["CreateIndex"], rec["ModifyIndex"]) == (ESTABLISHING, 1, 2)
 
 
-def test_set_state_refuses_an_unknown_state_and_changes_nothing():
+def test_peering_event_refuses_an_event_of_another_command_or_unknown_and_changes_nothing():
     f = FSM()
     token(f, "foo")
     before = f.snapshot()
-    for state in (DELETING, "UNDEFINED", ""):
-        res = run(f, op="set_state", ID="acc-1", State=state)
-        assert res == {"error": f"invalid state {state!r}", "kind": "invalid"}
+    for event in ("delete_requested", "removed", "token_generated", "UNDEFINED", ""):
+        res = run(f, op="peering_event", ID="acc-1", Event=event)
+        assert res == {"error": f"invalid peering event {event!r}", "kind": "invalid"}
     assert f.snapshot() == before
 
 
-def test_set_state_of_an_unknown_id_is_not_found():
+def test_an_event_of_an_unknown_id_is_not_found():
     f = FSM()
-    assert run(f, op="set_state", ID="nope", State=ACTIVE) == {
+    assert run(f, op="peering_event", ID="nope", Event="stream_open") == {
         "error": "unknown peering ID nope", "kind": "not_found"
     }
 
@@ -449,7 +448,7 @@ def test_set_state_of_an_unknown_id_is_not_found():
 def test_terminated_drops_the_secrets():
     f = FSM()
     establish(f, "foo", StreamSecret="stream-1")
-    run(f, op="set_state", ID="dial-1", State=TERMINATED)
+    run(f, op="peering_event", ID="dial-1", Event="terminated_by_peer")
     assert f.secrets_for("dial-1") == {}
 
 
@@ -503,7 +502,7 @@ def test_peerings_index_moves_on_every_peering_table_change_and_only_then():
 
     step(token(f, "foo"), True)
     step(establish(f, "bar"), True)
-    step(run(f, op="set_state", ID="dial-1", State=ACTIVE), True)
+    step(run(f, op="peering_event", ID="dial-1", Event="stream_open"), True)
     step(token(f, "foo", secret="est-2"), True)
     step(run(f, op="register_server", RaftAddr="10.0.0.1:8300", Node="n1",
              HTTPAddr="10.0.0.1:8500", PeeringAddr="10.0.0.1:8503", Datacenter="dc1"), False)
@@ -533,8 +532,16 @@ def test_registering_the_same_server_twice_bumps_the_index_once():
     assert run(f, **cmd) == {"index": 1}
     assert f.servers_view() == {
         "h:8300": {"Node": "n1", "HTTPAddr": "h:8500", "PeeringAddr": "h:8503",
-                   "Datacenter": "dc1"}
+                   "Datacenter": "dc1", "HTTPSAddr": ""}  # an entry from before HTTPS existed
     }
+
+
+def test_a_server_registers_its_https_address():
+    f = FSM()
+    run(f, op="register_server", RaftAddr="h:8300", Node="n1", HTTPAddr="", HTTPSAddr="h:8501",
+        PeeringAddr="wan.example:443", Datacenter="dc1")
+    assert f.servers_view()["h:8300"] == {"Node": "n1", "HTTPAddr": "", "HTTPSAddr": "h:8501",
+                                          "PeeringAddr": "wan.example:443", "Datacenter": "dc1"}
 
 
 def test_the_first_identity_wins():
@@ -640,7 +647,7 @@ def test_a_wrongly_typed_field_is_refused_and_changes_nothing(field, value):
          "PeerServerAddresses": ["a:1", 2]},
         {"op": "establish", "Partition": P, "Name": "foo", "ID": "d", "PeerID": "p",
          "Remote": {"Datacenter": None}},
-        {"op": "set_state", "ID": "acc-1", "State": 3},
+        {"op": "peering_event", "ID": "acc-1", "Event": 3},
         {"op": "delete", "Partition": P, "Name": "bar", "DeletedAt": 1700000000},
         {"op": "remove", "ID": ["acc-1"]},
     ],
@@ -677,8 +684,13 @@ BANNED_MODULES = {"time", "random", "uuid", "datetime", "asyncio", "aiohttp", "o
                   "secrets", "io", "pathlib", "subprocess"}
 
 
-def test_fsm_source_uses_no_clock_randomness_uuid_or_io():
-    source = Path(fsm_module.__file__).read_text()
+PURE_SOURCES = [Path(fsm_module.__file__), Path(fsm_module.__file__).parent / "commands.py",
+                *sorted((Path(fsm_module.__file__).parent / "state").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", PURE_SOURCES, ids=lambda p: p.name)
+def test_fsm_source_uses_no_clock_randomness_uuid_or_io(path):
+    source = path.read_text()
     tree = ast.parse(source)
     imported = set()
     for node in ast.walk(tree):
@@ -712,8 +724,8 @@ NAMES = ["a", "b", "c"]
 PARTITIONS = ["default", "p2"]
 IDS = ["id-1", "id-2", "id-3", "id-4"]
 SECRETS = ["s-1", "s-2", "s-3"]
-STATES = [PENDING, ESTABLISHING, ACTIVE, FAILING, TERMINATED, DELETING, "BOGUS"]
-OPS = ["generate_token", "establish", "delete", "remove", "set_state", "register_server",
+EVENTS = [*transitions.EVENTS, "BOGUS"]
+OPS = ["generate_token", "establish", "delete", "remove", "peering_event", "register_server",
        "barrier", "exchange_secret", "init_identity"]
 
 msgpack_values = st.recursive(
@@ -765,10 +777,10 @@ def draw_command(data: st.DataObject, f: FSM) -> dict[str, Any]:
         cmd.update(draw_expect_index(data, current))
     elif op == "remove":
         cmd.update(ID=data.draw(st.sampled_from(known_ids)))
-    elif op == "set_state":
+    elif op == "peering_event":
         peering_id = data.draw(st.sampled_from(known_ids))
         target = f.by_id(peering_id)
-        cmd.update(ID=peering_id, State=data.draw(st.sampled_from(STATES)))
+        cmd.update(ID=peering_id, Event=data.draw(st.sampled_from(EVENTS)))
         cmd.update(draw_expect_index(data, target["ModifyIndex"] if target else None))
     elif op == "register_server":
         node = data.draw(st.sampled_from(["n1", "n2"]))
@@ -884,7 +896,7 @@ def test_apply_never_raises_on_random_bytes(raw):
              "DeletedAt", "Remote", "PeerServerAddresses", "ManualServerAddresses",
              "PeerCAPems", "expect_index", "StreamSecret", "PendingStreamSecret", "RaftAddr",
              "Node", "HTTPAddr", "PeeringAddr", "Datacenter", "TrustDomain", "CACert", "CAKey",
-             "PromoteStreamSecret", "ActiveStreamSecret", "expect_secret", "expect_states",
+             "PromoteStreamSecret", "ActiveStreamSecret", "expect_secret", "Event",
              "rid"]
         ) | st.text(max_size=4),
         msgpack_values | st.sampled_from(["a", "id-1", "default", "s-1", "PENDING"]),
@@ -935,10 +947,10 @@ def valid_commands() -> list[dict[str, Any]]:
         {"op": "delete", "Partition": P, "Name": "a", "DeletedAt": AT, "rid": "r",
          "expect_index": 1},
         {"op": "remove", "ID": "id-5"},
-        {"op": "set_state", "ID": "id-2", "State": ACTIVE, "expect_index": 2,
-         "expect_states": [PENDING], "expect_secret": "s-1", "Remote": remote,
+        {"op": "peering_event", "ID": "id-2", "Event": "stream_open", "expect_index": 2,
+         "expect_secret": "s-1", "Remote": remote,
          "PeerServerAddresses": ["h:9"], "ActiveStreamSecret": "s-3"},
-        {"op": "set_state", "ID": "id-1", "State": FAILING, "Remote": remote},
+        {"op": "peering_event", "ID": "id-1", "Event": "stream_failed", "Remote": remote},
         {"op": "exchange_secret", "ID": "id-1", "EstablishmentSecret": "est-1",
          "PendingStreamSecret": "p-1"},
         {"op": "register_server", "RaftAddr": "n2:8300", "Node": "n2", "HTTPAddr": "n2:8500",

@@ -59,7 +59,7 @@ def snapshot_roundtrip(f: FSM) -> FSM:
 
 
 def state(f: FSM) -> tuple:
-    return (f.index, f.acl_policies, f.acl_policy_names, f.acl_tokens, f.acl_secrets,
+    return (f.index, f.acl.policies, f.acl.policy_names, f.acl.tokens, f.acl.secret_ids,
             f.acl_bootstrap_index, f.acl_policies_index, f.acl_tokens_index)
 
 
@@ -301,7 +301,7 @@ def test_old_snapshot_without_acl_keys_restores_empty_tables() -> None:
         del old[key]
     g = FSM()
     g.restore(msgpack.packb(old, use_bin_type=True))
-    assert (g.acl_policies, g.acl_tokens, g.acl_bootstrap_index) == ({}, {}, 0)
+    assert (g.acl.policies, g.acl.tokens, g.acl_bootstrap_index) == ({}, {}, 0)
     assert bootstrap(g)["changed"]
 
 
@@ -336,8 +336,8 @@ def test_replicas_agree_and_invariants_hold(commands: list[dict[str, Any]]) -> N
         if cmd["op"] == "acl_bootstrap" and ra.get("changed"):
             bootstraps += 1
         # Secondary indexes always match the primary tables.
-        assert a.acl_secrets == {t["SecretID"]: k for k, t in a.acl_tokens.items()}
-        assert a.acl_policy_names == {p["Name"].lower(): k for k, p in a.acl_policies.items()}
-        assert not set(a.acl_secrets) & set(a.acl_tokens)  # no ID is both accessor and secret
+        assert a.acl.secret_ids == {t["SecretID"]: k for k, t in a.acl.tokens.items()}
+        assert a.acl.policy_names == {p["Name"].lower(): k for k, p in a.acl.policies.items()}
+        assert not set(a.acl.secret_ids) & set(a.acl.tokens)  # no ID is both accessor and secret
     assert bootstraps <= 1
     assert state(a) == state(b) == state(snapshot_roundtrip(a))

@@ -66,7 +66,7 @@ def test_promotion_keeps_old_active_valid_until_the_new_one_is_used():
     pid = acceptor(fsm)
     apply(fsm, op="exchange_secret", ID=pid, EstablishmentSecret="est-1",
           PendingStreamSecret="s1")
-    res = apply(fsm, op="set_state", ID=pid, State="ACTIVE", PromoteStreamSecret="s1",
+    res = apply(fsm, op="peering_event", ID=pid, Event="stream_open", PromoteStreamSecret="s1",
                 Remote={"Partition": "", "Datacenter": "dc2"}, expect_secret="s1")
     assert "error" not in res
     assert fsm.secrets_for(pid) == {"active": "s1"}
@@ -76,37 +76,40 @@ def test_promotion_keeps_old_active_valid_until_the_new_one_is_used():
     apply(fsm, op="exchange_secret", ID=pid, EstablishmentSecret="est-2",
           PendingStreamSecret="s2")
     assert fsm.secrets_for(pid) == {"active": "s1", "pending": "s2"}
-    res = apply(fsm, op="set_state", ID=pid, State="ACTIVE", expect_secret="s1")
+    res = apply(fsm, op="peering_event", ID=pid, Event="stream_open", expect_secret="s1")
     assert "error" not in res
-    res = apply(fsm, op="set_state", ID=pid, State="ACTIVE", PromoteStreamSecret="bogus")
+    res = apply(fsm, op="peering_event", ID=pid, Event="stream_open",
+                PromoteStreamSecret="bogus")
     assert res["kind"] == "permission"
 
 
-def test_set_state_preconditions_and_no_op_writes():
+def test_peering_event_preconditions_and_no_op_writes():
     fsm = FSM()
     did = dialer(fsm)
-    res = apply(fsm, op="set_state", ID=did, State="ESTABLISHING", ActiveStreamSecret="s")
+    res = apply(fsm, op="peering_event", ID=did, Event="secret_exchanged",
+                ActiveStreamSecret="s")
     assert "error" not in res and fsm.secrets_for(did) == {"active": "s"}
     index = fsm.index
-    res = apply(fsm, op="set_state", ID=did, State="ESTABLISHING")
+    res = apply(fsm, op="peering_event", ID=did, Event="secret_exchanged")
     assert fsm.index == index and "changed" not in res  # nothing changed, nothing bumped
-    res = apply(fsm, op="set_state", ID=did, State="ACTIVE", expect_secret="old")
+    res = apply(fsm, op="peering_event", ID=did, Event="stream_open", expect_secret="old")
     assert res["kind"] == "permission"
-    apply(fsm, op="set_state", ID=did, State="TERMINATED")
+    apply(fsm, op="peering_event", ID=did, Event="terminated_by_peer")
     assert fsm.secrets_for(did) == {}
-    res = apply(fsm, op="set_state", ID=did, State="ACTIVE",
-                expect_states=["PENDING", "ESTABLISHING", "ACTIVE", "FAILING"])
+    res = apply(fsm, op="peering_event", ID=did, Event="stream_open")
     assert res["kind"] == "conflict" and fsm.by_id(did)["State"] == "TERMINATED"
 
 
 def test_server_addresses_update_the_dialer_only():
     fsm = FSM()
     did = dialer(fsm)
-    apply(fsm, op="set_state", ID=did, State="PENDING", PeerServerAddresses=["10.0.0.1:8503"])
+    apply(fsm, op="peering_event", ID=did, Event="addresses_received",
+          PeerServerAddresses=["10.0.0.1:8503"])
     assert fsm.by_id(did)["PeerServerAddresses"] == ["10.0.0.1:8503"]
     assert fsm.by_id(did)["ManualServerAddresses"] == []
     pid = acceptor(fsm)
-    apply(fsm, op="set_state", ID=pid, State="PENDING", PeerServerAddresses=["10.0.0.1:8503"])
+    apply(fsm, op="peering_event", ID=pid, Event="addresses_received",
+          PeerServerAddresses=["10.0.0.1:8503"])
     assert "PeerServerAddresses" not in fsm.by_id(pid)
 
 
@@ -116,5 +119,5 @@ def test_replicas_agree_after_the_same_commands():
         pid = acceptor(fsm)
         apply(fsm, op="exchange_secret", ID=pid, EstablishmentSecret="est-1",
               PendingStreamSecret="s1")
-        apply(fsm, op="set_state", ID=pid, State="ACTIVE", PromoteStreamSecret="s1")
+        apply(fsm, op="peering_event", ID=pid, Event="stream_open", PromoteStreamSecret="s1")
     assert a.snapshot() == b.snapshot()

@@ -9,7 +9,8 @@
   then 0.5 s * 2^n capped at min(64 s, a quarter of the heartbeat timeout, so a new leader can
   re-verify in time); 8 ms when a follower answers, as Consul, doubling to 0.5 s);
 - accepts streams from dialers (the listener in `cluster.peering.peerstream` calls `accept`);
-- writes every state change through Raft with `set_state`: ACTIVE when a stream is up (both
+- writes every state change through Raft as a peering event (the FSM's transition table
+  decides the state): ACTIVE when a stream is up (both
   sides), FAILING on a stream error or when a peering expected to be connected has had no
   stream for the heartbeat timeout (a new leader re-verifies every ACTIVE peering this way),
   TERMINATED when the other side sends Terminated;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import uuid
@@ -34,18 +36,27 @@ import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
 from .. import metrics
+from ..commands import ExchangeSecret, PeeringEvent
 from ..fsm import (
     ACTIVE,
     DELETING,
     ESTABLISHING,
-    FAILING,
     FSM,
-    PENDING,
     TERMINATED,
     Record,
     should_dial,
 )
-from ..raft import NotApplied, RaftNode, UnknownOutcome
+from ..proposer import NotApplied, Proposer, UnknownOutcome
+from ..raft import RaftNode
+from ..state.base import Touched
+from ..state.transitions import (
+    ADDRESSES_RECEIVED,
+    HEARTBEAT_TIMEOUT,
+    STREAM_FAILED,
+    STREAM_OPEN,
+    TERMINATED_BY_PEER,
+    TRANSITIONS,
+)
 from .peerstream import (
     ABORTED,
     ERROR,
@@ -56,7 +67,6 @@ from .peerstream import (
     OPEN,
     OPEN_TIMEOUT,
     PERMISSION_DENIED,
-    SERVER_ADDRESSES,
     TERMINATED_FRAME,
     UNAVAILABLE,
     LiveStream,
@@ -70,13 +80,13 @@ from .peerstream import (
     secrets_equal,
     unpack,
 )
+from .replication import Replication
 from .tls import LeafCerts
 
 log = logging.getLogger("peerplane.reconciler")
 
 DEFAULT_HEARTBEAT = 15.0  # Consul's defaultOutgoingHeartbeatInterval
 DEFAULT_HEARTBEAT_TIMEOUT = 120.0  # Consul's defaultIncomingHeartbeatTimeout
-LIVE_STATES = [PENDING, ESTABLISHING, ACTIVE, FAILING]
 NOT_LEADER = "node is not a leader anymore; cannot continue streaming"
 
 
@@ -108,22 +118,22 @@ class PeeringService:
         self,
         *,
         node: RaftNode,
+        proposer: Proposer,
         fsm: FSM,
         datacenter: str,
         streams: dict[str, dict[str, Any]],
         leaf: LeafCerts,
         heartbeat: float = DEFAULT_HEARTBEAT,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
-        apply_timeout: float = 5.0,
     ) -> None:
         self.node = node
+        self.proposer = proposer
         self.fsm = fsm
         self.datacenter = datacenter
         self.streams = streams
         self.leaf = leaf
         self.heartbeat = heartbeat
         self.heartbeat_timeout = heartbeat_timeout
-        self.apply_timeout = apply_timeout
         self.backoff_cap = min(64.0, max(0.5, heartbeat_timeout / 4))
         self.live: dict[str, LiveStream] = {}
         self._dialers: dict[str, tuple[str, asyncio.Task[None]]] = {}
@@ -133,7 +143,15 @@ class PeeringService:
         self._leading_since = 0.0
         self._leading = False  # run_leader is active (dial loops stop dialing when it ends)
         self._kick = asyncio.Event()
+        # What to look at on the next pass: peerings the FSM touched or whose stream or dial
+        # task ended, every peering after a restore or a new leadership (`_full`), and
+        # re-verification deadlines (time, peering ID).
+        self._dirty: set[str] = set()
+        self._full = True
+        self._deadlines: list[tuple[float, str]] = []
+        self.visits = 0  # peerings looked at, all passes together (tests count work with it)
         self._session: aiohttp.ClientSession | None = None
+        self.replication: Replication | None = None  # set by the agent
 
     # ---- plumbing ----
 
@@ -144,10 +162,6 @@ class PeeringService:
                 timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=2.0)
             )
         return self._session
-
-    def kick(self) -> None:
-        """Something changed in the FSM: look again now (called on the event loop)."""
-        self._kick.set()
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -181,11 +195,12 @@ class PeeringService:
         entry["LastError"] = reason
 
     async def _write(
-        self, peering_id: str, state: str | None, *, want: Callable[[Record], bool] | None = None,
+        self, peering_id: str, event: str, *, want: Callable[[Record], bool] | None = None,
         **extra: Any,
     ) -> dict[str, Any] | None:
-        """set_state through Raft, one at a time per peering, deciding on the freshest record
-        (`want` runs under the lock, after every earlier write of this peering applied)."""
+        """A peering event through Raft, one at a time per peering, deciding on the freshest
+        record (`want` runs under the lock, after every earlier write of this peering applied);
+        the FSM's transition table decides the next state."""
         lock = self._locks.setdefault(peering_id, asyncio.Lock())
         async with lock:
             rec = self.fsm.by_id(peering_id)
@@ -193,29 +208,21 @@ class PeeringService:
                 return None
             if want is not None and not want(rec):
                 return {"skipped": True}
-            cmd = {"op": "set_state", "ID": peering_id, "State": state or rec["State"], **extra}
-            if state is None:
-                cmd["expect_states"] = [rec["State"]]
-            try:
-                res = await self.node.submit(cmd, self.apply_timeout)
-            except (NotApplied, UnknownOutcome) as e:
-                log.info("set_state %s for %s not applied: %s", state, peering_id, e)
-                return None
-            if "error" in res:
-                log.info("set_state %s for %s refused: %s", state, peering_id, res["error"])
-            return res
+            return await self.proposer.attempt(PeeringEvent(ID=peering_id, Event=event, **extra))
 
-    async def _fail(self, peering_id: str, reason: str, cond: Callable[[], bool]) -> None:
+    async def _fail(self, peering_id: str, reason: str, cond: Callable[[], bool],
+                    event: str = STREAM_FAILED) -> None:
         log.info("peering %s failing: %s", peering_id, reason)
         self.note_error(peering_id, reason)
         await self._write(
-            peering_id, FAILING, expect_states=[PENDING, ESTABLISHING, ACTIVE],
-            want=lambda rec: cond() and rec["State"] in (ESTABLISHING, ACTIVE, PENDING),
+            peering_id, event,
+            want=lambda rec: cond() and (rec["State"], event) in TRANSITIONS
+            and TRANSITIONS[rec["State"], event] != rec["State"],
         )
 
     async def _terminated(self, peering_id: str) -> None:
         log.info("peering %s terminated by the peer", peering_id)
-        await self._write(peering_id, TERMINATED, expect_states=LIVE_STATES)
+        await self._write(peering_id, TERMINATED_BY_PEER)
         self.streams.pop(peering_id, None)
 
     # ---- establish (dialer, called by the HTTP handler on the leader) ----
@@ -234,10 +241,9 @@ class PeeringService:
         if rec is None or should_dial(rec) or not stored or not secrets_equal(stored, secret):
             return 403, ESTABLISHMENT_DENIED
         pending = str(uuid.uuid4())  # chosen before submission; the FSM stays pure
-        cmd = {"op": "exchange_secret", "ID": peer_id, "EstablishmentSecret": secret,
-               "PendingStreamSecret": pending}
+        cmd = ExchangeSecret(ID=peer_id, EstablishmentSecret=secret, PendingStreamSecret=pending)
         try:
-            res = await self.node.submit(cmd, self.apply_timeout)
+            res = await self.proposer.submit(cmd)
         except (NotApplied, UnknownOutcome) as e:
             return 503, f"secret exchange not committed: {e}"
         if "error" in res:
@@ -316,7 +322,7 @@ class PeeringService:
         self.live[peer_id] = live
         try:
             res = await self._write(
-                peer_id, ACTIVE, expect_states=LIVE_STATES, expect_secret=given,
+                peer_id, STREAM_OPEN, expect_secret=given,
                 PromoteStreamSecret=promote or None, Remote=remote,
                 want=lambda r: bool(promote) or r["State"] != ACTIVE
                 or (r.get("Remote") or {}) != remote,
@@ -329,21 +335,20 @@ class PeeringService:
                 await live.stop(code, res["error"])
                 return
             await live.send({"Type": HEARTBEAT})  # the Open is accepted
-            addrs = sorted(s["PeeringAddr"] for s in self.fsm.servers_view().values())
-            if addrs:
-                await live.send({"Type": SERVER_ADDRESSES, "Addresses": addrs})
             log.info("peering %s: accepted a stream from %s", peer_id, remote["Datacenter"])
             with contextlib.suppress(Moved):  # the dialer's leader moved; it will be back
                 await self._run(live)
         finally:
             if self.live.get(peer_id) is live:
                 del self.live[peer_id]
-                self._last_ok[peer_id] = self._now()
+                self._stream_ended(peer_id)
 
     async def _run(self, live: LiveStream) -> str:
         """Pump a stream and record how it ended; returns 'done' when the peering is over for
         this side, 'again' when it should be re-formed."""
         pid = live.peering_id
+        # replicated resources flow both ways while the stream is up (cluster/peering/)
+        session = await self.replication.attach(live) if self.replication else None
         try:
             why = await live.pump()
             return "done" if why == "terminate" else "again"
@@ -356,9 +361,12 @@ class PeeringService:
         except StreamError as e:
             if self.live.get(pid) is live:
                 del self.live[pid]
-                self._last_ok[pid] = self._now()
+                self._stream_ended(pid)
             await self._fail(pid, str(e), cond=lambda: pid not in self.live)
             return "again"
+        finally:
+            if self.replication is not None:
+                await self.replication.detach(session)
 
     # ---- dialer ----
 
@@ -452,14 +460,13 @@ class PeeringService:
         )
         live.mark_receive(True)  # the acceptor's first Heartbeat accepted the Open
         live.status["LastSend"] = live.status["LastReceive"]
-        live.on_frame = lambda frame: self._on_dialer_frame(pid, frame)
         old = self.live.get(pid)
         if old is not None:
             await old.stop(UNAVAILABLE, "superseded by a newer stream for this peering")
         self.live[pid] = live
         try:
             res = await self._write(
-                pid, ACTIVE, expect_states=LIVE_STATES, expect_secret=secret,
+                pid, STREAM_OPEN, expect_secret=secret,
                 want=lambda r: r["State"] != ACTIVE,
             )
             if res is not None and "error" in res:
@@ -478,19 +485,19 @@ class PeeringService:
         finally:
             if self.live.get(pid) is live:
                 del self.live[pid]
-                self._last_ok[pid] = self._now()
+                self._stream_ended(pid)
             if not ws.closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 1.0)
 
-    async def _on_dialer_frame(self, pid: str, frame: dict[str, Any]) -> None:
-        if frame["Type"] == SERVER_ADDRESSES:
-            addrs = sorted(str(a) for a in frame.get("Addresses") or [])
-            if addrs:
-                await self._write(
-                    pid, None, PeerServerAddresses=addrs,
-                    want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
-                )
+    async def set_server_addresses(self, pid: str, addrs: list[str]) -> None:
+        """The acceptor's servers, pushed over the stream (PeeringServerAddresses): the dialer
+        keeps them as PeerServerAddresses, so it follows address rotation."""
+        if addrs:
+            await self._write(
+                pid, ADDRESSES_RECEIVED, PeerServerAddresses=addrs,
+                want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
+            )
 
     # ---- termination ----
 
@@ -507,68 +514,108 @@ class PeeringService:
 
     # ---- the leader routine ----
 
+    # ---- the leader routine: driven by what changed, plus its own deadlines ----
+
+    def on_change(self, touched: Touched | None) -> None:
+        """The FSM applied something (event loop): look again at the peerings it touched
+        (`None`: a snapshot was restored, look at every one)."""
+        if touched is None:
+            self._full = True
+        else:
+            self._dirty.update(key for table, key in touched if table == "peerings")
+        self._kick.set()
+
+    def _look_again(self, pid: str) -> None:
+        self._dirty.add(pid)
+        self._kick.set()
+
+    def _stream_ended(self, pid: str) -> None:
+        """A stream of `pid` is gone: the re-verification clock starts now."""
+        self._last_ok[pid] = self._now()
+        self._look_again(pid)
+
     async def run_leader(self) -> None:
         self._leading_since = self._now()
         self._leading = True
+        self._full = True  # a new leader looks at every peering once
         log.info("peering reconciler started")
         try:
             while True:
                 self._kick.clear()
                 await self._reconcile()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), 0.25)
+                wait = self._deadlines[0][0] - self._now() if self._deadlines else 1.0
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._kick.wait(), min(wait, 1.0))
                 await asyncio.sleep(0.005)  # let a burst of applies land before the next pass
         finally:
             await self._stand_down()
 
     async def _reconcile(self) -> None:
-        recs, _ = self.fsm.list(partition=None)
         now = self._now()
-        seen = set()
-        for rec in recs:
-            pid = rec["ID"]
-            seen.add(pid)
-            if rec["State"] == DELETING:
-                if pid in self.live or pid in self._dialers:
-                    await self.terminate(pid)
-                continue
-            if should_dial(rec):
-                secret = self.fsm.secrets_for(pid).get("active", "")
-                wanted = bool(secret) and self._qualifies(rec, secret)
-                current = self._dialers.get(pid)
-                if current is not None and (
-                    not wanted or current[0] != secret or current[1].done()
-                ):
-                    self._dialers.pop(pid)
-                    live = self.live.get(pid)
-                    if live is not None and (not wanted or live.secret != secret):
-                        # say why before the dial task goes, or the peer sees an abrupt end
-                        await live.stop(UNAVAILABLE, "the peering was re-established")
-                    current[1].cancel()
-                    current = None
-                if wanted and current is None:
-                    if self._dialed.get(pid) != secret:  # a new establishment: a full timeout
-                        self._dialed[pid] = secret
-                        self._last_ok[pid] = now
-                    self._entry(pid)
-                    self._dialers[pid] = (secret, asyncio.create_task(
-                        self._dial_loop(pid, secret), name=f"dial-{pid}"))
-            # Re-verification: a peering expected to be connected has no stream for too long.
-            expect = rec["State"] == ACTIVE or (should_dial(rec) and rec["State"] == ESTABLISHING)
-            if expect and pid not in self.live:
-                since = max(self._leading_since, self._last_ok.get(pid, 0.0))
-                if now - since > self.heartbeat_timeout:
-                    last = (self.streams.get(pid) or {}).get("LastError")
-                    reason = (f"no peering stream for {self.heartbeat_timeout:g}s"
-                              + (f": {last}" if last else ""))
-                    self._last_ok[pid] = now  # don't rewrite it every pass
-                    await self._fail(pid, reason, cond=lambda p=pid: p not in self.live)
-        for pid in list(self._dialers):
-            if pid not in seen:
-                self._dialers.pop(pid)[1].cancel()
-        for table in (self.streams, self._last_ok, self._locks, self._dialed):
-            for pid in [p for p in table if p not in seen]:
+        if self._full:
+            self._full = False
+            pids = set(self.fsm.peering_ids()) | set(self._dialers) | set(self.streams)
+            self._dirty.clear()
+        else:
+            pids, self._dirty = self._dirty, set()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            pids.add(heapq.heappop(self._deadlines)[1])
+        for pid in pids:
+            await self._reconcile_one(pid, now)
+
+    async def _reconcile_one(self, pid: str, now: float) -> None:
+        self.visits += 1
+        rec = self.fsm.by_id(pid)
+        if rec is None:  # removed: forget it
+            dialer = self._dialers.pop(pid, None)
+            if dialer is not None:
+                dialer[1].cancel()
+            for table in (self.streams, self._last_ok, self._locks, self._dialed):
                 table.pop(pid, None)
+            return
+        if rec["State"] == DELETING:
+            if pid in self.live or pid in self._dialers:
+                await self.terminate(pid)
+            return
+        if should_dial(rec):
+            await self._keep_dialing(rec, now)
+        # Re-verification: a peering expected to be connected has no stream for too long.
+        expect = rec["State"] == ACTIVE or (should_dial(rec) and rec["State"] == ESTABLISHING)
+        if expect and pid not in self.live:
+            since = max(self._leading_since, self._last_ok.get(pid, 0.0))
+            if now - since > self.heartbeat_timeout:
+                last = (self.streams.get(pid) or {}).get("LastError")
+                reason = (f"no peering stream for {self.heartbeat_timeout:g}s"
+                          + (f": {last}" if last else ""))
+                self._last_ok[pid] = now  # don't rewrite it every pass
+                await self._fail(pid, reason, cond=lambda p=pid: p not in self.live,
+                                 event=HEARTBEAT_TIMEOUT)
+            else:
+                heapq.heappush(self._deadlines, (since + self.heartbeat_timeout + 0.001, pid))
+
+    async def _keep_dialing(self, rec: Record, now: float) -> None:
+        """One dial task per dialing peering that qualifies, with its current secret."""
+        pid = rec["ID"]
+        secret = self.fsm.secrets_for(pid).get("active", "")
+        wanted = bool(secret) and self._qualifies(rec, secret)
+        current = self._dialers.get(pid)
+        if current is not None and (not wanted or current[0] != secret or current[1].done()):
+            self._dialers.pop(pid)
+            live = self.live.get(pid)
+            if live is not None and (not wanted or live.secret != secret):
+                # say why before the dial task goes, or the peer sees an abrupt end
+                await live.stop(UNAVAILABLE, "the peering was re-established")
+            current[1].cancel()
+            current = None
+        if wanted and current is None:
+            if self._dialed.get(pid) != secret:  # a new establishment: a full timeout
+                self._dialed[pid] = secret
+                self._last_ok[pid] = now
+            self._entry(pid)
+            task = asyncio.create_task(self._dial_loop(pid, secret), name=f"dial-{pid}")
+            task.add_done_callback(lambda _t, p=pid: self._look_again(p))
+            self._dialers[pid] = (secret, task)
 
     async def _stand_down(self) -> None:
         """Leadership lost (or shutdown): close every stream, forget every status."""
@@ -590,6 +637,8 @@ class PeeringService:
         self.streams.clear()
         self._last_ok.clear()
         self._dialed.clear()
+        self._dirty.clear()
+        self._deadlines.clear()
         log.info("peering reconciler stopped")
 
     async def close(self) -> None:

@@ -1,0 +1,308 @@
+"""Typed Raft commands: one dataclass per FSM operation, and the one msgpack boundary.
+
+Callers build a command (`Establish(...)`), the proposer encodes it (`encode`), every replica
+decodes it (`decode`) and the FSM dispatches on its class. The wire form is a msgpack map of
+the op name and the fields that are set, so the journal stays readable and compact.
+
+`decode` checks every field's type before any table sees the command: a wrongly typed value
+that got stored would break later reads (names that do not sort, IDs msgpack cannot key a
+restored map with), so such a command is refused as a whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgpack
+
+from .state.errors import CommandError
+
+Map = dict[str, Any]  # a record carried whole (ACL policy/token: the ACL table checks it)
+
+
+
+
+@dataclass(frozen=True)
+class Command:
+    op: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class TableCommand(Command):
+    """A command of a table that checks its own fields (catalog, config entries): the map as
+    it came, handed to the table whole."""
+
+    name: str
+    body: dict[str, Any]
+
+
+# ---- servers and the cluster identity (cluster/state/servers.py) ----
+
+
+@dataclass(frozen=True)
+class RegisterServer(Command):
+    op: ClassVar[str] = "register_server"
+    RaftAddr: str
+    Node: str
+    HTTPAddr: str  # "" when plain HTTP is off
+    PeeringAddr: str  # what peer clusters dial (advertise_addr_wan when set)
+    Datacenter: str
+    HTTPSAddr: str = ""  # absent from entries written before HTTPS existed
+
+
+@dataclass(frozen=True)
+class InitIdentity(Command):
+    op: ClassVar[str] = "init_identity"
+    TrustDomain: str
+    CACert: str
+    CAKey: str
+
+
+@dataclass(frozen=True)
+class Barrier(Command):
+    op: ClassVar[str] = "barrier"
+
+
+# ---- peerings (cluster/state/peerings.py) ----
+
+
+@dataclass(frozen=True)
+class GenerateToken(Command):
+    op: ClassVar[str] = "generate_token"
+    Partition: str
+    Name: str
+    ID: str
+    EstablishmentSecret: str
+    Meta: dict[str, str] | None = None
+    rid: str | None = None
+    expect_index: int | None = None
+
+
+@dataclass(frozen=True)
+class Establish(Command):
+    op: ClassVar[str] = "establish"
+    Partition: str
+    Name: str
+    ID: str
+    PeerID: str
+    PeerServerName: str = ""
+    PeerCAPems: list[str] | None = None
+    PeerServerAddresses: list[str] | None = None
+    ManualServerAddresses: list[str] | None = None
+    Remote: dict[str, str] | None = None
+    Meta: dict[str, str] | None = None
+    StreamSecret: str | None = None
+    rid: str | None = None
+    expect_index: int | None = None
+
+
+@dataclass(frozen=True)
+class PeeringEvent(Command):
+    """Something happened to a live peering; the transition table (cluster/state/transitions.py)
+    decides its next state. Optional parts, all validated before anything changes:
+    - `expect_secret`: the stream secret the caller authenticated with must still be the
+      active (or pending) one, so a stream of a superseded establishment cannot write;
+    - `ActiveStreamSecret`: the dialer stores the stream secret the acceptor handed out;
+    - `PromoteStreamSecret`: the acceptor promotes its pending secret to active (the first
+      Open with it), keeping the active one when it is already the active secret;
+    - `Remote`: written with the promotion (or any other change);
+    - `PeerServerAddresses`: the acceptor's servers, pushed over the stream (dialer only)."""
+
+    op: ClassVar[str] = "peering_event"
+    ID: str
+    Event: str
+    expect_secret: str | None = None
+    ActiveStreamSecret: str | None = None
+    PromoteStreamSecret: str | None = None
+    Remote: dict[str, str] | None = None
+    PeerServerAddresses: list[str] | None = None
+    expect_index: int | None = None
+
+
+@dataclass(frozen=True)
+class ExchangeSecret(Command):
+    op: ClassVar[str] = "exchange_secret"
+    ID: str
+    EstablishmentSecret: str
+    PendingStreamSecret: str
+
+
+@dataclass(frozen=True)
+class Delete(Command):
+    op: ClassVar[str] = "delete"
+    Partition: str
+    Name: str
+    DeletedAt: str
+    rid: str | None = None
+    expect_index: int | None = None
+
+
+@dataclass(frozen=True)
+class Remove(Command):
+    op: ClassVar[str] = "remove"
+    ID: str
+
+
+# ---- ACLs (cluster/state/acl.py; records built by api/acl.py, checked by the table) ----
+
+
+@dataclass(frozen=True)
+class AclInit(Command):
+    op: ClassVar[str] = "acl_init"
+    Policy: Map | None = None
+    Anonymous: Map | None = None
+    Management: Map | None = None
+
+
+@dataclass(frozen=True)
+class AclBootstrap(Command):
+    op: ClassVar[str] = "acl_bootstrap"
+    Token: Map | None = None
+    Policy: Map | None = None
+    ResetIndex: int = 0
+
+
+@dataclass(frozen=True)
+class AclPolicySet(Command):
+    op: ClassVar[str] = "acl_policy_set"
+    Policy: Map | None = None
+    create: bool = False
+    expect_index: int | None = None
+
+
+@dataclass(frozen=True)
+class AclPolicyDelete(Command):
+    op: ClassVar[str] = "acl_policy_delete"
+    ID: str
+
+
+@dataclass(frozen=True)
+class AclTokenSet(Command):
+    op: ClassVar[str] = "acl_token_set"
+    Token: Map | None = None
+    create: bool = False
+    expect_index: int | None = None
+
+
+@dataclass(frozen=True)
+class AclTokenDelete(Command):
+    op: ClassVar[str] = "acl_token_delete"
+    AccessorID: str
+
+
+# ---- the boundary ----
+
+COMMANDS: dict[str, type[Command]] = {}
+TABLE_OPS: set[str] = set()  # ops decoded as TableCommand
+
+
+def register_table_ops(ops: frozenset[str]) -> None:
+    TABLE_OPS.update(ops)
+
+
+def register(cls: type[Command]) -> type[Command]:
+    """Make a command class decodable (tables in cluster/state/ declare theirs here)."""
+    COMMANDS[cls.op] = cls
+    _FIELDS[cls] = _field_checks(cls)
+    return cls
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_str_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str) for k, x in v.items()
+    )
+
+
+def _is_map(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+_CHECKS = {str: _is_str, int: _is_int, bool: _is_bool, list[str]: _is_str_list,
+           dict[str, str]: _is_str_map, Map: _is_map}
+_FIELDS: dict[type[Command], list[tuple[str, Any, bool]]] = {}
+
+
+def _field_checks(cls: type[Command]) -> list[tuple[str, Any, bool]]:
+    """(name, type check, required) per field, from the class's annotations."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if typing.get_origin(hint) is typing.Union or (
+            args and type(None) in typing.get_args(hint)) else hint
+        required = f.default is dataclasses.MISSING
+        out.append((f.name, _CHECKS[base], required))
+    return out
+
+
+def op_name(cmd: Command) -> str:
+    return cmd.name if isinstance(cmd, TableCommand) else cmd.op
+
+
+def encode(cmd: Command | Mapping[str, Any]) -> bytes:
+    """A command's wire form: {"op": ..., every field that is set}. A plain map passes
+    through as it is (tests and fuzzers send what a damaged or hostile peer might)."""
+    if isinstance(cmd, TableCommand):
+        return msgpack.packb({**cmd.body, "op": cmd.name}, use_bin_type=True)
+    if isinstance(cmd, Command):
+        body: dict[str, Any] = {"op": cmd.op}
+        for f in dataclasses.fields(cmd):
+            value = getattr(cmd, f.name)
+            if value is not None and value != f.default:
+                body[f.name] = value
+        return msgpack.packb(body, use_bin_type=True)
+    return msgpack.packb(dict(cmd), use_bin_type=True)
+
+
+def decode(raw: bytes) -> Command:
+    """Bytes from the log to a typed command; CommandError (changes nothing) when the bytes
+    are not a known command with well-typed fields."""
+    body = msgpack.unpackb(raw, raw=False)
+    if not isinstance(body, dict):
+        raise CommandError("command is not a map")
+    op = body.get("op")
+    if isinstance(op, str) and op in TABLE_OPS:
+        return TableCommand(op, body)
+    cls = COMMANDS.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise CommandError(f"unknown command {op!r}")
+    kwargs = {}
+    for name, check, required in _FIELDS[cls]:
+        if name not in body:
+            if required:
+                raise CommandError(f"invalid command: missing {name}")
+            continue
+        value = body[name]
+        if value is None and not required:
+            continue
+        if not check(value):
+            raise CommandError(f"invalid command: {name} has the wrong type")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+for _cls in (RegisterServer, InitIdentity, Barrier, GenerateToken, Establish, PeeringEvent,
+             ExchangeSecret, Delete, Remove, AclInit, AclBootstrap, AclPolicySet,
+             AclPolicyDelete, AclTokenSet, AclTokenDelete):
+    register(_cls)
