@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from cluster.commands import Barrier
 from cluster.fsm import FSM
 from cluster.raft import RaftNode
-from harness.cluster import free_ports
+from lab.cluster import free_ports
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_followers_receive_each_entry_once_while_appends_are_pipelined(nodes):
     async def go() -> tuple[int, list[int]]:
         leader = await _leader(nodes)
         followers = [n for n in nodes if n is not leader]
-        await leader.submit({"op": "barrier"}, 5.0)
+        await leader.submit(Barrier(), 5.0)
         deadline = time.monotonic() + 10
         while any(f.applied_index() < leader.applied_index() for f in followers):
             assert time.monotonic() < deadline
@@ -54,7 +55,7 @@ def test_followers_receive_each_entry_once_while_appends_are_pipelined(nodes):
 
         async def writer() -> None:
             for _ in range(20):
-                await leader.submit({"op": "barrier"}, 10.0)
+                await leader.submit(Barrier(), 10.0)
 
         await asyncio.gather(*(writer() for _ in range(32)))  # 640 entries, 32 in flight
         end = leader.applied_index()
