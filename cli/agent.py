@@ -17,7 +17,7 @@ from api.authz import ACLResolver
 from api.context import ServerContext
 from api.https import HTTPSFiles
 from api.limits import HardenedAppRunner, HTTPLimits
-from cluster import acl, logs, metrics
+from cluster import acl, logs, membership, metrics
 from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
@@ -107,9 +107,13 @@ async def run_agent(cfg: AgentConfig) -> None:
             "bootstrap-expect %d but %d servers configured", cfg.bootstrap_expect,
             len(cfg.peers) + 1,
         )
+    peers = cfg.peers
+    if membership.joining(cfg.data_dir, cfg.join, cfg.bootstrap_expect):
+        peers = [s for s in await membership.wait_for_view(cfg.join, cfg.cluster_secret)
+                 if s != cfg.raft_addr]
     node = RaftNode(
         self_addr=cfg.raft_addr,
-        peers=cfg.peers,
+        peers=peers,
         bind_addr=f"{cfg.bind}:{cfg.raft_port}",
         data_dir=cfg.data_dir,
         password=cfg.cluster_secret,
@@ -185,6 +189,10 @@ async def run_agent(cfg: AgentConfig) -> None:
         leader.enable_acls(cfg.acl_initial_management_token)
     tasks = [
         asyncio.create_task(_register_self(ctx, proposer, cfg)),
+        # Without --bootstrap-expect, --join names a running cluster to become a member of.
+        *([asyncio.create_task(membership.ensure_member(cfg.raft_addr, cfg.join,
+                                                        cfg.cluster_secret))]
+          if cfg.join and not cfg.bootstrap_expect else []),
         asyncio.create_task(leader.supervise()),
     ]
     if cfg.acl_enabled:

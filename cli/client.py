@@ -35,7 +35,7 @@ COMMANDS = ("peering", "operator", "members", "tls")
 SUMMARIES = {
     "peering": "create and manage peering connections (generate-token, establish, read, "
                "list, delete)",
-    "operator": "cluster operator commands (raft list-peers)",
+    "operator": "cluster operator commands (raft list-peers, raft remove-peer)",
     "members": "list the servers of the cluster",
     "tls": "a CA and certificates for the HTTPS API (ca create, cert create)",
 }
@@ -573,12 +573,16 @@ def peering_delete(args: list[str]) -> int:
 
 
 def peering_exported_services(args: list[str]) -> int:
-    """What the `exported-services` config entry exports to one peer, one name a line."""
+    """What the `exported-services` config entry exports to one peer, one name a line (`*`:
+    every local service)."""
     fs, client = _named_read(
         "peerplane peering exported-services [options] -name <peer name>", args)
     entry = _get_or_none(client, "/v1/config/exported-services/default", "exported services")
-    names = sorted({svc["Name"] for svc in (entry or {}).get("Services") or []
-                    if any(c.get("Peer") == fs["name"] for c in svc.get("Consumers") or [])})
+    names = {svc["Name"] for svc in (entry or {}).get("Services") or []
+             if any(c.get("Peer") == fs["name"] for c in svc.get("Consumers") or [])}
+    if "*" in names:  # the wildcard exports every local service
+        names = set(_get_or_none(client, "/v1/catalog/services", "services") or {})
+    names = sorted(names)
     if fs["format"] == "json":
         _json(names)
     elif not names:
@@ -651,6 +655,31 @@ def operator_raft_list_peers(args: list[str]) -> int:
     return 0
 
 
+# ---- operator raft remove-peer ----
+
+
+def operator_raft_remove_peer(args: list[str]) -> int:
+    fs = FlagSet("peerplane operator raft remove-peer [options]")
+    fs.string("address", "", "The address to remove from the Raft configuration.")
+    fs.string("id", "", "The ID to remove from the Raft configuration.")
+    _http_flags(fs, partition=False)
+    fs.parse(args)
+    address, server_id = fs["address"], fs["id"]
+    if not address and not server_id:
+        raise CommandError("Error removing peer: an address or id is required for the peer "
+                           "to remove")
+    if address and server_id:
+        raise CommandError("Error removing peer: cannot give both an address and id")
+    query = {"address": address} if address else {"id": server_id}
+    try:
+        Client(fs).request("DELETE", "/v1/operator/raft/peer", query)
+    except (_StatusError, _TransportError) as e:
+        raise CommandError(f"Error removing peer: {e}") from None
+    which = f'address "{address}"' if address else f'id "{server_id}"'
+    _out(f"Removed peer with {which}")
+    return 0
+
+
 # ---- members ----
 
 
@@ -710,7 +739,8 @@ _TREE: dict[str, Any] = {
         "delete": peering_delete,
         "exported-services": peering_exported_services,
     },
-    "operator": {"raft": {"list-peers": operator_raft_list_peers}},
+    "operator": {"raft": {"list-peers": operator_raft_list_peers,
+                          "remove-peer": operator_raft_remove_peer}},
     "members": members,
     "tls": {"ca": {"create": lambda args: _tls().ca_create(args)},
             "cert": {"create": lambda args: _tls().cert_create(args)}},

@@ -70,10 +70,12 @@ OPTIONS: tuple[Option, ...] = (
     _o("raft_port", "int", 8300, "Raft port between the servers", ("ports.server",)),
     _o("peering_port", "int", 8503, "peer-stream (TLS) port other clusters dial",
       ("ports.grpc_tls",)),
-    _o("join", "list", [], "HOST[:RAFTPORT][,...] of every server of the cluster, this one "
-      "included (port default: --raft-port)", ("retry_join",)),
-    _o("bootstrap_expect", "int", None, "number of servers expected (a warning when the join "
-      "list disagrees)", ("bootstrap_expect",)),
+    _o("join", "list", [], "HOST[:RAFTPORT][,...]: with --bootstrap-expect, every first server "
+      "(this one included); without it, any live member of a running cluster to join "
+      "(port default: --raft-port)", ("retry_join",)),
+    _o("bootstrap_expect", "int", None, "number of servers that start the cluster together, "
+      "all in --join (a warning when the join list disagrees); leave it out to join a running "
+      "cluster", ("bootstrap_expect",)),
     _o("cluster_secret_file", "str", None, "file holding the secret that authenticates Raft "
       "traffic (else PEERPLANE_CLUSTER_SECRET)", ("cluster_secret_file",)),
     _o("tls_cert_file", "str", None, "PEM certificate of the HTTPS listener (also presented to "

@@ -12,12 +12,13 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
-from . import metrics
+from . import membership, metrics
 from .commands import Barrier, Command, encode, op_name
 from .fsm import FSM
 from .journal import JournalPath
@@ -117,6 +118,7 @@ def sync_conf(
         dnsCacheTime=2.0,
         dnsFailCacheTime=1.0,
         logCompactionMinEntries=compaction_entries,
+        dynamicMembershipChange=True,  # join / remove-peer (cluster/membership.py)
         **extra,
     )
 
@@ -154,11 +156,18 @@ class RaftNode:
         )
         self._replica = _Replica(fsm)
         self._lease = LeaseTracker()
+        self.data_dir = data_dir
+        # The servers this node last knew win over the configured ones (see membership.py).
+        known = membership.load_servers(data_dir)
+        if known is None:
+            membership.store_servers(data_dir, [self_addr, *peers])
+        else:
+            peers = [s for s in known if s != self_addr]
         self._sync = PeerplaneSyncObj(
             self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
-            vote_guard=timing.vote_guard, durable=timing.durable,
+            vote_guard=timing.vote_guard, durable=timing.durable, on_ack=self._poke_reads,
+            on_membership=self._membership_changed,
         )
-        self._sync.on_ack = self._poke_reads
         fsm.add_listener(self._poke_reads)
         self._pending: set[asyncio.Future[tuple[Any, Any]]] = set()
         self._sync.on_journal_failure = self._on_journal_failure
@@ -216,10 +225,10 @@ class RaftNode:
 
     # ---- writes ----
 
-    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
-        """Raft transport of one command (callers use cluster/proposer.py)."""
-        if (why := self.disk_failure()) is not None:
-            raise DiskFault(why)
+    async def _call(self, start: Callable[[Callable[[Any, int], None]], None],
+                    timeout: float) -> tuple[Any, Any]:
+        """Start a PySyncObj call with a callback and await (result, FAIL_REASON); a timeout
+        raises UnknownOutcome (the call may still take effect later)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
 
@@ -233,17 +242,27 @@ class RaftNode:
             except RuntimeError:
                 pass  # loop closed during shutdown
 
-        started = time.perf_counter()
-        op = op_name(cmd)
         self._pending.add(fut)
-        self._replica.apply(encode(cmd), callback=_callback)
+        start(_callback)
         try:
-            res, err = await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome("timed out waiting for the command to commit") from None
         finally:
             self._pending.discard(fut)
+
+    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
+        """Raft transport of one command (callers use cluster/proposer.py)."""
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
+        started = time.perf_counter()
+        op = op_name(cmd)
+        raw = encode(cmd)
+        try:
+            res, err = await self._call(lambda cb: self._replica.apply(raw, callback=cb), timeout)
+        except UnknownOutcome:
+            metrics.raft_apply(op, "unknown", time.perf_counter() - started)
+            raise
         if err == FAIL_REASON.SUCCESS:
             metrics.raft_apply(op, "ok", time.perf_counter() - started)
             return res
@@ -253,6 +272,31 @@ class RaftNode:
             raise UnknownOutcome(f"raft: {err}")
         metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
         raise NotApplied(f"raft: {err}")
+
+    # ---- membership (one change at a time; PySyncObj refuses a second while one is pending) ----
+
+    async def remove_server(self, addr: str, timeout: float) -> None:
+        """Remove a server from the Raft configuration (on the leader)."""
+        await self._change_membership(self._sync.removeNodeFromCluster, addr, timeout)
+
+    async def add_server(self, addr: str, timeout: float) -> None:
+        await self._change_membership(self._sync.addNodeToCluster, addr, timeout)
+
+    async def _change_membership(self, change: Callable[..., None], addr: str,
+                                 timeout: float) -> None:
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
+        _, err = await self._call(lambda cb: change(addr, callback=cb), timeout)
+        if err == FAIL_REASON.REQUEST_DENIED:
+            raise NotApplied("a membership change is already in progress")
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
+            raise UnknownOutcome(f"raft: {err}")
+        if err != FAIL_REASON.SUCCESS:
+            raise NotApplied(f"raft: {err}")
+
+    def _membership_changed(self, servers: list[str]) -> None:  # tick thread
+        log.info("raft membership: %s", ", ".join(servers))
+        membership.store_servers(self.data_dir, servers)
 
     async def barrier(self, timeout: float) -> int:
         """Commit a no-op through the log; when it is applied here, every write acknowledged
@@ -396,7 +440,7 @@ class RaftNode:
         return int(self._sync.entries_received)
 
     def members(self) -> list[str]:
-        return sorted([self.self_addr, *(str(n) for n in self._sync.otherNodes)])
+        return self._sync.servers()
 
     def applied_index(self) -> int:
         return int(self._sync.raftLastApplied)

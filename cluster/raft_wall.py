@@ -39,6 +39,8 @@ _METHODS = (
     "_SyncObj__setState",
     "_SyncObj__onLeaderChanged",
     "_SyncObj__generateRaftTimeout",
+    "_SyncObj__doChangeCluster",
+    "_SyncObj__updateClusterConfiguration",
 )
 # Private fields, found as the names a constructor assigns (mangled at compile time).
 _FIELDS: tuple[tuple[type, str], ...] = (
@@ -168,7 +170,8 @@ class PeerplaneSyncObj(SyncObj):
     """
 
     def __init__(
-        self, *args: Any, lease: LeaseTracker, vote_guard: float, durable: bool, **kwargs: Any
+        self, *args: Any, lease: LeaseTracker, vote_guard: float, durable: bool,
+        on_ack: Any = None, on_membership: Any = None, **kwargs: Any,
     ) -> None:
         check_internals()  # the overrides below call SyncObj's own methods
         # Set before SyncObj.__init__ so PySyncObj treats them as non-replicated. A node that
@@ -188,8 +191,14 @@ class PeerplaneSyncObj(SyncObj):
         self.last_heard: dict[str, float] = {}  # peer address -> when a message last came
         self.round_requested = False
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
-        self.on_ack: Any = None  # called in the tick thread when a follower answers
+        self.on_ack = on_ack  # called in the tick thread when a follower answers
+        # called in the tick thread with the servers after a membership change
+        self.on_membership = on_membership
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
+
+    def servers(self) -> list[str]:
+        """This server and its peers, as addresses."""
+        return sorted([str(self.selfNode), *(str(n) for n in self.otherNodes)])
 
     def own_term_noop_applied(self) -> bool:
         """A leader has applied the no-op of its own term: its state includes every entry any
@@ -342,6 +351,21 @@ class PeerplaneSyncObj(SyncObj):
                 next_index[node] = sent
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    # ---- membership: tell the node whenever the set of servers changed ----
+    # PySyncObj applies a change when its entry is appended (and reverts it if the entry is
+    # truncated), loads the snapshot's view with a snapshot, and replays changes on restart.
+
+    def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:
+        changed = SyncObj._SyncObj__doChangeCluster(self, request, reverse)
+        if changed and self.on_membership is not None:
+            self.on_membership(self.servers())
+        return bool(changed)
+
+    def _SyncObj__updateClusterConfiguration(self, newNodes: Any) -> None:
+        SyncObj._SyncObj__updateClusterConfiguration(self, newNodes)
+        if self.on_membership is not None:
+            self.on_membership(self.servers())
 
     def _SyncObj__onNodeConnected(self, node: Any) -> None:
         self.lease.reset(node)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from harness.peering import STREAM_ARGS, establish, peering, token, wait_state
-from lab.cluster import LocalCluster, eventually
+from lab.cluster import LocalCluster, eventually, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -222,6 +222,27 @@ def test_leader_kill_9_during_replication_converges(peered, side):
     victim_cluster.wait_converged()
     for agent in dc2.agents:
         eventually(lambda a=agent: imported_web(a) == want, 30, 0.1)
+
+
+def test_the_dialer_follows_the_acceptors_server_addresses(peered):
+    """Address rotation: a dc1 server comes back on another peering port; dc1's leader pushes
+    its servers' addresses over the stream and dc2's PeerServerAddresses follow."""
+    dc1, dc2 = peered
+    agent = dc1.followers()[0]
+    old = f"{agent.host}:{agent.peering_port}"
+    assert old in peering(dc2.leader(), "dc1")["PeerServerAddresses"]
+    agent.stop()
+    agent.peering_port = free_ports(1)[0]
+    agent.start()
+    agent.wait_ready()
+    new = f"{agent.host}:{agent.peering_port}"
+
+    def rotated() -> bool:
+        addrs = peering(dc2.leader(), "dc1")["PeerServerAddresses"]
+        return new in addrs and old not in addrs and len(addrs) == 3
+
+    eventually(rotated, 30, 0.1)
+    dc1.wait_converged()
 
 
 def test_deleting_the_peering_removes_the_imports_on_every_server(peered):
