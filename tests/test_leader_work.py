@@ -63,7 +63,7 @@ async def per_commit_visits(n: int, data_dir: str) -> tuple[float, float, int]:
     node.attach(loop)
     proposer = Proposer(node)
     peering = PeeringService(node=node, proposer=proposer, fsm=fsm, datacenter="dc1",
-                             streams={}, leaf=LeafCerts(lambda: fsm.identity, "dc1"))
+                             leaf=LeafCerts(lambda: fsm.identity, "dc1"))
     leader = LeaderRoutines(node, fsm, proposer)
     leader.add(peering.run_leader)
     fsm.subscribe(lambda _i, touched: loop.call_soon_threadsafe(peering.on_change, touched))
