@@ -7,7 +7,19 @@ import logging
 
 from aiohttp import web
 
-from . import acl, agent, limits, observe, openapi, peering, pipeline, status, ui
+from . import (
+    acl,
+    agent,
+    catalog,
+    config_entries,
+    limits,
+    observe,
+    openapi,
+    peering,
+    pipeline,
+    status,
+    ui,
+)
 from .context import SERVER, ServerContext
 from .errors import APIError, disk_unavailable
 from .forward import FORWARDED, NOT_LEADER
@@ -89,7 +101,7 @@ def make_app(ctx: ServerContext) -> web.Application:
     app[SERVER] = ctx
     limits.install(app, ctx.limits)
     # Every API endpoint is one row of a module's ROUTES (see api/pipeline.py).
-    for module in (peering, acl, status, agent, observe, openapi):
+    for module in (peering, acl, catalog, config_entries, status, agent, observe, openapi):
         pipeline.add_routes(app, module.ROUTES)
     agent.install(app)
     openapi.install(app)

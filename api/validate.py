@@ -84,3 +84,11 @@ def check_meta(meta: dict[str, str]) -> None:
                 f"meta tags failed validation: Couldn't load metadata pair "
                 f"('{key}', '{meta[key]}'): {problem}"
             )
+
+
+def default_partition_only(request_query: Any, header: str | None) -> None:
+    """Catalog and config-entry routes exist in the default partition only (Consul CE): a
+    malformed partition is 400 as on the peering routes, any other one is refused."""
+    if partition_of(request_query.get("partition"), header) != "default":
+        raise bad_request('Invalid query parameter: "partition" - Partitions are a Consul '
+                          "Enterprise feature")

@@ -19,7 +19,10 @@ class IndexWatch:
         event.set()
 
     async def wait_past(self, current: Callable[[], int], index: int, wait: float) -> None:
-        """Return once current() > index, or when wait (plus Consul's jitter of wait/16) ends."""
+        """Return once current() > index, or when wait (plus Consul's jitter of wait/16) ends.
+        Index 0 never blocks: a Consul watch starts with it to get the current state."""
+        if index == 0:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait + random.uniform(0, wait / 16)
         while current() <= index:

@@ -1,4 +1,4 @@
-"""Shared by the bench scripts: a real three-process cluster (the tests' harness) and wrk."""
+"""Shared by the bench scripts: a real three-process cluster (lab.cluster) and wrk."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import sys
 from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# bench/establish.py uses the tests' peering helpers (tests/harness/peering.py).
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from harness.cluster import LocalCluster  # noqa: E402
+from lab.cluster import LocalCluster  # noqa: E402
 
 __all__ = ["LocalCluster", "Result", "wrk", "machine"]
 

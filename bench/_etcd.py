@@ -13,15 +13,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from harness.cluster import free_ports  # noqa: E402
+from lab.cluster import free_ports
 
 
 def b64(s: str) -> str:

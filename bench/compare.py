@@ -4,9 +4,10 @@
                                       [--peerings 10000] [--markdown PATH] [--smoke]
 
 Everything runs on 127.0.0.1 and is stopped before the script exits:
-- peerplane: three `peerplane agent` processes (tests/harness LocalCluster), driven by wrk
+- peerplane: three `peerplane agent` processes (lab.cluster LocalCluster), driven by wrk
   with one thread per server (bench/_cluster.py): writes are POST /v1/peering/token with unique
-  names; reads are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over
+  names (and, beside them, PUT /v1/catalog/register of a unique node with a service); reads
+  are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over
   all three servers (followers forward default/consistent reads to the leader). Failover: SIGKILL
   the leader, time until the next write is acknowledged by a survivor (median). Establish ->
   ACTIVE comes from bench/establish.py. Scale (a fresh cluster): writes/s with 100 peerings,
@@ -194,6 +195,8 @@ def peerplane_main(args: argparse.Namespace, run: Run) -> None:
                 raise RuntimeError(f"seeding: {reply.status} {reply.text}")
         run.load("pp.write", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
                                  args.connections))
+        run.load("pp.register", wrk("token.lua", nodes, "/v1/catalog/register", args.duration,
+                                    args.connections, env={"PEERPLANE_BENCH_WRITE": "register"}))
         for mode, query in (("default", ""), ("consistent", "?consistent"), ("stale", "?stale")):
             run.load(f"pp.read.{mode}", wrk("spread.lua", nodes, f"/v1/peering/seed-7{query}",
                                             args.duration, args.connections))
@@ -323,6 +326,13 @@ def peerplane_establish(args: argparse.Namespace, run: Run) -> None:
                      f"--runs {args.establish_runs} (two 3-server clusters, fast stream timings)")
 
 
+def peerplane_replication(args: argparse.Namespace, run: Run) -> None:
+    """bench/replication.py: export -> visible on the peer, and the initial sync."""
+    import replication
+
+    run.values["pp.repl"] = replication.measure(args.repl_samples, args.repl_services, 5)
+
+
 # ---------------------------------------------------------------- etcd
 
 
@@ -406,6 +416,8 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
 
     c = args.connections
     triple("writes", f"(fsync; {c} conns / in flight)", "pp.write", "etcd.write", "raw.write")
+    triple("catalog registers", f"(fsync; {c} conns; a new node + service each)",
+           "pp.register", "etcd.write", None)
     n = args.peerings
     small, at_n = res("pp.write.small", "rate"), res("pp.write.n", "rate")
     rows.append((f"writes/s with {SEED} peerings (scale cluster)", "rate", small, None, None,
@@ -427,6 +439,14 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
     rows.append(("establish -> ACTIVE ms, median", "ms",
                  est if isinstance(est, float) else None, None, None,
                  est if isinstance(est, str) else None))
+    repl = v.get("pp.repl") or {}
+    for label, key, kind, scale in (
+        (f"export -> visible on the peer p50 ms (n={repl.get('n', 0):.0f})", "p50", "ms", 1000),
+        ("export -> visible on the peer p99 ms", "p99", "ms", 1000),
+        (f"initial sync s, {repl.get('services', 0):,.0f} services x 5 instances", "sync",
+         "s", 1),
+    ):
+        rows.append((label, kind, repl[key] * scale if key in repl else None, None, None, None))
     rows.append((f"list p50 ms at {n:,} peerings", "ms", med_ms("pp.list"), None, None, None))
     rss = v.get("pp.rss")
     rows.append((f"RSS MB per node at {n:,} peerings (max)", "ms",
@@ -541,16 +561,18 @@ def main() -> int:
     p.add_argument("--peerings", type=int, default=10_000)
     p.add_argument("--establish-runs", type=int, default=20)
     p.add_argument("--markdown", metavar="PATH", help="also write the table here (Markdown)")
-    p.add_argument("--only", default="peerplane,establish,scale,etcd,raw",
+    p.add_argument("--only", default="peerplane,establish,replication,scale,etcd,raw",
                    help="comma-separated parts to run (default: all)")
     p.add_argument("--smoke", action="store_true",
                    help="seconds-long run of every part, for CI; non-zero exit on any failure")
     args = p.parse_args()
     args.list_samples, args.fill_timeout, args.restart_timeout = 20, 600.0, 120.0
     args.establish_timeout = 600.0
+    args.repl_samples, args.repl_services = 200, 1000
     if args.smoke:
         args.duration, args.failovers, args.peerings = 1.0, 3, 1000
         args.establish_runs, args.list_samples, args.fill_timeout = 1, 3, 60.0
+        args.repl_samples, args.repl_services = 5, 20
     args.loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
@@ -562,6 +584,8 @@ def main() -> int:
          lambda: peerplane_page_cache(args, run)),
         ("scale", f"peerplane: {args.peerings} peerings", lambda: peerplane_scale(args, run)),
         ("establish", "peerplane: establish -> ACTIVE", lambda: peerplane_establish(args, run)),
+        ("replication", "peerplane: replication over a peering",
+         lambda: peerplane_replication(args, run)),
         ("etcd", "etcd 3.4", lambda: etcd(args, run)),
         ("raw", "raw PySyncObj", lambda: raw(args, run)),
     ]

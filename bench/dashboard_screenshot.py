@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from harness.browser import Browser  # noqa: E402
-from harness.cluster import LocalCluster, eventually  # noqa: E402
+from lab.cluster import LocalCluster, eventually  # noqa: E402
 
 READY = (
     "document.querySelectorAll('#servers tbody tr').length > 0 && "

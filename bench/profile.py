@@ -4,7 +4,7 @@
                                       [--duration 10] [--connections 32] [--top 25]
                                       [--peerings 100] [--raw PATH]
 
-Starts a three-server cluster (tests' harness), seeds --peerings peerings, runs wrk against all
+Starts a three-server cluster (lab.cluster), seeds --peerings peerings, runs wrk against all
 three servers (one thread each, like bench/compare.py) and `py-spy record` on the leader for
 the same time, then prints the functions with the most samples: "self" (the frame on top of
 the stack) and "total" (anywhere on the stack), as a share of all samples, per thread kind

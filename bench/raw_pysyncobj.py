@@ -31,7 +31,6 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from pysyncobj import FAIL_REASON, SyncObjConsumer, replicated  # noqa: E402
 
@@ -160,7 +159,7 @@ class RawCluster:
     """Three node processes; `bench()` runs the load on whichever is leader."""
 
     def __init__(self, base_dir: str, nodes: int = 3) -> None:
-        from harness.cluster import free_ports
+        from lab.cluster import free_ports
 
         self.base_dir = base_dir
         self.addrs = [f"127.0.0.1:{p}" for p in free_ports(nodes)]

@@ -1,4 +1,5 @@
--- wrk script: POST /v1/peering/token with a unique PeerName per request, spread over nodes.
+-- wrk script: POST /v1/peering/token with a unique PeerName per request, spread over nodes;
+-- with PEERPLANE_BENCH_WRITE=register, PUT /v1/catalog/register of a unique node instead.
 local nodes = {}
 for hp in string.gmatch(os.getenv("PEERPLANE_BENCH_NODES") or "", "[^,]+") do
   table.insert(nodes, hp)
@@ -15,10 +16,17 @@ function setup(thread)
 end
 
 local n = 0
+local write = os.getenv("PEERPLANE_BENCH_WRITE") or "token"
+local json = {["Content-Type"] = "application/json"}
 function request()
   n = n + 1
-  local body = string.format('{"PeerName":"bench-%d-%d-%d"}', tid, n, math.random(1, 1e9))
-  return wrk.format("POST", "/v1/peering/token", {["Content-Type"] = "application/json"}, body)
+  local id = string.format("bench-%d-%d-%d", tid, n, math.random(1, 1e9))
+  if write == "register" then
+    local body = string.format('{"Node":"%s","Address":"10.0.0.1",' ..
+      '"Service":{"Service":"bench","Port":8080,"Tags":["v1"]}}', id)
+    return wrk.format("PUT", "/v1/catalog/register", json, body)
+  end
+  return wrk.format("POST", "/v1/peering/token", json, string.format('{"PeerName":"%s"}', id))
 end
 
 function done(summary, latency, requests)

@@ -20,12 +20,14 @@ from cluster import acl, logs, metrics
 from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
+from cluster.peering.catalog_port import FSMCatalog
 from cluster.peering.peerstream import make_listener_app
 from cluster.peering.reconciler import (
     DEFAULT_HEARTBEAT,
     DEFAULT_HEARTBEAT_TIMEOUT,
     PeeringService,
 )
+from cluster.peering.replication import Replication
 from cluster.peering.tls import LeafCerts
 from cluster.proposer import Proposer
 from cluster.raft import RaftNode, RaftTiming
@@ -125,15 +127,23 @@ async def run_agent(cfg: AgentConfig) -> None:
     )
     node.attach(loop)
     proposer = Proposer(node, timeout=APPLY_TIMEOUT)
-    # Peer streams (dialing and accepting happen on the leader) and the leader routines.
+    # Peer streams (dialing and accepting happen on the leader), replication over them, and
+    # the leader routines.
+    replication = Replication(
+        fsm, FSMCatalog(fsm), proposer.submit,
+        lambda pid, addrs: peering.set_server_addresses(pid, addrs),
+    )
     peering = PeeringService(
         node=node, proposer=proposer, fsm=fsm, datacenter=cfg.datacenter,
         leaf=LeafCerts(lambda: fsm.identity, cfg.datacenter),
         heartbeat=cfg.peering_heartbeat, heartbeat_timeout=cfg.peering_heartbeat_timeout,
+        replication=replication,
     )
     leader = LeaderRoutines(node, fsm, proposer)
     leader.add(peering.run_leader)
     leader.before_remove = peering.terminate
+    leader.purge_imports = replication.purge
+    leader.add(replication.run_cleanup)
     if cfg.acl_enabled:
         leader.enable_acls(cfg.acl_initial_management_token)
     registry = metrics.Metrics().bind(node, fsm, peering.streams)
@@ -170,6 +180,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         lambda index, _touched: ctx.watch.notify(index),
         lambda _index, touched: peering.on_change(touched),
         lambda _index, touched: leader.on_change(touched),
+        lambda _index, touched: replication.on_change(touched),
     ))
     runner = HardenedAppRunner(make_app(ctx), cfg.http_limits, access_log=None,
                                handle_signals=False)

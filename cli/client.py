@@ -281,12 +281,17 @@ _PEERING_HELP = """Usage: peerplane peering <subcommand> [options] [args]
 
     $ peerplane peering delete -name west-dc
 
+  List the services exported to a peer:
+
+    $ peerplane peering exported-services -name west-dc
+
 Subcommands:
-    delete            Delete a peering connection
-    establish         Establish a peering connection
-    generate-token    Generate a peering token
-    list              List peering connections
-    read              Read a peering connection
+    delete               Delete a peering connection
+    establish            Establish a peering connection
+    exported-services    List the services exported to a peer
+    generate-token       Generate a peering token
+    list                 List peering connections
+    read                 Read a peering connection
 """
 
 
@@ -380,14 +385,22 @@ def format_peering(p: dict[str, Any]) -> str:
         lines.append(f"Last Heartbeat:    {ss.get('LastHeartbeat') or ''}")
         lines.append(f"Last Receive:      {ss.get('LastReceive') or ''}")
         lines.append(f"Last Send:         {ss.get('LastSend') or ''}")
+    if "ImportPending" in ss:  # replication freshness (peerplane, beyond Consul)
+        lines.append(f"Last Import Applied: {ss.get('ImportLastApplied') or ''}")
+        lines.append(f"Import Pending:      {ss.get('ImportPending', 0)}")
+        lines.append(f"Export Unacked:      {ss.get('ExportUnacked', 0)}")
+        if ss.get("LastNackMessage"):
+            lines.append(f"Last NACK:           {ss.get('LastNack') or ''} "
+                         f"{ss['LastNackMessage']}")
     lines.append("")
     lines.append(f"Create Index: {p.get('CreateIndex', 0)}")
     lines.append(f"Modify Index: {p.get('ModifyIndex', 0)}")
     return "\n".join(lines) + "\n"
 
 
-def peering_read(args: list[str]) -> int:
-    fs = FlagSet("peerplane peering read [options] -name <peer name>")
+def _named_read(usage: str, args: list[str]) -> tuple[FlagSet, Client]:
+    """The flags of a read about one peer (-name, -format, the HTTP flags), parsed."""
+    fs = FlagSet(usage)
     fs.string("name", "", "(Required) The local name assigned to the peer cluster.")
     _format_flag(fs)
     _http_flags(fs)
@@ -395,15 +408,24 @@ def peering_read(args: list[str]) -> int:
     if not fs["name"]:
         raise CommandError("Missing the required -name flag")
     _check_format(fs)
-    client = Client(fs)
+    return fs, Client(fs)
+
+
+def _get_or_none(client: Client, path: str, what: str) -> Any:
+    """The JSON answer, None for a 404; other failures are `Error reading <what>: ...`."""
     try:
-        res = client.request("GET", f"/v1/peering/{fs['name']}")
+        return client.request("GET", path)
     except _StatusError as e:
         if e.status != 404:
-            raise CommandError(f"Error reading peering: {e}") from None
-        res = None
+            raise CommandError(f"Error reading {what}: {e}") from None
+        return None
     except _TransportError as e:
-        raise CommandError(f"Error reading peering: {e}") from None
+        raise CommandError(f"Error reading {what}: {e}") from None
+
+
+def peering_read(args: list[str]) -> int:
+    fs, client = _named_read("peerplane peering read [options] -name <peer name>", args)
+    res = _get_or_none(client, f"/v1/peering/{fs['name']}", "peering")
     if res is None:
         raise CommandError(f"No peering with name {fs['name']} found.")
     if fs["format"] == "json":
@@ -454,6 +476,22 @@ def peering_delete(args: list[str]) -> int:
     except (_StatusError, _TransportError) as e:
         raise CommandError(f"Error deleting peering for {fs['name']}: {e}") from None
     _out(f"Successfully submitted peering connection, {fs['name']}, for deletion")
+    return 0
+
+
+def peering_exported_services(args: list[str]) -> int:
+    """What the `exported-services` config entry exports to one peer, one name a line."""
+    fs, client = _named_read(
+        "peerplane peering exported-services [options] -name <peer name>", args)
+    entry = _get_or_none(client, "/v1/config/exported-services/default", "exported services")
+    names = sorted({svc["Name"] for svc in (entry or {}).get("Services") or []
+                    if any(c.get("Peer") == fs["name"] for c in svc.get("Consumers") or [])})
+    if fs["format"] == "json":
+        _json(names)
+    elif not names:
+        _out(f"No services are exported to {fs['name']}.")
+    else:
+        _out("\n".join(names))
     return 0
 
 
@@ -577,6 +615,7 @@ _TREE: dict[str, Any] = {
         "read": peering_read,
         "list": peering_list,
         "delete": peering_delete,
+        "exported-services": peering_exported_services,
     },
     "operator": {"raft": {"list-peers": operator_raft_list_peers}},
     "members": members,

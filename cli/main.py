@@ -140,7 +140,7 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
 
 
 def _lab_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lab", help="consistency lab: read modes under faults (source checkout)")
+    p = sub.add_parser("lab", help="consistency lab: read modes under faults")
     p.add_argument("scenario", nargs="+",
                    help="leader-isolation, leader-pause, follower-lag, failover, or all")
     p.add_argument("--short", action="store_true", help="the short (CI) form: one fault round")
@@ -150,13 +150,7 @@ def _lab_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_lab_cmd(args: argparse.Namespace) -> int:
-    """The lab drives real clusters with the test harness (tests/harness, not packaged)."""
-    tests = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
-    if not os.path.isfile(os.path.join(tests, "harness", "lab.py")):
-        raise SystemExit("peerplane lab: needs a source checkout (it uses tests/harness); run "
-                         "it from a clone installed with `pip install -e .` (make dev/test)")
-    sys.path.insert(0, tests)
-    from harness.lab import main as lab_main
+    from lab.scenarios import main as lab_main  # the lab ships in the wheel (lab/)
 
     return lab_main(args)
 

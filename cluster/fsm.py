@@ -50,6 +50,8 @@ T = TypeVar("T", bound=Table)
 # restore with `touched=None` (everything may have changed).
 Subscriber = Callable[[int, Touched | None], None]
 register_table_ops(catalog_table.OPS | config_table.OPS)
+# Catalog commands of replication: refused unless the peering they name by ID is live.
+IMPORT_OPS = frozenset({"catalog_import_service", "catalog_import_prune"})
 
 
 class FSM:
@@ -122,6 +124,8 @@ class FSM:
         return result
 
     def _apply_table_command(self, cmd: TableCommand) -> dict[str, Any]:
+        if cmd.name in IMPORT_OPS and "PeeringID" in cmd.body:
+            self._check_import_target(cmd.body)
         if cmd.name in catalog_table.OPS:
             name, table = "catalog", self.catalog
         else:
@@ -134,6 +138,17 @@ class FSM:
         else:
             result["index"] = self._changes.index
         return result
+
+    def _check_import_target(self, body: dict[str, Any]) -> None:
+        """Replication imports land only while their peering is live: one proposed just before
+        the peering was deleted or terminated must not commit after the purge of its imports
+        and be left behind (cluster/peering/importer.py sends the peering's ID)."""
+        pid = body["PeeringID"]
+        rec = self.peerings.by_id(pid) if isinstance(pid, str) else None
+        if rec is None or rec["Name"] != body.get("Peer") or rec["State"] in (
+            DELETING, TERMINATED
+        ):
+            raise CommandError("no live peering to import into", "conflict")
 
     def read(self, fn: Callable[[], T]) -> T:
         """Run `fn` under the apply lock: a consistent read across tables."""

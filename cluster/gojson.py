@@ -16,8 +16,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-# field name -> "string" | "[]string" | "map[string]string" | "any" | a nested Schema (a struct)
+# field name -> "string" | "[]string" | "map[string]string" | "int" | "bool" | "any" |
+# a nested Schema (a struct) | ListOf(a Schema, Go type name) (a slice of structs)
 Schema = dict[str, Any]
+_INT64 = 1 << 63
+
+
+class ListOf:
+    """A slice of structs in a Schema; `go_type` names it in type errors."""
+
+    def __init__(self, item: Schema, go_type: str) -> None:
+        self.item = item
+        self.go_type = go_type
 
 
 class GoJSONError(ValueError):
@@ -435,6 +445,22 @@ def _convert(value: Any, schema: Any, path: str, strict: bool) -> Any:
                 raise _type_error(item, path, "string")
             out.append(_valid(item or ""))
         return out
+    if schema == "int":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _type_error(value, path, "int")
+        if isinstance(value, float) or not -_INT64 <= value < _INT64:
+            literal = repr(value) if isinstance(value, float) else str(value)
+            raise _type_error(value, path, "int", f"number {literal}")
+        return value
+    if schema == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(value, path, "bool")
+        return value
+    if isinstance(schema, ListOf):
+        if not isinstance(value, list):
+            raise _type_error(value, path, schema.go_type)
+        return [_convert(item if item is not None else {}, schema.item, path, strict)
+                for item in value]
     if schema == "map[string]string":
         if not isinstance(value, dict):
             raise _type_error(value, path, "map[string]string")
@@ -447,14 +473,13 @@ def _convert(value: Any, schema: Any, path: str, strict: bool) -> Any:
     raise AssertionError(f"unknown schema type {schema!r}")
 
 
-def _type_error(value: Any, path: str, go_type: str) -> GoJSONError:
+def _type_error(value: Any, path: str, go_type: str, what: str = "") -> GoJSONError:
+    what = what or _json_kind(value)
     type_name, _, field = path.partition(".")
     if not field:
-        return GoJSONError(
-            f"json: cannot unmarshal {_json_kind(value)} into Go value of type {type_name}"
-        )
+        return GoJSONError(f"json: cannot unmarshal {what} into Go value of type {type_name}")
     return GoJSONError(
-        f"json: cannot unmarshal {_json_kind(value)} into Go struct field {path} of type {go_type}"
+        f"json: cannot unmarshal {what} into Go struct field {path} of type {go_type}"
     )
 
 
@@ -481,8 +506,11 @@ def _top(value: Any, schema: Schema, type_name: str, strict: bool) -> dict[str, 
     return _struct(value, schema, type_name.rpartition(".")[2], strict)
 
 
-def go_decode_strict(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
-    """json.NewDecoder(body) with DisallowUnknownFields: one value, trailing data ignored."""
+def go_decode_strict(
+    raw: bytes, schema: Schema, type_name: str, strict: bool = True
+) -> dict[str, Any]:
+    """json.NewDecoder(body) with DisallowUnknownFields (strict=False: without it, as
+    Consul's catalog endpoints decode): one value, trailing data ignored."""
     doc = _text(raw)
     start = len(doc) - len(doc.lstrip(" \t\n\r"))
     if start == len(doc):
@@ -493,7 +521,7 @@ def go_decode_strict(raw: bytes, schema: Schema, type_name: str) -> dict[str, An
         raise _failure(raw, doc, e, _read_value, "unexpected EOF", type_name) from None
     if _json_kind(value) == "number" and (found := _read_value(raw, _SCAN_LIMIT)) is not None:
         raise GoJSONError(found)  # Python stops a top-level `1.x` or `1e` where Go refuses it
-    return _top(value, schema, type_name, strict=True)
+    return _top(value, schema, type_name, strict=strict)
 
 
 def go_unmarshal(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
@@ -505,3 +533,34 @@ def go_unmarshal(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
         raise _failure(raw, doc, e, _check_valid, "unexpected end of JSON input", type_name) \
             from None
     return _top(value, schema, type_name, strict=False)
+
+
+def go_decode_object(raw: bytes, type_name: str = "map[string]interface {}") -> dict[str, Any]:
+    """json.NewDecoder(body).Decode(&map[string]interface{}): the raw object (Consul decodes
+    config entries this way, then maps it onto a struct itself)."""
+    doc = _text(raw)
+    start = len(doc) - len(doc.lstrip(" \t\n\r"))
+    if start == len(doc):
+        raise GoJSONError("EOF")
+    try:
+        value, _ = _DECODER.raw_decode(doc, start)
+    except _PARSE_FAILURES as e:
+        raise _failure(raw, doc, e, _read_value, "unexpected EOF", type_name) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GoJSONError(
+            f"json: cannot unmarshal {_json_kind(value)} into Go value of type {type_name}"
+        )
+    return _clean(value)
+
+
+def _clean(value: Any) -> Any:
+    """Invalid UTF-8 and lone surrogates become U+FFFD everywhere, as Go decodes them."""
+    if isinstance(value, str):
+        return _valid(value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_valid(k): _clean(v) for k, v in value.items()}
+    return value

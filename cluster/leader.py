@@ -36,6 +36,9 @@ class LeaderRoutines:
         self._tasks: list[asyncio.Task[None]] = []
         # Called with a peering ID before a DELETING peering is removed (sends Terminated).
         self.before_remove: Callable[[str], Awaitable[None]] | None = None
+        # Called with a peering's name before it is removed; True once nothing imported from it
+        # is left (deleted through Raft in bounded batches).
+        self.purge_imports: Callable[[str], Awaitable[bool]] | None = None
         self._routines: list[Callable[[], Awaitable[None]]] = [
             self._init_identity,
             self._remove_deleted,
@@ -137,6 +140,12 @@ class LeaderRoutines:
                         await asyncio.wait_for(self.before_remove(pid), TERMINATE_WAIT)
                     except Exception as e:  # noqa: BLE001 - removal must go on
                         log.info("terminating peering %s before removal: %r", pid, e)
+                rec = self.fsm.by_id(pid)
+                if rec is not None and self.purge_imports is not None and not (
+                    await self.purge_imports(rec["Name"])
+                ):
+                    await asyncio.sleep(0.5)  # imports left (leadership or quorum lost): later
+                    continue
                 await self.proposer.attempt(Remove(ID=pid))
                 await asyncio.sleep(1 / DELETION_RATE)
             if not deleting:

@@ -135,6 +135,10 @@ class Metrics:
         self.stream_heartbeats = self._counter(
             "peerplane.peering.stream.heartbeats",
             "Peer-stream heartbeat frames, by direction (sent/received)", ("direction",))
+        self.replication_messages = self._counter(
+            "peerplane.peering.replication.messages",
+            "Replication responses, by direction (export/import), resource and outcome "
+            "(sent, ack, nack; batch for purge commands)", ("direction", "resource", "outcome"))
         self.reconciler_retries = self._counter(
             "peerplane.peering.reconciler.retries",
             "Retried reconciler attempts (dials, redirects, writes), by kind", ("kind",))
@@ -216,7 +220,42 @@ class Metrics:
             out.append(("peerplane.peering.streams",
                         "Peer streams this server holds status for (the leader's)", (),
                         [((), float(len(self.streams)))]))
+            out += self._replication_gauges()
         return out
+
+    def _replication_gauges(self) -> list[tuple[str, str, tuple[str, ...], list[Any]]]:
+        """Import freshness per peering (beyond Consul, whose peerings show ACTIVE while the
+        imported catalog is stale - its issue #22868). Only the leader holds streams."""
+        rows: dict[str, list[tuple[tuple, float]]] = {
+            k: [] for k in ("age", "pending", "unacked", "imported", "exported")}
+        now = datetime.datetime.now(datetime.UTC).timestamp()
+        assert self.streams is not None
+        for pid, st in list(self.streams.items()):
+            rec = self.fsm.by_id(pid) if self.fsm is not None else None
+            if rec is None or "ImportPending" not in st:
+                continue
+            label = (rec["Name"],)
+            last = st.get("ImportLastApplied")
+            if last:
+                ts = datetime.datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
+                rows["age"].append((label, max(0.0, now - ts)))
+            rows["pending"].append((label, float(st.get("ImportPending") or 0)))
+            rows["unacked"].append((label, float(st.get("ExportUnacked") or 0)))
+            rows["imported"].append((label, float(len(st.get("ImportedServices") or []))))
+            rows["exported"].append((label, float(len(st.get("ExportedServices") or []))))
+        docs = {
+            "age": ("peerplane.peering.import.last_applied_age_seconds",
+                    "Seconds since a replication message from this peer was last applied"),
+            "pending": ("peerplane.peering.import.pending",
+                        "Replication messages received from this peer, not yet applied"),
+            "unacked": ("peerplane.peering.export.unacked",
+                        "Replication messages sent to this peer, not yet acknowledged"),
+            "imported": ("peerplane.peering.imported_services",
+                         "Services imported from this peer (its last exported-service list)"),
+            "exported": ("peerplane.peering.exported_services",
+                         "Services exported to this peer"),
+        }
+        return [(docs[k][0], docs[k][1], ("peer",), rows[k]) for k in docs]
 
     # ---- the two forms ----
 
@@ -285,3 +324,11 @@ def reconciler_retry(kind: str) -> None:
     m = _current
     if m is not None:
         m.reconciler_retries.labels(kind).inc()
+
+
+def replication(direction: str, resource: str, outcome: str) -> None:
+    """One replication response: `direction` export/import, `resource` the short type name
+    (ExportedService, ...), `outcome` sent/ack/nack (or batch, for purges)."""
+    m = _current
+    if m is not None:
+        m.replication_messages.labels(direction, resource, outcome).inc()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cluster import LocalCluster
+from lab.cluster import LocalCluster
 
 
 @pytest.fixture(scope="module")

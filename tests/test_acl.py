@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.cluster import Agent, LocalCluster, eventually
-from harness.http import Reply
+from lab.cluster import Agent, LocalCluster, eventually
+from lab.http import Reply
 
 pytestmark = pytest.mark.integration
 

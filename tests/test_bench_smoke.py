@@ -29,6 +29,7 @@ def test_compare_smoke_runs_every_part(tmp_path):
     assert proc.returncode == 0, out[-6000:]
     table = md.read_text()
     for row in ("writes/s", "consistent reads/s", "stale reads/s", "failover ms",
-                "establish -> ACTIVE", "list p50 ms", "cold restart s"):
+                "establish -> ACTIVE", "export -> visible on the peer", "initial sync s",
+                "list p50 ms", "cold restart s"):
         assert row in table, table
     assert "FAILED" not in table, table

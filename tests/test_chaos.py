@@ -8,8 +8,8 @@ import time
 import pytest
 from conftest import SCENARIO_LINES
 
-from harness.cluster import LocalCluster
-from harness.workload import ScenarioReport, Workload, verify
+from lab.cluster import LocalCluster
+from lab.workload import ScenarioReport, Workload, verify
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ def test_paused_follower_then_paused_leader_recover_on_sigcont(fresh_cluster):
 
 
 def test_isolated_old_leader_stays_linearizable_while_stale_reads_show_on_its_side(tmp_path):
-    from harness.netns import NetnsCluster
+    from lab.netns import NetnsCluster
 
     with NetnsCluster(str(tmp_path)) as c:
         old = c.leader()

@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from harness.cluster import LocalCluster, eventually
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -206,6 +206,23 @@ def test_list_when_there_are_none(cluster):
         "There are no peering connections.\n"
     assert ok(pp("peering", "list", "-partition=empty-part", "-format=json", addr=addr)) == \
         "[]\n"
+
+
+def test_exported_services_lists_what_goes_to_one_peer(cluster):
+    addr = cluster.agents[1].http_addr
+    assert ok(pp("peering", "exported-services", "-name", "west", addr=addr)) == \
+        "No services are exported to west.\n"
+    entry = {"Kind": "exported-services", "Name": "default", "Services": [
+        {"Name": "web", "Consumers": [{"Peer": "west"}, {"Peer": "east"}]},
+        {"Name": "api", "Consumers": [{"Peer": "west"}]},
+        {"Name": "db", "Consumers": [{"Peer": "east"}]}]}
+    assert cluster.agents[0].call("PUT", "/v1/config", entry).text == "true"
+    assert ok(pp("peering", "exported-services", "-name", "west", addr=addr)) == "api\nweb\n"
+    assert ok(pp("peering", "exported-services", "-name=east", "-format=json", addr=addr)) == \
+        '["db","web"]\n'
+    assert fails(pp("peering", "exported-services", addr=addr)) == \
+        "Missing the required -name flag\n"
+    cluster.agents[0].call("DELETE", "/v1/config/exported-services/default")
 
 
 # ---- operator raft list-peers and members ----

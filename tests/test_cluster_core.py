@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from harness.cluster import LocalCluster, eventually
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def test_the_exploit_payload_works_against_a_passwordless_pysyncobj(tmp_path):
     """Control for the test above: the same bytes do run code on a node with no password."""
     from pysyncobj import SyncObj, SyncObjConf
 
-    from harness.cluster import free_ports
+    from lab.cluster import free_ports
 
     port = free_ports(1)[0]
     node = SyncObj(f"127.0.0.1:{port}", [], SyncObjConf(autoTick=True))

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import eventually
-from harness.http import Reply, call
+from lab.cluster import eventually
+from lab.http import Reply, call
 
 pytestmark = pytest.mark.compose
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from harness.cluster import Agent, LocalCluster, eventually
+from lab.cluster import Agent, LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from cluster.journal import parse
-from harness.cluster import LocalCluster
+from lab.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

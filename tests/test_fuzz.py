@@ -26,7 +26,6 @@ from conftest import FUZZ_LINES
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 
-from harness.cluster import LocalCluster, eventually
 from harness.fuzz import (
     FuzzRun,
     FuzzStats,
@@ -37,6 +36,7 @@ from harness.fuzz import (
     operations,
     raw_requests,
 )
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +52,20 @@ def sizes(request: pytest.FixtureRequest) -> dict[str, int]:
     return LONG if long else SHORT
 
 
+STATE_READS = ("/v1/peerings", "/v1/catalog/nodes", "/v1/catalog/services",
+               "/v1/config/exported-services")
+
+
 def peering_state(cluster: LocalCluster, headers: dict[str, str] | None = None) -> Any:
-    """The peerings as the leader sees them after a quorum round, with the table's index."""
+    """The peerings, catalog and config entries as the leader sees them after a quorum round,
+    each with its table's index."""
     leader = cluster.leader()
-    reply = leader.call("GET", "/v1/peerings?consistent", headers=headers or {})
-    assert reply.status == 200, reply.text
-    return reply.headers["X-Consul-Index"], reply.json()
+    state = []
+    for path in STATE_READS:
+        reply = leader.call("GET", f"{path}?consistent", headers=headers or {})
+        assert reply.status == 200, reply.text
+        state.append((reply.headers["X-Consul-Index"], reply.json()))
+    return state
 
 
 def assert_healthy(cluster: LocalCluster) -> None:

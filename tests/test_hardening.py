@@ -28,7 +28,7 @@ import aiohttp
 import msgpack
 import pytest
 
-from harness.cluster import Agent, LocalCluster, eventually
+from lab.cluster import Agent, LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 

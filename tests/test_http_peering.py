@@ -22,8 +22,8 @@ from collections.abc import Callable
 import pytest
 from cryptography import x509
 
-from harness.cluster import Agent, LocalCluster, eventually
-from harness.http import Reply
+from lab.cluster import Agent, LocalCluster, eventually
+from lab.http import Reply
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from argparse import Namespace
 import pytest
 from conftest import SCENARIO_LINES
 
-from harness import lab, labreport, labsvg
-from harness.lab import LabOp
-from harness.linearizability import Operation
+from lab import report as labreport
+from lab import scenarios
+from lab import svg as labsvg
+from lab.linearizability import Operation
+from lab.scenarios import LabOp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,7 +89,7 @@ def test_a_stale_read_breaks_linearizability_only_in_its_own_mode():
         read(4, "default", ["k0", "k1"], 11, 2.8, 2.9),
     ]
     modes = {m: labreport._mode_report(ops, m, labreport.staleness(ops, created), created)
-             for m in lab.MODES}
+             for m in scenarios.MODES}
     assert modes["stale"]["linearizable"] is False
     assert modes["stale"]["stale_reads"] == 1
     assert "k1" in modes["stale"]["first_violation"]
@@ -179,17 +182,52 @@ def test_the_timeline_picture_is_well_formed_svg_with_stale_reads_marked():
 
 def test_unknown_scenario_is_refused_with_the_list(capsys):
     args = Namespace(scenario=["nope"], short=True, json=False, out=None, seed=1)
-    assert lab.main(args) == 2
+    assert scenarios.main(args) == 2
     err = capsys.readouterr().err
     assert "unknown scenario nope" in err and "leader-isolation" in err
 
 
-def test_lab_outside_a_source_checkout_fails_with_a_clear_message(monkeypatch, tmp_path):
-    from cli import main as cli
+@pytest.mark.integration
+def test_the_lab_runs_from_the_wheel_installed_in_a_fresh_venv_outside_the_checkout(tmp_path):
+    """`pip install` of the built wheel is all `peerplane lab` needs: the lab ships in the wheel
+    (lab/), its agents are `python -m cli agent` of the installed package, and nothing reads the
+    source tree (the run's working directory and imports are outside it)."""
+    src = _mkdir(tmp_path / "peerplane")  # what an sdist holds: the packages, project files
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), src / name)
+    for package in ("cli", "api", "cluster", "lab"):
+        shutil.copytree(os.path.join(REPO, package), src / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    wheels, venv, run = tmp_path / "wheels", tmp_path / "venv", _mkdir(tmp_path / "run")
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(src)],
+         tmp_path)
+    [wheel] = wheels.glob("peerplane-*.whl")
+    _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
+    _run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], tmp_path)
+    shutil.rmtree(src)  # nothing left to import from but the installed wheel
 
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "cli" / "main.py"))
-    with pytest.raises(SystemExit, match="needs a source checkout"):
-        cli.run_lab_cmd(Namespace(scenario=["failover"]))
+    where = _run([str(venv / "bin" / "python"), "-c", "import lab, cli; print(lab.__file__)"],
+                 run).stdout.strip()
+    assert where.startswith(str(venv)), where
+    proc = _run([str(venv / "bin" / "peerplane"), "lab", "failover", "--short", "--json",
+                 "--out", str(run / "out")], run, timeout=300)
+    report = json.loads(proc.stdout)
+    assert report["scenario"] == "failover"
+    assert all(e["holds"] for e in report["expectations"]), report["expectations"]
+    assert (run / "out" / "failover.svg").is_file()
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run(cmd: list[str], cwd, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{cmd}: {proc.stderr[-3000:]}"
+    return proc
 
 
 def run_lab(scenario: str, out: str, timeout: float = 300.0) -> dict:
@@ -208,10 +246,10 @@ def run_lab(scenario: str, out: str, timeout: float = 300.0) -> dict:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("scenario", list(lab.SCENARIOS))
+@pytest.mark.parametrize("scenario", list(scenarios.SCENARIOS))
 def test_scenario_short_form_shows_the_expected_direction(scenario, tmp_path, record_property):
-    if lab.SCENARIOS[scenario].netns:
-        from harness.netns import missing_tools
+    if scenarios.SCENARIOS[scenario].netns:
+        from lab.netns import missing_tools
 
         if problem := missing_tools():
             pytest.fail(problem, pytrace=False)  # never skip: CI installs these tools
@@ -219,12 +257,12 @@ def test_scenario_short_form_shows_the_expected_direction(scenario, tmp_path, re
     modes = report["modes"]
     line = (f"LAB {scenario} (short): wall={report['wall_seconds']}s ops={report['operations']} "
             + " ".join(f"{m}:stale={modes[m]['stale_reads']},lin={modes[m]['linearizable']}"
-                       for m in lab.MODES))
+                       for m in scenarios.MODES))
     SCENARIO_LINES.append(line)
     record_property("wall_seconds", report["wall_seconds"])
     record_property("report", json.dumps({k: report[k] for k in ("modes", "rounds", "writes")}))
 
-    for m in lab.MODES:
+    for m in scenarios.MODES:
         assert modes[m]["answered"] > 0, (m, modes[m])
     assert report["writes"]["acknowledged"] > 0
     assert modes["consistent"]["linearizable"], modes["consistent"]["first_violation"]

@@ -19,7 +19,7 @@ from cluster.peering.reconciler import PeeringService
 from cluster.peering.tls import LeafCerts
 from cluster.proposer import Proposer
 from cluster.raft import RaftNode, RaftTiming
-from harness.cluster import free_ports
+from lab.cluster import free_ports
 
 COMMITS = 20
 AT = "2026-01-02T03:04:05Z"

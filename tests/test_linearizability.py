@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.history import HistoryRecorder, check_history, final_reads, lost_writes
-from harness.linearizability import (
+from lab.history import HistoryRecorder, check_history, final_reads, lost_writes
+from lab.linearizability import (
     Operation,
     RegisterModel,
     Verdict,

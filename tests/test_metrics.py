@@ -16,7 +16,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.cluster import Agent, LocalCluster, eventually
+from lab.cluster import Agent, LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 

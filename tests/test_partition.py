@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import Agent, eventually
-from harness.http import Reply
-from harness.netns import (
+from lab.cluster import Agent, eventually
+from lab.http import Reply
+from lab.netns import (
     SUPERNET,
     NetnsCluster,
     Network,

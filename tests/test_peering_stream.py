@@ -18,7 +18,6 @@ import msgpack
 import pytest
 
 from cluster.peering.identity import new_identity
-from harness.cluster import LocalCluster, eventually
 from harness.peering import (
     HEARTBEAT_TIMEOUT,
     STREAM_ARGS,
@@ -30,6 +29,7 @@ from harness.peering import (
     token,
     wait_state,
 )
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 

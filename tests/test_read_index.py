@@ -10,7 +10,7 @@ import pytest
 
 from cluster.fsm import FSM
 from cluster.raft import NotApplied, RaftNode, RaftTiming
-from harness.cluster import free_ports
+from lab.cluster import free_ports
 
 
 @pytest.fixture

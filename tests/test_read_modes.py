@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from harness.cluster import eventually
-from harness.http import Reply
+from lab.cluster import eventually
+from lab.http import Reply
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness.browser import Browser
-from harness.cluster import eventually
+from lab.cluster import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -32,6 +32,14 @@ function badge(tr, text, cls, col) {
   tr.appendChild(td);
 }
 
+// Imported / exported services of a peering: the count, the names as a tooltip.
+function services(tr, names, col) {
+  const list = names || [];
+  const td = cell(tr, list.length, "num");
+  td.dataset.col = col;
+  td.title = list.join(", ");
+}
+
 function ago(ts) {
   if (!ts) return null;
   const secs = (Date.now() - Date.parse(ts)) / 1000;
@@ -85,6 +93,8 @@ function drawPeerings(list, note) {
     const remote = p.Remote || {};
     cell(tr, remote.Datacenter ? `${remote.Datacenter}/${remote.Partition || "default"}` : null);
     const ss = p.StreamStatus || {};
+    services(tr, ss.ImportedServices, "imported");
+    services(tr, ss.ExportedServices, "exported");
     cell(tr, ago(ss.LastHeartbeat));
     cell(tr, ago(ss.LastReceive));
     cell(tr, ago(ss.LastSend));

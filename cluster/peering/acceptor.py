@@ -26,7 +26,6 @@ from .peerstream import (
     OPEN,
     OPEN_TIMEOUT,
     PERMISSION_DENIED,
-    SERVER_ADDRESSES,
     TERMINATED_FRAME,
     UNAVAILABLE,
     LiveStream,
@@ -135,9 +134,6 @@ class Acceptor(PeeringCore):
                 await live.stop(code, res["error"])
                 return
             await live.send({"Type": HEARTBEAT})  # the Open is accepted
-            addrs = sorted(s["PeeringAddr"] for s in self.fsm.servers_view().values())
-            if addrs:
-                await live.send({"Type": SERVER_ADDRESSES, "Addresses": addrs})
             log.info("peering %s: accepted a stream from %s", peer_id, remote["Datacenter"])
             with contextlib.suppress(Moved):  # the dialer's leader moved; it will be back
                 await self._run(live)

@@ -21,6 +21,7 @@ from ..proposer import Proposer
 from ..raft import RaftNode
 from ..state.transitions import STREAM_FAILED, TERMINATED_BY_PEER, TRANSITIONS
 from .peerstream import UNAVAILABLE, LiveStream, Moved, PeerTerminated, StreamError
+from .replication import Replication
 from .status import empty_status
 from .tls import LeafCerts
 
@@ -41,6 +42,7 @@ class PeeringCore:
         leaf: LeafCerts,
         heartbeat: float = DEFAULT_HEARTBEAT,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+        replication: Replication | None = None,
     ) -> None:
         self.node = node
         self.proposer = proposer
@@ -70,6 +72,7 @@ class PeeringCore:
         self._deadlines: list[tuple[float, str]] = []
         self.visits = 0  # peerings looked at, all passes together (tests count work with it)
         self._session: aiohttp.ClientSession | None = None
+        self.replication = replication  # replicated resources over live streams
 
     # ---- plumbing ----
 
@@ -161,6 +164,8 @@ class PeeringCore:
         """Pump a stream and record how it ended; returns 'done' when the peering is over for
         this side, 'again' when it should be re-formed."""
         pid = live.peering_id
+        # replicated resources flow both ways while the stream is up (cluster/peering/)
+        session = await self.replication.attach(live) if self.replication else None
         try:
             why = await live.pump()
             return "done" if why == "terminate" else "again"
@@ -174,6 +179,9 @@ class PeeringCore:
             self._drop_live(live)
             await self._fail(pid, str(e), cond=lambda: pid not in self.live)
             return "again"
+        finally:
+            if self.replication is not None:
+                await self.replication.detach(session)
 
     async def terminate(self, peering_id: str) -> None:
         """Send Terminated over this peering's stream (if one is up) and stop dialing it."""

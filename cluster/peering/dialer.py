@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
@@ -20,7 +19,6 @@ from .peerstream import (
     INVALID_ARGUMENT,
     OPEN,
     OPEN_TIMEOUT,
-    SERVER_ADDRESSES,
     UNAVAILABLE,
     LiveStream,
     Moved,
@@ -152,7 +150,6 @@ class Dialer(PeeringCore):
         )
         live.mark_receive(True)  # the acceptor's first Heartbeat accepted the Open
         live.status["LastSend"] = live.status["LastReceive"]
-        live.on_frame = lambda frame: self._on_dialer_frame(pid, frame)
         await self._install_live(live)
         try:
             res = await self._write(
@@ -178,14 +175,14 @@ class Dialer(PeeringCore):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 1.0)
 
-    async def _on_dialer_frame(self, pid: str, frame: dict[str, Any]) -> None:
-        if frame["Type"] == SERVER_ADDRESSES:
-            addrs = sorted(str(a) for a in frame.get("Addresses") or [])
-            if addrs:
-                await self._write(
-                    pid, ADDRESSES_RECEIVED, PeerServerAddresses=addrs,
-                    want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
-                )
+    async def set_server_addresses(self, pid: str, addrs: list[str]) -> None:
+        """The acceptor's servers, pushed over the stream (PeeringServerAddresses): the dialer
+        keeps them as PeerServerAddresses, so it follows address rotation."""
+        if addrs:
+            await self._write(
+                pid, ADDRESSES_RECEIVED, PeerServerAddresses=addrs,
+                want=lambda r: sorted(r.get("PeerServerAddresses") or []) != addrs,
+            )
 
     async def _keep_dialing(self, rec: Record, now: float) -> None:
         """One dial task per dialing peering that qualifies, with its current secret."""

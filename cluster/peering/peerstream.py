@@ -8,9 +8,9 @@ Two endpoints, both served by every server of the accepting cluster (only its le
   one token exactly one wins. Refused: 403 `{"Code": "PermissionDenied", ...}`.
 - `GET /peerstream/v1/stream` - a websocket of msgpack frames (maps with a `Type`):
   `Open{PeerID, StreamSecretID, Remote{Partition, Datacenter}}` (dialer -> acceptor, first
-  frame), `Heartbeat{}`, `Terminated{}`, `ServerAddresses{Addresses}` (acceptor -> dialer) and
-  `Error{Code, Message, LeaderAddress?}` (before a close). Unknown types are ignored, which
-  leaves room for replicated resources. The acceptor answers a valid Open with a Heartbeat.
+  frame), `Heartbeat{}`, `Terminated{}`, `Error{Code, Message, LeaderAddress?}` (before a
+  close), and the replication messages `Request`/`Response` (cluster/peering/resources.py).
+  Unknown types are ignored. The acceptor answers a valid Open with a Heartbeat.
 
 A follower answers both with Code `FailedPrecondition` and the leader's peering address (when
 it knows one) so the dialer moves on at once - Consul's LeaderAddress detail.
@@ -54,7 +54,6 @@ OPEN = "Open"
 HEARTBEAT = "Heartbeat"
 TERMINATED_FRAME = "Terminated"
 ERROR = "Error"
-SERVER_ADDRESSES = "ServerAddresses"
 
 # gRPC-style codes carried in Error frames and exchange answers.
 FAILED_PRECONDITION = "FailedPrecondition"  # not the leader (LeaderAddress says who is)

@@ -28,7 +28,8 @@ nothing changes nothing and does not move any index):
 
 Reads (any thread; each takes the FSM lock): `services(peer)`, `service_nodes(name, peer)`,
 `health(name, peer)`, `nodes(peer)` return records plus the index a blocking query on them
-waits for; `imported_names(peer)`, `record_count(peer)`; `services_index(peer)`,
+waits for; `node(name, peer)`, `service(node, id, peer)`, `check(node, id, peer)` one record;
+`imported_names(peer)`, `record_count(peer)`; `services_index(peer)`,
 `nodes_index(peer)`, `service_index(name, peer)` for blocking waits. Service names are matched
 case-insensitively (Consul's memdb indexes are lowercase).
 
@@ -549,6 +550,18 @@ class Catalog:
             index = self._nodes_index.get(peer, 0)
         recs.sort(key=lambda r: r["Node"])
         return recs, index
+
+    def node(self, name: str, peer: str = "") -> Record | None:
+        with self._lock:
+            return self._nodes.get((peer, name.lower()))
+
+    def service(self, node: str, sid: str, peer: str = "") -> Record | None:
+        with self._lock:
+            return self._services.get((peer, node.lower(), sid))
+
+    def check(self, node: str, cid: str, peer: str = "") -> Record | None:
+        with self._lock:
+            return self._checks.get((peer, node.lower(), cid))
 
     def imported_names(self, peer: str) -> list[str]:
         """Names of the services imported from a peer, sorted."""

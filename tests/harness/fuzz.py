@@ -355,7 +355,37 @@ _BAD_NAMES = ["UPPER", "--AA--", "a" * 64, "-a", "a-", "a_b", "a.b", "", " a", "
 _BAD_META = [{"consul-x": "v"}, {"": "v"}, {"k k": "v"}, {"k" * 129: "v"}, {"k": "v" * 513},
              {f"k{i}": "v" for i in range(65)}, {"k": "\u00e9" * 257}]
 _BAD_TOKENS = ["!!!", "Cg==", "e30=", "bm90IGpzb24=", "e30K", "W10=", "eyJQZWVySUQiOjF9"]
-_READS = ["/v1/peerings", "/v1/peering/some-name"]
+_READS = ["/v1/peerings", "/v1/peering/some-name", "/v1/catalog/services", "/v1/catalog/nodes",
+          "/v1/catalog/service/web", "/v1/health/service/web",
+          "/v1/config/exported-services/default"]
+_BAD_REGISTER = [
+    {}, {"Address": "a"}, {"Node": "n"}, {"Node": "n", "Address": "a", "ID": "x"},
+    {"Node": "n", "Address": "a", "Service": {"ID": "s"}},
+    {"Node": "n", "Address": "a", "Service": {"Service": "s", "Address": "0.0.0.0"}},
+    {"Node": "n", "Address": "a", "Check": {"Name": "c", "Status": "bogus"}},
+    {"Node": "n", "Address": "a", "Checks": [{"Name": "c", "ServiceID": "missing"}]},
+    {"Node": "n", "Address": "a", "Checks": [{}]},
+    {"Node": "n", "Address": "a", "PeerName": "p"},
+    {"Node": "n", "Address": "a", "Service": {"Service": "s", "Port": "80"}},
+    {"Node": "n", "Address": "a", "Service": {"Service": "s", "Port": 1.5}},
+    {"Node": "n", "Address": "a", "SkipNodeUpdate": "yes"},
+    {"Node": 5, "Address": "a"}, {"Node": "n", "Address": "a", "Datacenter": "elsewhere"},
+]
+_BAD_DEREGISTER = [{}, {"ServiceID": "s"}, {"Node": 1}, {"Node": "n", "CheckID": []}]
+_BAD_ENTRIES = [
+    {}, {"Kind": 1}, {"Kind": "nonsense"}, {"Kind": "service-defaults", "Name": "web"},
+    {"Kind": "exported-services", "Name": "other"},
+    {"Kind": "exported-services", "Name": "default", "Bogus": 1},
+    {"Kind": "exported-services", "Name": "default", "Services": [{"Name": "web"}]},
+    {"Kind": "exported-services", "Name": "default",
+     "Services": [{"Name": "", "Consumers": [{"Peer": "p"}]}]},
+    {"Kind": "exported-services", "Name": "default",
+     "Services": [{"Name": "web", "Consumers": [{"Peer": "*"}]}]},
+    {"Kind": "exported-services", "Name": "default",
+     "Services": [{"Name": "web", "Consumers": [{"Peer": "p", "Partition": "default"}]}]},
+    {"Kind": "exported-services", "Name": "default", "Services": "web"},
+    {"Kind": "exported-services", "Name": "default", "Meta": {"k" * 129: "v"}},
+]
 
 
 def _json(value: Any) -> bytes:
@@ -366,7 +396,8 @@ def _json(value: Any) -> bytes:
 def invalid_requests(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
     """One request the API must refuse with a 4xx and without touching any state."""
     kind = draw(st.sampled_from(["read-param", "delete-param", "token-body", "establish-body",
-                                 "garbage-body", "method", "path", "too-large"]))
+                                 "garbage-body", "method", "path", "too-large", "catalog-body",
+                                 "config-body"]))
     method, path, body = "GET", "/v1/peerings", None
     if kind == "read-param":
         path = draw(st.sampled_from(_READS))
@@ -413,6 +444,16 @@ def invalid_requests(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
                              b"[" * 5000, b'{"PeerName":"x","Meta":{"k":' + b"[" * 3000,
                              b'{"PeerName":"x"' + b" " * 100, b'"PeerName"']),
         ))
+    elif kind == "catalog-body":
+        method = "PUT"
+        path, body = draw(st.sampled_from([
+            ("/v1/catalog/register", _json(b)) for b in _BAD_REGISTER
+        ] + [("/v1/catalog/deregister", _json(b)) for b in _BAD_DEREGISTER]
+          + [("/v1/catalog/register", b) for b in (b"", b"{", b"[]", b'"x"', b"\xff")]))
+    elif kind == "config-body":
+        method, path = "PUT", draw(st.sampled_from(["/v1/config", "/v1/config?cas=x",
+                                                    "/v1/config?cas=-1"]))
+        body = _json(draw(st.sampled_from(_BAD_ENTRIES)))
     elif kind == "method":
         method, path = draw(st.sampled_from(
             [(m, p) for m in ("PUT", "PATCH") for p in

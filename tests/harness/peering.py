@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from .cluster import Agent, LocalCluster, eventually
+from lab.cluster import Agent, LocalCluster, eventually
 
 HEARTBEAT = 0.5
 HEARTBEAT_TIMEOUT = 4.0

@@ -9,7 +9,7 @@ before the read the first write it missed had been acknowledged. Each write's in
 
 Linearizability is checked per mode: all writes plus that mode's reads (each read projected onto
 every name of the partition it listed), plus the final state, with the Wing–Gong checker of
-`harness.linearizability`. Timed-out writes may or may not have taken effect.
+`lab.linearizability`. Timed-out writes may or may not have taken effect.
 """
 
 from __future__ import annotations

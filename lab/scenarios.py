@@ -3,8 +3,8 @@
 Each scenario starts its own three-server cluster (real `peerplane agent` processes; the two
 partition scenarios put each server in its own network namespace), runs bounded concurrent
 clients in all three read modes while it injects the scenario's faults, records every operation,
-and hands the history to `harness.labreport` (per-mode linearizability, staleness, failover
-timeline) and `harness.labsvg` (the timeline picture).
+and hands the history to `lab.report` (per-mode linearizability, staleness, failover
+timeline) and `lab.svg` (the timeline picture).
 
 The clients. Every write creates a new peering (`POST /v1/peering/token`), so each peering is
 a register that goes from absent to present once. Writes are spread over small partitions
@@ -35,11 +35,12 @@ from typing import Any
 
 from .cluster import Agent, LocalCluster, eventually
 from .http import call
+from .threads import Background
 
 MODES = ("default", "consistent", "stale")
 MODE_QUERY = {"default": "", "consistent": "&consistent", "stale": "&stale"}
 BUCKET = 10  # names per partition; a read lists one partition
-# Clients give up after 6 s: just above the servers' hold time (5 s in the harness), so a
+# Clients give up after 6 s: just above the servers' hold time (5 s in lab.cluster), so a
 # leaderless server's 503 still arrives as an answer, while a request that hangs (forwarded to
 # a leader that became unreachable) stalls its client no longer than that.
 REQUEST_TIMEOUT = 6.0
@@ -90,7 +91,7 @@ FORMS = {
 }
 
 
-class LabClients:
+class LabClients(Background):
     """One writer and one reader per read mode, pinned to each server; bounded in count."""
 
     def __init__(self, agents: list[Agent], clock: Callable[[], float], form: Form,
@@ -102,8 +103,7 @@ class LabClients:
         self.ops: list[LabOp] = []
         self.seq = 0  # names created so far (invoked)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        super().__init__(REQUEST_TIMEOUT + 5)
         self.lanes: list[dict[str, str]] = []  # client, kind, mode, target (for the picture)
 
     def start(self) -> LabClients:
@@ -115,18 +115,9 @@ class LabClients:
                 plans.append((f"{mode[0]}{i + 1}", mode, a))
         for n, (client, mode, agent) in enumerate(plans):
             self.lanes.append({"client": client, "mode": mode, "target": agent.name})
-            t = threading.Thread(
-                target=self._run, args=(client, mode, agent, random.Random(self.seed * 1000 + n)),
-                daemon=True, name=f"lab-{client}",
-            )
-            t.start()
-            self._threads.append(t)
+            self.spawn(self._run, client, mode, agent, random.Random(self.seed * 1000 + n),
+                       name=f"lab-{client}")
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(REQUEST_TIMEOUT + 5)
 
     def acked_writes(self, since: float = float("-inf"), not_by: str | None = None) -> int:
         """Writes acknowledged after `since`, not counting those served by `not_by`."""
@@ -220,7 +211,7 @@ class LabClients:
             op.outcome = "unknown"  # 503 "outcome unknown", 500: it may have been applied
 
 
-class LeaderMonitor:
+class LeaderMonitor(Background):
     """Asks every server `GET /v1/status/leader` every MONITOR_PERIOD: who does it follow?
 
     A sample is (time, server, view): view is the leader's server name, "" for "no leader",
@@ -230,21 +221,12 @@ class LeaderMonitor:
         self.cluster = cluster
         self.clock = clock
         self.samples: list[tuple[float, str, str | None]] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        super().__init__(5)
 
     def start(self) -> LeaderMonitor:
         for a in self.cluster.agents:
-            t = threading.Thread(target=self._watch, args=(a,), daemon=True,
-                                 name=f"lab-monitor-{a.name}")
-            t.start()
-            self._threads.append(t)
+            self.spawn(self._watch, a, name=f"lab-monitor-{a.name}")
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
 
     def _name(self, raft_addr: str) -> str:
         for a in self.cluster.agents:
@@ -434,8 +416,9 @@ SCENARIOS = {
 
 def run_scenario(name: str, *, short: bool = False, seed: int = 1, out: str | None = None,
                  log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run one scenario end to end; return its report (see harness.labreport.analyze)."""
-    from . import labreport, labsvg
+    """Run one scenario end to end; return its report (see lab.report.analyze)."""
+    from . import report as labreport
+    from . import svg as labsvg
 
     scenario = SCENARIOS[name]
     form = FORMS["short" if short else "full"]
@@ -549,7 +532,7 @@ class LabError(Exception):
 
 
 def main(args: argparse.Namespace) -> int:
-    """`peerplane lab` (cli/main.py parses the arguments and puts tests/ on sys.path)."""
+    """`peerplane lab` (cli/main.py parses the arguments)."""
     names = list(SCENARIOS) if args.scenario == ["all"] else args.scenario
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -561,7 +544,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(128 + signum)  # run the finally blocks: stop the servers
 
     signal.signal(signal.SIGTERM, terminate)
-    from .labreport import render_text
+    from .report import render_text
 
     def log(msg: str) -> None:
         print(f"[lab] {msg}", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from .cluster import Agent, LocalCluster
 from .history import HistoryRecorder
 from .http import call
+from .threads import Background
 
 PRESENT = "present"
 MODE_QUERY = {"default": "", "consistent": "?consistent", "stale": "?stale"}
@@ -44,7 +45,7 @@ class ScenarioReport:
         )
 
 
-class Workload:
+class Workload(Background):
     """`clients` threads, each alternating creates and reads until `stop()` or `max_ops`."""
 
     def __init__(
@@ -77,21 +78,13 @@ class Workload:
         self.stale_reads = 0
         self._created: list[str] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        super().__init__(timeout + 5)
         self._ops = 0
 
     def start(self) -> Workload:
         for c in range(self.clients):
-            t = threading.Thread(target=self._client, args=(c,), daemon=True)
-            t.start()
-            self._threads.append(t)
+            self.spawn(self._client, c)
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(self.timeout + 5)
 
     def _take_op(self) -> bool:
         with self._lock:
