@@ -23,6 +23,7 @@ from .state.base import Touched
 log = logging.getLogger("peerplane.leader")
 
 DELETION_RATE = 10.0  # removals per second, as Consul's defaultDeletionApplyRate
+DELETION_GRACE = 0.2  # seconds between a peering becoming DELETING and its removal starting
 TERMINATE_WAIT = 3.0  # longest a removal waits for Terminated to reach the peer
 
 
@@ -151,3 +152,6 @@ class LeaderRoutines:
             if not deleting:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._peerings_changed.wait(), 1.0)
+                # A peering just marked stays readable as DELETING for a moment (as when this
+                # routine polled every 0.2 s), and deletions arriving together go in one pass.
+                await asyncio.sleep(DELETION_GRACE)
