@@ -27,6 +27,7 @@ from cluster import logs
 
 from .authz import AGENT_READ, OPEN, OPERATOR_READ
 from .context import SERVER, ServerContext
+from .https import server_base
 from .pipeline import LOCAL, Route
 from .render import json_response
 
@@ -98,6 +99,7 @@ def member(ctx: ServerContext, raft_addr: str, entry: dict[str, str], status: st
             "vsn": "2",
             "raft_vsn": "3",
             "http_addr": entry.get("HTTPAddr", ""),
+            "https_addr": entry.get("HTTPSAddr", ""),
             "peering_addr": entry.get("PeeringAddr", ""),
         },
         "Status": _SERF_STATUS[status],
@@ -111,8 +113,8 @@ def member(ctx: ServerContext, raft_addr: str, entry: dict[str, str], status: st
 
 
 def _self_entry(ctx: ServerContext) -> dict[str, str]:
-    return {"Node": ctx.node_name, "HTTPAddr": ctx.http_addr, "PeeringAddr": ctx.peering_addr,
-            "Datacenter": ctx.datacenter}
+    return {"Node": ctx.node_name, "HTTPAddr": ctx.http_addr, "HTTPSAddr": ctx.https_addr,
+            "PeeringAddr": ctx.peering_addr, "Datacenter": ctx.datacenter}
 
 
 async def agent_self(request: web.Request, _: None) -> web.StreamResponse:
@@ -150,14 +152,14 @@ async def _server_stats(ctx: ServerContext, request: web.Request) -> list[dict[s
         entry = dict(view.get(addr) or {})
         if addr == ctx.raft_addr:
             return {"addr": addr, "entry": _self_entry(ctx), "stats": raft_stats(ctx)}
-        http = entry.get("HTTPAddr")
-        if not http:
+        base = server_base(ctx, entry)
+        if base is None:
             return {"addr": addr, "entry": entry, "error": "HTTP address not known yet"}
         assert ctx.session is not None
         try:
             async with ctx.session.get(
-                f"http://{http}/v1/internal/raft/stats", headers=headers,
-                timeout=aiohttp.ClientTimeout(total=FAN_OUT_TIMEOUT),
+                f"{base[0]}/v1/internal/raft/stats", headers=headers,
+                timeout=aiohttp.ClientTimeout(total=FAN_OUT_TIMEOUT), **base[1],
             ) as resp:
                 if resp.status != 200:
                     text = (await resp.text())[:200]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,8 +34,11 @@ class ServerContext:
     node_name: str
     datacenter: str
     raft_addr: str
-    http_addr: str
-    peering_addr: str
+    http_addr: str  # "" when plain HTTP is off
+    peering_addr: str  # what peer clusters dial: the WAN/external address when one is set
+    https_addr: str = ""
+    # Talking to another server's API (forwarding, fan-out) over HTTPS: api/https.py.
+    server_tls: ssl.SSLContext | None = None
     hold_timeout: float = 7.0  # Consul's RPCHoldTimeout: how long to wait for a leader
     apply_timeout: float = 5.0  # one replicated command
     max_body: int = 1 << 20

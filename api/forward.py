@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -19,6 +20,7 @@ from cluster import logs
 
 from .context import SERVER, ServerContext
 from .errors import APIError, no_leader
+from .https import server_base
 
 FORWARDED = "X-Peerplane-Forwarded"
 NOT_LEADER = "X-Peerplane-Not-Leader"
@@ -51,6 +53,10 @@ async def to_leader(
             raise APIError(503, "No cluster leader", {NOT_LEADER: "1"})
         else:
             leader = ctx.node.leader()
+            if not ctx.node.in_touch(leader):
+                # Cut off from the leader and a quorum: nothing changes here before the network
+                # does, so answer now (Consul's text) rather than after the hold time.
+                raise no_leader()
             target = _leader_http(ctx, leader)
             if target is not None:
                 try:
@@ -65,26 +71,28 @@ async def to_leader(
         await asyncio.sleep(_POLL)
 
 
-def _leader_http(ctx: ServerContext, leader: str | None) -> str | None:
+def _leader_http(ctx: ServerContext, leader: str | None) -> tuple[str, dict[str, Any]] | None:
     if leader is None or leader == ctx.raft_addr:
         return None
-    return ctx.fsm.servers_view().get(leader, {}).get("HTTPAddr")
+    return server_base(ctx, ctx.fsm.servers_view().get(leader, {}))  # HTTPS when it is on
 
 
 async def _proxy(
-    request: web.Request, ctx: ServerContext, target: str, leader: str | None, extra_time: float
+    request: web.Request, ctx: ServerContext, target: tuple[str, dict[str, Any]],
+    leader: str | None, extra_time: float,
 ) -> web.Response:
-    """Send to the leader, but stop waiting as soon as this node sees leadership move: a
-    request parked at a cut-off or paused old leader would otherwise hold the client for the
-    whole proxy timeout although a new leader is already there. Reads are then retried at the
-    new leader; a write's outcome is unknown (503), as with any lost connection."""
+    """Send to the leader, but stop waiting as soon as this node sees leadership move (or is
+    cut off itself): a request parked at a cut-off or paused old leader would otherwise hold
+    the client for the whole proxy timeout although a new leader is already there. Reads are
+    then retried at the new leader; a write's outcome is unknown (503), as with any lost
+    connection."""
     task = asyncio.ensure_future(_send(request, ctx, target, extra_time))
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=_POLL * 2.5)
             if done:
                 return task.result()
-            if ctx.node.leader() != leader:
+            if ctx.node.leader() != leader or not ctx.node.in_touch(leader):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
@@ -100,7 +108,8 @@ async def _proxy(
 
 
 async def _send(
-    request: web.Request, ctx: ServerContext, target: str, extra_time: float
+    request: web.Request, ctx: ServerContext, target: tuple[str, dict[str, Any]],
+    extra_time: float,
 ) -> web.Response:
     assert ctx.session is not None
     headers = {k: request.headers[k] for k in _PASS_REQUEST if k in request.headers}
@@ -112,8 +121,8 @@ async def _send(
     idempotent = request.method in ("GET", "HEAD")
     try:
         async with ctx.session.request(
-            request.method, f"http://{target}{request.rel_url}", data=body or None,
-            headers=headers, timeout=timeout, allow_redirects=False,
+            request.method, f"{target[0]}{request.rel_url}", data=body or None,
+            headers=headers, timeout=timeout, allow_redirects=False, **target[1],
         ) as resp:
             payload = await resp.read()
             if ctx.metrics is not None:

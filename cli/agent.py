@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from api import https
 from api.app import make_app
 from api.authz import ACLResolver
 from api.context import ServerContext
+from api.https import HTTPSFiles
 from api.limits import HardenedAppRunner, HTTPLimits
-from cluster import acl, logs, metrics
+from cluster import acl, logs, membership, metrics
 from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
@@ -60,6 +62,9 @@ class AgentConfig:
     peering_heartbeat: float = DEFAULT_HEARTBEAT
     peering_heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     http_limits: HTTPLimits = field(default_factory=HTTPLimits)  # api/limits.py
+    https_port: int = -1  # -1: no HTTPS listener; http_port -1: no plain HTTP listener
+    https: HTTPSFiles | None = None
+    peering_wan: str = ""  # HOST:PORT peer clusters dial (default: advertise:peering_port)
 
     @property
     def raft_addr(self) -> str:
@@ -76,6 +81,7 @@ async def _register_self(ctx: ServerContext, proposer: Proposer, cfg: AgentConfi
     entry = {
         "Node": cfg.node,
         "HTTPAddr": ctx.http_addr,
+        "HTTPSAddr": ctx.https_addr,
         "PeeringAddr": ctx.peering_addr,
         "Datacenter": cfg.datacenter,
     }
@@ -114,11 +120,15 @@ async def run_agent(cfg: AgentConfig) -> None:
             "bootstrap-expect %d but %d servers configured", cfg.bootstrap_expect,
             len(cfg.peers) + 1,
         )
+    peers = cfg.peers
+    if membership.joining(cfg.data_dir, cfg.join, cfg.bootstrap_expect):
+        peers = [s for s in await membership.wait_for_view(cfg.join, cfg.cluster_secret)
+                 if s != cfg.raft_addr]
     # Replication core: FSM, Raft node, the one proposer.
     fsm = FSM()
     node = RaftNode(
         self_addr=cfg.raft_addr,
-        peers=cfg.peers,
+        peers=peers,
         bind_addr=f"{cfg.bind}:{cfg.raft_port}",
         data_dir=cfg.data_dir,
         password=cfg.cluster_secret,
@@ -155,8 +165,9 @@ async def run_agent(cfg: AgentConfig) -> None:
         node_name=cfg.node,
         datacenter=cfg.datacenter,
         raft_addr=cfg.raft_addr,
-        http_addr=f"{cfg.advertise}:{cfg.http_port}",
-        peering_addr=f"{cfg.advertise}:{cfg.peering_port}",
+        http_addr=f"{cfg.advertise}:{cfg.http_port}" if cfg.http_port != -1 else "",
+        https_addr=f"{cfg.advertise}:{cfg.https_port}" if cfg.https_port != -1 else "",
+        peering_addr=cfg.peering_wan or f"{cfg.advertise}:{cfg.peering_port}",
         hold_timeout=cfg.hold_timeout,
         apply_timeout=APPLY_TIMEOUT,
         acl_default_policy=cfg.acl_default_policy,
@@ -172,6 +183,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         acl=ACLResolver(fsm, cfg.acl_default_policy, cfg.datacenter) if cfg.acl_enabled
         else None,
         data_dir=cfg.data_dir,
+        server_tls=https.forward_context(cfg.https) if cfg.https else None,
     )
     # Wiring: what the FSM applied reaches blocking queries, the reconciler and the deletion
     # routine; Raft state changes start and stop the leader routines (leader.supervise).
@@ -185,7 +197,11 @@ async def run_agent(cfg: AgentConfig) -> None:
     runner = HardenedAppRunner(make_app(ctx), cfg.http_limits, access_log=None,
                                handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
+    if cfg.http_port != -1:
+        await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
+    if cfg.https and cfg.https_port != -1:
+        await web.TCPSite(runner, cfg.bind, cfg.https_port,
+                          ssl_context=https.listener_context(cfg.https)).start()
     peer_runner = HardenedAppRunner(make_listener_app(peering), cfg.http_limits,
                                     access_log=None, handle_signals=False)
     await peer_runner.setup()
@@ -193,6 +209,10 @@ async def run_agent(cfg: AgentConfig) -> None:
                       ssl_context=peering.leaf.listener_context()).start()
     tasks = [
         asyncio.create_task(_register_self(ctx, proposer, cfg)),
+        # Without --bootstrap-expect, --join names a running cluster to become a member of.
+        *([asyncio.create_task(membership.ensure_member(cfg.raft_addr, cfg.join,
+                                                        cfg.cluster_secret))]
+          if cfg.join and not cfg.bootstrap_expect else []),
         asyncio.create_task(leader.supervise()),
     ]
     if cfg.acl_enabled:
@@ -203,7 +223,9 @@ async def run_agent(cfg: AgentConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     logs.announce(
         f"peerplane agent {cfg.node} ready: datacenter={cfg.datacenter} "
-        f"http=http://{ctx.http_addr} raft={cfg.raft_addr} peering={ctx.peering_addr}",
+        f"http={'http://' + ctx.http_addr if ctx.http_addr else 'off'} "
+        f"https={'https://' + ctx.https_addr if ctx.https_addr else 'off'} "
+        f"raft={cfg.raft_addr} peering={ctx.peering_addr}",
     )
     try:
         await stop.wait()

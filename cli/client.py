@@ -1,9 +1,12 @@
-"""Consul-style HTTP client commands: `peering …`, `operator raft list-peers`, `members`.
+"""Consul-style client commands: `peering …`, `operator raft list-peers`, `members`, `tls …`.
 
 Flags parse as Go's `flag` package does (`-name x`, `-name=x`, `--name x`; parsing stops at the
 first argument that is not a flag), the HTTP flags are Consul's (`-http-addr`, `-token`,
-`-token-file`, with `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE` and
-`CONSUL_HTTP_SSL` underneath), and the output and error texts are those of Consul's commands.
+`-token-file`, `-ca-file`, `-ca-path`, `-client-cert`, `-client-key`, `-tls-server-name`, with
+`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`,
+`CONSUL_HTTP_SSL_VERIFY`, `CONSUL_CACERT`, `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`,
+`CONSUL_CLIENT_KEY` and `CONSUL_TLS_SERVER_NAME` underneath), and the output and error texts are
+those of Consul's commands.
 Two small departures, both for operators: `-format=json` is accepted by every command that prints
 data (Consul has it only on the peering commands), and `peering list`/`peering read` add the
 server's error to their one-line failure message (Consul prints only "Error listing peerings").
@@ -15,10 +18,12 @@ Imports stay light (stdlib only): a client command must start fast.
 from __future__ import annotations
 
 import errno
+import http.client
 import json
 import os
 import re
 import socket
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -26,12 +31,13 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-COMMANDS = ("peering", "operator", "members")
+COMMANDS = ("peering", "operator", "members", "tls")
 SUMMARIES = {
     "peering": "create and manage peering connections (generate-token, establish, read, "
                "list, delete)",
-    "operator": "cluster operator commands (raft list-peers)",
+    "operator": "cluster operator commands (raft list-peers, raft remove-peer)",
     "members": "list the servers of the cluster",
+    "tls": "a CA and certificates for the HTTPS API (ca create, cert create)",
 }
 FORMATS = ("json", "pretty")
 _SERF_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
@@ -67,6 +73,10 @@ class FlagSet:
 
     def mapping(self, name: str, help: str) -> None:
         self._kinds[name], self._help[name], self.values[name] = "map", help, {}
+
+    def strings(self, name: str, help: str) -> None:
+        """A flag that may be given several times; its values in order."""
+        self._kinds[name], self._help[name], self.values[name] = "list", help, []
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -119,9 +129,25 @@ class FlagSet:
                     raise self.fail(f'invalid value "{value}" for flag -{name}: '
                                     f'missing "=" value in argument: {value}')
                 self.values[name][key] = val
+            elif kind == "list":
+                self.values[name].append(value)
             else:
                 self.values[name] = value
         return []
+
+
+_TLS_FLAGS = (
+    ("ca-file", "CONSUL_CACERT", "Path to a CA file to use for TLS when communicating with "
+     "Consul."),
+    ("ca-path", "CONSUL_CAPATH", "Path to a directory of CA certificates to use for TLS when "
+     "communicating with Consul."),
+    ("client-cert", "CONSUL_CLIENT_CERT", "Path to a client cert file to use for TLS when "
+     "'verify_incoming' is enabled."),
+    ("client-key", "CONSUL_CLIENT_KEY", "Path to a client key file to use for TLS when "
+     "'verify_incoming' is enabled."),
+    ("tls-server-name", "CONSUL_TLS_SERVER_NAME", "The server name to use as the SNI host when "
+     "connecting via TLS."),
+)
 
 
 def _http_flags(fs: FlagSet, partition: bool = True, stale: bool = False) -> None:
@@ -133,6 +159,9 @@ def _http_flags(fs: FlagSet, partition: bool = True, stale: bool = False) -> Non
               "the CONSUL_HTTP_TOKEN environment variable.")
     fs.string("token-file", "", "File containing the ACL token to use in the request. This "
               "can also be specified via the CONSUL_HTTP_TOKEN_FILE environment variable.")
+    for name, env, what in _TLS_FLAGS:
+        fs.string(name, "", f"{what} This can also be specified via the {env} environment "
+                  "variable.")
     if partition:
         fs.string("partition", "", "Specifies the admin partition to query.")
     if stale:
@@ -167,6 +196,13 @@ class Client:
             token = _read_token(os.environ["CONSUL_HTTP_TOKEN_FILE"])
         self.token = token
         self.partition = fs.values.get("partition", "")
+        tls = {name: fs[name] or os.environ.get(env, "") for name, env, _ in _TLS_FLAGS}
+        self.opener = urllib.request.build_opener(
+            _HTTPSHandler(_tls_context(tls), tls["tls-server-name"] or None)
+        ) if self.base.startswith("https://") else urllib.request.build_opener()
+        # A server that requires client certificates (verify_incoming) closes the connection
+        # without a word (asyncio sends no TLS alert): say what is likely missing.
+        self.cert_hint = self.base.startswith("https://") and not tls["client-cert"]
 
     def request(self, method: str, path: str, query: dict[str, str] | None = None,
                 body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
@@ -186,15 +222,60 @@ class Client:
         if self.token:
             req.add_header("X-Consul-Token", self.token)
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with self.opener.open(req, timeout=60) as resp:
                 status, payload = resp.status, resp.read()
         except urllib.error.HTTPError as e:
             status, payload = e.code, e.read()
         except (urllib.error.URLError, OSError) as e:
-            raise _TransportError(f'{method.title()} "{url}": {_transport_text(e, url)}') from None
+            text = _transport_text(e, url)
+            if self.cert_hint and isinstance(getattr(e, "reason", e), ConnectionError |
+                                             ssl.SSLEOFError):
+                text = "the server closed the TLS connection without an answer; it may " \
+                       "require a client certificate (-client-cert/-client-key, " \
+                       "CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY)"
+            raise _TransportError(f'{method.title()} "{url}": {text}') from None
         if status not in ok:
             raise _StatusError(status, payload.decode(errors="replace"))
         return json.loads(payload) if payload.strip() else None
+
+
+def _tls_context(tls: dict[str, str]) -> ssl.SSLContext:
+    """Consul's TLS client settings: the CA file/path (else the system's roots), a client
+    certificate for verify_incoming, and CONSUL_HTTP_SSL_VERIFY=false to skip verification."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if tls["ca-file"] or tls["ca-path"]:
+            ctx.load_verify_locations(cafile=tls["ca-file"] or None,
+                                      capath=tls["ca-path"] or None)
+        else:
+            ctx.load_default_certs()
+        if tls["client-cert"] or tls["client-key"]:
+            ctx.load_cert_chain(tls["client-cert"], tls["client-key"] or None)
+    except (OSError, ssl.SSLError) as e:
+        raise CommandError(f"Error loading TLS files: {e}") from None
+    verify = os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower()
+    if verify in ("0", "f", "false"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    """HTTPS with our context and, when given, another name to verify and send as SNI."""
+
+    def __init__(self, context: ssl.SSLContext, server_name: str | None) -> None:
+        super().__init__(context=context)
+        self._ctx, self._name = context, server_name
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        ctx, name = self._ctx, self._name
+
+        class Conn(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                http.client.HTTPConnection.connect(self)
+                self.sock = ctx.wrap_socket(self.sock, server_hostname=name or self.host)
+
+        return self.do_open(Conn, req)
 
 
 class _TransportError(Exception):
@@ -226,6 +307,18 @@ def _transport_text(e: BaseException, url: str) -> str:
         return f"dial tcp: lookup {netloc}: no such host"
     if isinstance(reason, TimeoutError | socket.timeout):
         return "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        if reason.verify_code in (2, 19, 20, 21):  # no path to a trusted root
+            return "tls: failed to verify certificate: x509: certificate signed by unknown " \
+                   "authority"
+        return f"tls: failed to verify certificate: {reason.verify_message}"
+    if isinstance(reason, ssl.SSLError):
+        text = str(reason).lower()
+        if "certificate required" in text:
+            return "remote error: tls: certificate required"
+        if "wrong version number" in text or "record layer failure" in text:
+            return "http: server gave HTTP response to HTTPS client"
+        return f"tls: {reason.reason or reason}"
     return str(reason)
 
 
@@ -480,12 +573,16 @@ def peering_delete(args: list[str]) -> int:
 
 
 def peering_exported_services(args: list[str]) -> int:
-    """What the `exported-services` config entry exports to one peer, one name a line."""
+    """What the `exported-services` config entry exports to one peer, one name a line (`*`:
+    every local service)."""
     fs, client = _named_read(
         "peerplane peering exported-services [options] -name <peer name>", args)
     entry = _get_or_none(client, "/v1/config/exported-services/default", "exported services")
-    names = sorted({svc["Name"] for svc in (entry or {}).get("Services") or []
-                    if any(c.get("Peer") == fs["name"] for c in svc.get("Consumers") or [])})
+    names = {svc["Name"] for svc in (entry or {}).get("Services") or []
+             if any(c.get("Peer") == fs["name"] for c in svc.get("Consumers") or [])}
+    if "*" in names:  # the wildcard exports every local service
+        names = set(_get_or_none(client, "/v1/catalog/services", "services") or {})
+    names = sorted(names)
     if fs["format"] == "json":
         _json(names)
     elif not names:
@@ -558,6 +655,31 @@ def operator_raft_list_peers(args: list[str]) -> int:
     return 0
 
 
+# ---- operator raft remove-peer ----
+
+
+def operator_raft_remove_peer(args: list[str]) -> int:
+    fs = FlagSet("peerplane operator raft remove-peer [options]")
+    fs.string("address", "", "The address to remove from the Raft configuration.")
+    fs.string("id", "", "The ID to remove from the Raft configuration.")
+    _http_flags(fs, partition=False)
+    fs.parse(args)
+    address, server_id = fs["address"], fs["id"]
+    if not address and not server_id:
+        raise CommandError("Error removing peer: an address or id is required for the peer "
+                           "to remove")
+    if address and server_id:
+        raise CommandError("Error removing peer: cannot give both an address and id")
+    query = {"address": address} if address else {"id": server_id}
+    try:
+        Client(fs).request("DELETE", "/v1/operator/raft/peer", query)
+    except (_StatusError, _TransportError) as e:
+        raise CommandError(f"Error removing peer: {e}") from None
+    which = f'address "{address}"' if address else f'id "{server_id}"'
+    _out(f"Removed peer with {which}")
+    return 0
+
+
 # ---- members ----
 
 
@@ -617,9 +739,18 @@ _TREE: dict[str, Any] = {
         "delete": peering_delete,
         "exported-services": peering_exported_services,
     },
-    "operator": {"raft": {"list-peers": operator_raft_list_peers}},
+    "operator": {"raft": {"list-peers": operator_raft_list_peers,
+                          "remove-peer": operator_raft_remove_peer}},
     "members": members,
+    "tls": {"ca": {"create": lambda args: _tls().ca_create(args)},
+            "cert": {"create": lambda args: _tls().cert_create(args)}},
 }
+
+
+def _tls() -> Any:
+    from . import tls  # cryptography: loaded only for the tls commands
+
+    return tls
 
 
 def _subcommand_help(path: list[str], node: dict[str, Any]) -> str:

@@ -48,9 +48,10 @@ class RegisterServer(Command):
     op: ClassVar[str] = "register_server"
     RaftAddr: str
     Node: str
-    HTTPAddr: str
-    PeeringAddr: str
+    HTTPAddr: str  # "" when plain HTTP is off
+    PeeringAddr: str  # what peer clusters dial (advertise_addr_wan when set)
     Datacenter: str
+    HTTPSAddr: str = ""  # absent from entries written before HTTPS existed
 
 
 @dataclass(frozen=True)

@@ -130,10 +130,16 @@ class FSM:
             name, table = "catalog", self.catalog
         else:
             name, table = "config_entries", self.config_entries
+        self.catalog.take_touched()
         result = table.apply(cmd.body, self._changes.index + 1)
+        names = self.catalog.take_touched()
         if result.pop("changed"):
             self._changes.index += 1
-            self._changes.touched.add((name, None))
+            if table is self.catalog and names:
+                # (catalog, (peer, lowercased service name)) for each service it changed
+                self._changes.touched.update(("catalog", key) for key in names)
+            else:
+                self._changes.touched.add((name, None))
             result.update(index=self._changes.index, changed=True)
         else:
             result["index"] = self._changes.index

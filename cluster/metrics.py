@@ -202,6 +202,8 @@ class Metrics:
                  [((), 1.0 if st.get("leader") is not None else 0.0)]),
                 ("peerplane.raft.peers.connected", "Other servers this one is connected to", (),
                  [((), connected)]),
+                ("peerplane.raft.servers", "Servers in the Raft configuration (voters, this one "
+                 "included)", (), [((), float(len(node.members())))]),
                 ("peerplane.raft.journal.writable", "0 while this server's Raft journal cannot "
                  "be written (disk full, I/O errors): it takes no part in Raft", (),
                  [((), 0.0 if node.disk_failure() else 1.0)]),

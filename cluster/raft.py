@@ -18,16 +18,17 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
-from . import metrics
+from . import membership, metrics
 from .commands import Barrier, Command, encode, op_name
 from .fsm import FSM
 from .journal import JournalPath
-from .raft_wall import LeaseTracker, PeerplaneSyncObj
+from .raft_wall import KEEPALIVE, LeaseTracker, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
-_JOURNAL_FAILED = "journal-failed"  # a submit's outcome when the journal failed meanwhile
+# A submit's outcome when the journal failed meanwhile, or when this leader lost its quorum.
+_JOURNAL_FAILED, _LOST_QUORUM = "journal-failed", "leader-lost-quorum"
 
 
 class NotApplied(Exception):
@@ -117,6 +118,7 @@ def sync_conf(
         dnsCacheTime=2.0,
         dnsFailCacheTime=1.0,
         logCompactionMinEntries=compaction_entries,
+        dynamicMembershipChange=True,  # join / remove-peer (cluster/membership.py)
         **extra,
     )
 
@@ -154,11 +156,18 @@ class RaftNode:
         )
         self._replica = _Replica(fsm)
         self._lease = LeaseTracker()
+        self.data_dir = data_dir
+        # The servers this node last knew win over the configured ones (see membership.py).
+        known = membership.load_servers(data_dir)
+        if known is None:
+            membership.store_servers(data_dir, [self_addr, *peers])
+        else:
+            peers = [s for s in known if s != self_addr]
         self._sync = PeerplaneSyncObj(
             self_addr, peers, conf, consumers=[self._replica], lease=self._lease,
-            vote_guard=timing.vote_guard, durable=timing.durable,
+            vote_guard=timing.vote_guard, durable=timing.durable, on_ack=self._poke_reads,
+            on_membership=self._membership_changed,
         )
-        self._sync.on_ack = self._poke_reads
         fsm.add_listener(self._poke_reads)
         self._pending: set[asyncio.Future[tuple[Any, Any]]] = set()
         self._sync.on_journal_failure = self._on_journal_failure
@@ -168,12 +177,13 @@ class RaftNode:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._fail_pending)
 
-    def _fail_pending(self) -> None:
-        """Commands in flight when the journal failed: whether they commit is unknown (a leader
-        may have sent some before its write failed), so answer now instead of at the timeout."""
+    def _fail_pending(self, why: str = _JOURNAL_FAILED) -> None:
+        """Answer commands still in flight now instead of at their timeout: their outcome is
+        unknown (the journal failed; or this leader lost its quorum, and a new leader may or may
+        not have the entries it sent before)."""
         for fut in self._pending:
             if not fut.done():
-                fut.set_result((None, _JOURNAL_FAILED))
+                fut.set_result((None, why))
 
     def disk_failure(self) -> str | None:
         """Why this server's journal cannot be written, while it cannot (None otherwise)."""
@@ -184,10 +194,17 @@ class RaftNode:
 
     def _on_state_changed(self, old: int, new: int) -> None:  # tick thread
         log.info("raft state %s -> %s", old, new)
+        loop = self._loop
         if old == LEADER:
             # Until now this node was its own leader contact; staleness counts from here.
             self._sync.last_leader_contact = time.monotonic()
-        loop = self._loop
+            cut_off = not self._lease.majority_since(
+                self._sync.otherNodes, time.monotonic() - self.timing.lease)
+            if cut_off and loop is not None and not loop.is_closed():
+                # Stepped down for lack of a quorum: its pending writes cannot commit here, so
+                # their clients hear now (503 outcome unknown) and can go to the new leader.
+                # (Deposed by a higher term while connected, they usually still commit.)
+                loop.call_soon_threadsafe(self._fail_pending, _LOST_QUORUM)
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._state_changed)
         self._poke_reads()
@@ -203,10 +220,10 @@ class RaftNode:
 
     # ---- writes ----
 
-    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
-        """Raft transport of one command (callers use cluster/proposer.py)."""
-        if (why := self.disk_failure()) is not None:
-            raise DiskFault(why)
+    async def _call(self, start: Callable[[Callable[[Any, int], None]], None],
+                    timeout: float) -> tuple[Any, Any]:
+        """Start a PySyncObj call with a callback and await (result, FAIL_REASON); a timeout
+        raises UnknownOutcome (the call may still take effect later)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
 
@@ -220,25 +237,61 @@ class RaftNode:
             except RuntimeError:
                 pass  # loop closed during shutdown
 
-        started = time.perf_counter()
-        op = op_name(cmd)
         self._pending.add(fut)
-        self._replica.apply(encode(cmd), callback=_callback)
+        start(_callback)
         try:
-            res, err = await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome("timed out waiting for the command to commit") from None
         finally:
             self._pending.discard(fut)
+
+    async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
+        """Raft transport of one command (callers use cluster/proposer.py)."""
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
+        started = time.perf_counter()
+        op = op_name(cmd)
+        raw = encode(cmd)
+        try:
+            res, err = await self._call(lambda cb: self._replica.apply(raw, callback=cb), timeout)
+        except UnknownOutcome:
+            metrics.raft_apply(op, "unknown", time.perf_counter() - started)
+            raise
         if err == FAIL_REASON.SUCCESS:
             metrics.raft_apply(op, "ok", time.perf_counter() - started)
             return res
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED,
+                   _LOST_QUORUM):
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome(f"raft: {err}")
         metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
         raise NotApplied(f"raft: {err}")
+
+    # ---- membership (one change at a time; PySyncObj refuses a second while one is pending) ----
+
+    async def remove_server(self, addr: str, timeout: float) -> None:
+        """Remove a server from the Raft configuration (on the leader)."""
+        await self._change_membership(self._sync.removeNodeFromCluster, addr, timeout)
+
+    async def add_server(self, addr: str, timeout: float) -> None:
+        await self._change_membership(self._sync.addNodeToCluster, addr, timeout)
+
+    async def _change_membership(self, change: Callable[..., None], addr: str,
+                                 timeout: float) -> None:
+        if (why := self.disk_failure()) is not None:
+            raise DiskFault(why)
+        _, err = await self._call(lambda cb: change(addr, callback=cb), timeout)
+        if err == FAIL_REASON.REQUEST_DENIED:
+            raise NotApplied("a membership change is already in progress")
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
+            raise UnknownOutcome(f"raft: {err}")
+        if err != FAIL_REASON.SUCCESS:
+            raise NotApplied(f"raft: {err}")
+
+    def _membership_changed(self, servers: list[str]) -> None:  # tick thread
+        log.info("raft membership: %s", ", ".join(servers))
+        membership.store_servers(self.data_dir, servers)
 
     async def barrier(self, timeout: float) -> int:
         """Commit a no-op through the log; when it is applied here, every write acknowledged
@@ -343,6 +396,19 @@ class RaftNode:
         node = self._sync._getLeader()
         return str(node) if node is not None else None
 
+    def in_touch(self, leader: str | None) -> bool:
+        """Could a request waiting here for `leader` (or, with None, for an election) still be
+        served before the network changes? Yes while this server hears from that leader or from
+        enough peers to form a majority with itself (an election can complete, or a new leader
+        will be heard of). A server cut off from both answers at once instead of holding
+        clients for the hold time: they can go to a server that is in touch."""
+        s, within = self._sync, 2 * KEEPALIVE
+        if leader is not None and s.heard_within(leader, within):
+            return True
+        others = [str(n) for n in s.otherNodes]
+        heard = 1 + sum(1 for n in others if s.heard_within(n, within))
+        return heard > (len(others) + 1) / 2
+
     def lease_holds(self) -> bool:
         """True while this node is leader, has applied its own term's no-op, and a majority
         answered it within the lease: the condition for serving default-mode reads."""
@@ -362,7 +428,7 @@ class RaftNode:
         return self._sync.getStatus()
 
     def members(self) -> list[str]:
-        return sorted([self.self_addr, *(str(n) for n in self._sync.otherNodes)])
+        return self._sync.servers()
 
     def applied_index(self) -> int:
         return int(self._sync.raftLastApplied)

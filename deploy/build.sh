@@ -5,7 +5,8 @@
 #      else a local debootstrapped Debian bookworm (deploy/base-image.sh, cached);
 #   3. a wheelhouse on the host (deploy/.wheelhouse): pip downloads the pinned dependencies
 #      of pyproject.toml for the image's Python (cp311, manylinux) and builds peerplane's wheel;
-#   4. `docker build --network none` from deploy/Dockerfile with the wheelhouse as context.
+#   4. `docker build --network none` from deploy/Dockerfile with the wheelhouse (and
+#      deploy/config/server.hcl) as context.
 # Cached: when the sources, pins, Dockerfile and base are unchanged, the image is not rebuilt
 # (FORCE=1 rebuilds it; FORCE_BASE=1 also the base). Prints the image name and size at the end.
 #
@@ -61,7 +62,7 @@ inputs=$(
   cd "$root"
   {
     echo "base=$base_id arch=$arch"
-    sha256sum pyproject.toml deploy/Dockerfile
+    sha256sum pyproject.toml deploy/Dockerfile deploy/config/server.hcl
     [ -f README.md ] && sha256sum README.md
     find cli cluster api -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum
   } | sha256sum | cut -c1-32
@@ -113,7 +114,9 @@ if [ "$(cat "$deps/.key" 2>/dev/null || true)" != "$deps_key" ]; then
   done
   echo "$deps_key" >"$deps/.key"
 fi
-rm -rf "$wheelhouse/app" && mkdir -p "$wheelhouse/app"
+rm -rf "$wheelhouse/app" "$wheelhouse/config" && mkdir -p "$wheelhouse/app" "$wheelhouse/config"
+# The servers' shared configuration file (/etc/peerplane/server.hcl in the image).
+cp "$here/config/server.hcl" "$wheelhouse/config/server.hcl"
 # The project's own wheel (pure Python), built from a copy of what goes into it.
 mkdir "$tmp/src"
 (

@@ -67,6 +67,7 @@ class Agent:
     extra_args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     netns: str | None = None  # run inside this network namespace (`ip netns exec`)
+    bootstrap: bool = True  # False: --join a running cluster instead of --bootstrap-expect
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -92,7 +93,8 @@ class Agent:
             "--node", self.name, "--datacenter", self.datacenter, "--bind", self.host,
             "--http-port", str(self.http_port), "--raft-port", str(self.raft_port),
             "--peering-port", str(self.peering_port), "--data-dir", self.data_dir,
-            "--join", ",".join(self.join), "--bootstrap-expect", str(len(self.join)),
+            "--join", ",".join(self.join),
+            *(["--bootstrap-expect", str(len(self.join))] if self.bootstrap else []),
             "--cluster-secret-file", self.secret_file, *TEST_ARGS, *self.extra_args,
         ]
 
@@ -164,6 +166,8 @@ class LocalCluster:
         secret_file = os.path.join(base_dir, "cluster.secret")
         with open(secret_file, "w") as f:
             f.write(f"test-secret-{datacenter}")
+        self.base_dir, self.secret_file = base_dir, secret_file
+        self.extra_args = list(extra_args or [])
         places = self._places(nodes)
         join = [f"{p.host}:{p.raft_port}" for p in places]
         self.agents = [
@@ -184,6 +188,23 @@ class LocalCluster:
             Place("127.0.0.1", ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
             for i in range(nodes)
         ]
+
+    def add_server(self, join: list[str]) -> Agent:
+        """Start one more server that joins the running cluster through `join` (no
+        --bootstrap-expect): it becomes a voter by itself (cluster/membership.py)."""
+        p = self._places(1)[0]
+        n = len(self.agents) + 1
+        agent = Agent(
+            name=f"{self.datacenter}-server-{n}", datacenter=self.datacenter,
+            http_port=p.http_port, raft_port=p.raft_port, peering_port=p.peering_port,
+            data_dir=os.path.join(self.base_dir, f"server-{n}"), join=join,
+            secret_file=self.secret_file, extra_args=list(self.extra_args), host=p.host,
+            netns=p.netns, bootstrap=False,
+        )
+        self.agents.append(agent)
+        agent.start()
+        agent.wait_ready()
+        return agent
 
     def start(self) -> LocalCluster:
         for a in self.agents:

@@ -257,6 +257,27 @@ def test_status_is_open_operator_and_agent_are_not(dc1: LocalCluster) -> None:
         assert (reply.status, reply.text) == (403, "ACL not found")
 
 
+def test_remove_peer_needs_operator_write(dc1: LocalCluster) -> None:
+    a = dc1.agents[0]
+    if not _has_policy(a, "operator-read"):  # made by an earlier test, unless run alone
+        make_policy(a, "operator-read", '{"operator": "read"}')
+    reader = make_token(a, ["operator-read"])
+    make_policy(a, "operator-write", 'operator = "write"')
+    writer = make_token(a, ["operator-write"])
+    for agent in dc1.agents:
+        reply = agent.call("DELETE", "/v1/operator/raft/peer?address=127.0.0.1:1",
+                           headers=h(reader["SecretID"]))
+        assert_denied(reply, reader["AccessorID"], "operator:write")
+        reply = agent.call("DELETE", "/v1/operator/raft/peer?address=127.0.0.1:1",
+                           headers=h(writer["SecretID"]))
+        assert (reply.status, reply.text) == (
+            500, 'address "127.0.0.1:1" was not found in the Raft configuration')
+
+
+def _has_policy(agent: Agent, name: str) -> bool:
+    return agent.call("GET", f"/v1/acl/policy/name/{name}", headers=h(ROOT)).status == 200
+
+
 # ---- bootstrap ----
 
 

@@ -222,6 +222,12 @@ def test_exported_services_lists_what_goes_to_one_peer(cluster):
         '["db","web"]\n'
     assert fails(pp("peering", "exported-services", addr=addr)) == \
         "Missing the required -name flag\n"
+    entry["Services"].append({"Name": "*", "Consumers": [{"Peer": "all"}]})
+    assert cluster.agents[0].call("PUT", "/v1/config", entry).text == "true"
+    registered = cluster.agents[0].call("PUT", "/v1/catalog/register", {
+        "Node": "cli-node", "Address": "10.0.0.1", "Service": {"Service": "cli-svc"}})
+    assert registered.text == "true"
+    assert "cli-svc\n" in ok(pp("peering", "exported-services", "-name", "all", addr=addr))
     cluster.agents[0].call("DELETE", "/v1/config/exported-services/default")
 
 

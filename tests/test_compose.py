@@ -1,16 +1,19 @@
 """The docker-compose clusters on a real Docker engine (run alone: `pytest -m compose`).
 
 Builds the image with deploy/build.sh (cached), brings up dc1 and dc2 (profile `peer`) from the
-repository's docker-compose.yml under a project name of its own, and drives everything through
-the published HTTP ports: one leader, writes through every node, peering dc1 <-> dc2 to ACTIVE,
-`docker kill` of the leader, `docker network disconnect` of the leader and its return. The
-project is always taken down with `down -v`, and nothing of it may be left behind.
+repository's docker-compose.yml under a project name of its own - two sites, each on a network of
+its own, that meet only through published peering ports on the host (as behind NAT) - and drives
+everything through the published HTTP ports: one leader, writes through every node, the sites'
+isolation, peering dc1 <-> dc2 to ACTIVE through the published addresses only, `docker kill` of
+the leader (on one side, then on both), `docker network disconnect` of the leader and its return.
+The project is always taken down with `down -v`, and nothing of it may be left behind.
 
 A missing or unreachable Docker engine fails these tests; it never skips them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -36,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DC1 = {"dc1-server-1": 8500, "dc1-server-2": 8501, "dc1-server-3": 8502}
 DC2 = {"dc2-server-1": 8510, "dc2-server-2": 8511, "dc2-server-3": 8512}
 PORTS = {**DC1, **DC2}
+# The peering ports each server publishes on the host, and advertises (advertise_addr_wan).
+WAN = {name: f"host.docker.internal:{port + 3}" for name, port in PORTS.items()}
 # Fast peer-stream timings for the test only (the compose file keeps Consul's 15 s / 2 min).
 FAST_STREAM = {"PEERPLANE_PEERING_HEARTBEAT": "1", "PEERPLANE_PEERING_HEARTBEAT_TIMEOUT": "10"}
 
@@ -124,7 +129,7 @@ def port_free(port: int) -> bool:
 class Stack:
     project: str
     compose_cmd: list[str]
-    network: str
+    networks: dict[str, str]  # "dc1"/"dc2" -> the Docker network of that site
 
     def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         return run([*self.compose_cmd, *args], timeout=timeout)
@@ -134,9 +139,17 @@ class Stack:
         assert cid, f"no container for {service}"
         return cid
 
+    def network(self, service: str) -> str:
+        return self.networks[service[:3]]
+
     def ip(self, service: str) -> str:
-        fmt = f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}'
+        fmt = f'{{{{(index .NetworkSettings.Networks "{self.network(service)}").IPAddress}}}}'
         return run(["docker", "inspect", "-f", fmt, self.container(service)]).stdout.strip()
+
+    def python(self, service: str, code: str) -> subprocess.CompletedProcess:
+        """Run Python inside a server's container (the image's interpreter)."""
+        return run(["docker", "exec", self.container(service), "/opt/peerplane/bin/python", "-c",
+                    code], check=False, timeout=60)
 
     def logs(self) -> str:
         return run([*self.compose_cmd, "logs", "--no-color", "--tail", "40"], check=False).stdout
@@ -196,11 +209,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         run([*compose_cmd, "up", "-d"], timeout=300)
         ids = run([*compose_cmd, "ps", "-q"]).stdout.split()
         assert len(ids) == 6, ids
-        networks = json.loads(run(
-            ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", ids[0]]
-        ).stdout)
-        assert len(networks) == 1, networks
-        s = Stack(project, compose_cmd, next(iter(networks)))
+        site_networks: dict[str, set[str]] = {"dc1": set(), "dc2": set()}
+        for service in PORTS:
+            cid = run([*compose_cmd, "ps", "-q", service]).stdout.strip()
+            nets = json.loads(run(
+                ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", cid]).stdout)
+            site_networks[service[:3]] |= set(nets)
+        # each site on exactly one network, and not the other site's
+        assert all(len(n) == 1 for n in site_networks.values()), site_networks
+        assert site_networks["dc1"] != site_networks["dc2"], site_networks
+        s = Stack(project, compose_cmd, {dc: n.pop() for dc, n in site_networks.items()})
 
         def healthy() -> bool:
             fmt = "{{.Name}} {{.State.Status}} {{.State.Health.Status}}"
@@ -232,14 +250,15 @@ def wait_leader(nodes: dict[str, int], timeout: float = 30.0, not_: str = "") ->
     return eventually(check, timeout, 0.25)
 
 
-def wait_active(since: float = 0.0, timeout: float = 60.0, dc1: dict[str, int] = DC1) -> None:
+def wait_active(since: float = 0.0, timeout: float = 60.0, dc1: dict[str, int] = DC1,
+                dc2: dict[str, int] = DC2) -> None:
     """dc1's 'dc2' and dc2's 'dc1' are ACTIVE, with a stream that received after `since`.
 
     Asked through the first of the given dc1 nodes that answers (default reads are answered
     by the leader, so any live node will do), and through dc2's nodes likewise."""
 
     def check() -> bool:
-        for nodes, name in ((dc1, "dc2"), (DC2, "dc1")):
+        for nodes, name in ((dc1, "dc2"), (dc2, "dc1")):
             rec = peering_any(nodes, name)
             assert rec is not None, f"peering {name} missing"
             assert rec["State"] == "ACTIVE", (name, rec["State"])
@@ -328,7 +347,7 @@ def test_network_disconnect_leader_majority_takes_over_and_old_leader_rejoins(
     majority = {n: p for n, p in DC1.items() if n != old}
     cid = stack.container(old)
     ip_before = stack.ip(old)
-    run(["docker", "network", "disconnect", stack.network, cid])
+    run(["docker", "network", "disconnect", stack.network(old), cid])
     try:
         new = wait_leader(majority, 30, not_=old)
         write_token(majority[new], "during-partition")
@@ -347,7 +366,7 @@ def test_network_disconnect_leader_majority_takes_over_and_old_leader_rejoins(
         eventually(stepped_down, 30, 0.5)
         assert peering(majority[new], "during-partition") is not None
     finally:
-        run(["docker", "network", "connect", "--alias", old, stack.network, cid])
+        run(["docker", "network", "connect", "--alias", old, stack.network(old), cid])
     ip_after = stack.ip(old)
 
     def rejoined() -> bool:
@@ -365,4 +384,74 @@ def test_network_disconnect_leader_majority_takes_over_and_old_leader_rejoins(
             f"(address {ip_before} -> {ip_after})\n{stack.logs()}"
         ) from None
     assert wait_leader(DC1) == new
+    wait_active(since=time.time() - 5)
+
+
+_CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("connected")
+except OSError as e:
+    print(type(e).__name__)
+"""
+
+
+def can_connect(stack: Stack, service: str, host: str, port: int) -> str:
+    code = _CONNECT.replace("sys.argv[1]", repr(host)).replace("int(sys.argv[2])", str(port))
+    out = stack.python(service, code)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_the_sites_meet_only_through_published_ports(stack: Stack) -> None:
+    """A dc2 server cannot reach a dc1 server's own address (nor the other way round), but it
+    reaches dc1's published peering port on the host - and so does dc1 reach dc2's."""
+    for here, there in (("dc2-server-1", "dc1-server-1"), ("dc1-server-2", "dc2-server-3")):
+        assert can_connect(stack, here, stack.ip(there), 8503) != "connected", (here, there)
+        host, port = WAN[there].split(":")
+        assert can_connect(stack, here, host, int(port)) == "connected", (here, WAN[there])
+        # and a server of the same site is reachable by name, as Raft needs
+        sibling = here[:-1] + ("2" if here[-1] != "2" else "1")
+        assert can_connect(stack, here, sibling, 8300) == "connected", (here, sibling)
+
+
+def test_tokens_and_pushed_server_addresses_carry_the_published_addresses(
+    stack: Stack, peered: None
+) -> None:
+    reply = http(DC1["dc1-server-1"], "POST", "/v1/peering/token", {"PeerName": "addr-check"})
+    assert reply.status == 200, reply.text
+    token = json.loads(base64.b64decode(reply.json()["PeeringToken"]))
+    assert token["ServerAddresses"] == sorted(WAN[n] for n in DC1)
+    # dc2 dialled dc1 through them and keeps them as dc1 pushes its servers over the stream
+    rec = peering_any(DC2, "dc1")
+    assert rec is not None and rec["State"] == "ACTIVE"
+    assert sorted(rec["PeerServerAddresses"]) == sorted(WAN[n] for n in DC1)
+
+
+def test_a_leader_kill_on_each_side_keeps_the_peering_active(stack: Stack, peered: None) -> None:
+    old = {"dc1": wait_leader(DC1), "dc2": wait_leader(DC2)}
+    killed_at = time.time()
+    for name in old.values():
+        run(["docker", "kill", stack.container(name)])
+    live1 = {n: p for n, p in DC1.items() if n != old["dc1"]}
+    live2 = {n: p for n, p in DC2.items() if n != old["dc2"]}
+    new1 = wait_leader(live1, 30, not_=old["dc1"])
+    new2 = wait_leader(live2, 30, not_=old["dc2"])
+    try:  # both new leaders stream with each other again, through the published ports only
+        wait_active(since=killed_at, dc1=live1, dc2=live2)
+    except AssertionError as e:
+        raise AssertionError(f"peering did not recover: {e}\n{stack.logs()}") from None
+    for nodes, leader in ((live1, new1), (live2, new2)):
+        write_token(nodes[leader], f"after-double-kill-{leader}")
+    for name in old.values():
+        run(["docker", "start", stack.container(name)])
+
+    def rejoined() -> bool:
+        for nodes, name, leader in ((DC1, old["dc1"], new1), (DC2, old["dc2"], new2)):
+            assert leader_of(nodes[name]) == leader
+            assert raft_state(nodes[name]) == "Follower"
+        return True
+
+    eventually(rejoined, 60, 0.5)
     wait_active(since=time.time() - 5)

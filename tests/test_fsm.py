@@ -532,8 +532,16 @@ def test_registering_the_same_server_twice_bumps_the_index_once():
     assert run(f, **cmd) == {"index": 1}
     assert f.servers_view() == {
         "h:8300": {"Node": "n1", "HTTPAddr": "h:8500", "PeeringAddr": "h:8503",
-                   "Datacenter": "dc1"}
+                   "Datacenter": "dc1", "HTTPSAddr": ""}  # an entry from before HTTPS existed
     }
+
+
+def test_a_server_registers_its_https_address():
+    f = FSM()
+    run(f, op="register_server", RaftAddr="h:8300", Node="n1", HTTPAddr="", HTTPSAddr="h:8501",
+        PeeringAddr="wan.example:443", Datacenter="dc1")
+    assert f.servers_view()["h:8300"] == {"Node": "n1", "HTTPAddr": "", "HTTPSAddr": "h:8501",
+                                          "PeeringAddr": "wan.example:443", "Datacenter": "dc1"}
 
 
 def test_the_first_identity_wins():

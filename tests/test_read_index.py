@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from cluster.commands import Barrier
 from cluster.fsm import FSM
 from cluster.raft import NotApplied, RaftNode, RaftTiming
 from lab.cluster import free_ports
@@ -44,7 +45,7 @@ async def _leader(nodes: list[RaftNode]) -> RaftNode:
 def test_reads_arriving_together_share_one_heartbeat_round_sent_at_once(nodes):
     async def go() -> tuple[list[int], int, float]:
         leader = await _leader(nodes)
-        await leader.submit({"op": "barrier"}, 5.0)
+        await leader.submit(Barrier(), 5.0)
         await asyncio.sleep(0.3)
         rounds = leader.read_rounds
         started = time.monotonic()
@@ -60,7 +61,7 @@ def test_reads_arriving_together_share_one_heartbeat_round_sent_at_once(nodes):
 def test_a_read_index_is_at_least_the_commit_index_when_the_read_arrived(nodes):
     async def go() -> tuple[int, int]:
         leader = await _leader(nodes)
-        res = await leader.submit({"op": "barrier"}, 5.0)
+        res = await leader.submit(Barrier(), 5.0)
         return int(res["index"]), await leader.read_index(5.0)
 
     written, read = asyncio.run(go())

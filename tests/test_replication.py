@@ -57,6 +57,8 @@ class Side:
         self.addresses: list[list[str]] = []
         self.fail_next: list[str] = []  # codes: the next proposals fail with these
         self.repl = Replication(self.fsm, FSMCatalog(self.fsm), self.submit, self.set_addresses)
+        # as the agent wires it: what each apply touched (the tests apply on the event loop)
+        self.fsm.subscribe(lambda _index, touched: self.repl.on_change(touched))
 
     def apply(self, cmd: dict[str, Any]) -> dict[str, Any]:
         res = self.fsm.apply(encode(cmd))
@@ -71,17 +73,14 @@ class Side:
                 from cluster.raft import UnknownOutcome
                 raise UnknownOutcome("timed out")
             raise ApplyFailed(raise_code, "refused for the test")
-        res = self.fsm.apply(encode(cmd))
-        self.repl.notify()
-        return res
+        return self.fsm.apply(encode(cmd))
 
     async def set_addresses(self, pid: str, addrs: list[str]) -> None:
         self.addresses.append(addrs)
 
     def change(self, cmd: dict[str, Any]) -> None:
-        """A local write (the FSM listener wakes the exporter on the event loop)."""
+        """A local write (the FSM's subscriber tells the exporter what it touched)."""
         self.apply(cmd)
-        self.repl.notify()
 
     def register(self, node: str, sid: str, status: str = "passing", port: int = 80,
                  service: str = "web") -> None:
@@ -423,3 +422,39 @@ def test_an_import_for_a_peering_no_longer_live_is_refused(pair, event):
         res = dc2.fsm.apply(encode(cmd))
         assert res == {"error": "no live peering to import into", "kind": "conflict"}
     assert dc2.fsm.index == before and dc2.fsm.catalog.imported_names("dc1") == ["web"]
+
+
+async def test_a_change_makes_the_exporter_look_at_that_service_only(pair, monkeypatch):
+    dc1, dc2 = pair
+    names = [f"svc-{i}" for i in range(50)]
+    for i, name in enumerate(names):
+        dc1.register(f"node-{i}", f"{name}-1", service=name)
+    dc1.export(*names, to="dc2")
+    await connect(dc1, dc2)
+    looked: list[str] = []
+    real = FSMCatalog.service_index
+
+    def counting(self, service):
+        looked.append(service)
+        return real(self, service)
+
+    monkeypatch.setattr(FSMCatalog, "service_index", counting)
+    dc1.register("node-7", "svc-7-2", service="svc-7")
+    dc1.register("node-x", "other-1", service="other")  # not exported
+    await settle(dc1, dc2)
+    assert looked == ["svc-7"]
+    assert len(dc2.imported("svc-7", "dc1")) == 2
+    await close(dc1, dc2)
+
+
+async def test_an_entry_exporting_star_exports_every_local_service(pair):
+    dc1, dc2 = pair
+    dc1.register("node-a", "web-1")
+    dc1.export("*", to="dc2")
+    await connect(dc1, dc2)
+    assert dc2.fsm.catalog.imported_names("dc1") == ["web"]
+    dc1.register("node-b", "api-1", service="api")  # a new name: the list grows
+    await settle(dc1, dc2)
+    assert dc2.fsm.catalog.imported_names("dc1") == ["api", "web"]
+    assert dc2.end.status["ImportedServices"] == ["api", "web"]
+    await close(dc1, dc2)

@@ -1,16 +1,18 @@
 """The dashboard (`/ui/`) in headless Chromium (Debian's `chromium`, `--headless --no-sandbox`),
 driven over the DevTools protocol against a real three-server cluster: it loads on every node,
 shows the three servers and the leader, shows a new peering within a few seconds of its
-creation, and follows a leader failure."""
+creation, follows a leader failure, and shows what each peering imports and exports."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from harness.browser import Browser
-from lab.cluster import eventually
+from harness.peering import STREAM_ARGS, establish, token, wait_state
+from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +106,35 @@ async def test_dashboard_follows_a_leader_failure(fresh_cluster):
             f"document.querySelector('#servers tr[data-node=\"{old.name}\"]')"
             f".dataset.role === 'follower'", timeout=30)
         assert page.exceptions == []
+
+
+def services_cell_js(peering: str, col: str) -> str:
+    cell = f"{row_js(peering)}?.querySelector('td[data-col=\"{col}\"]')"
+    return f"[{cell}?.textContent, {cell}?.title]"
+
+
+async def test_dashboard_shows_imported_and_exported_services_per_peering(tmp_path):
+    with LocalCluster(str(tmp_path / "dc1"), extra_args=STREAM_ARGS) as dc1, \
+            LocalCluster(str(tmp_path / "dc2"), datacenter="dc2", extra_args=STREAM_ARGS) as dc2:
+        assert establish(dc2, "dc1", token(dc1, "dc2")).status == 200
+        wait_state(dc2, "dc1", "ACTIVE")
+        for name in ("web", "api"):
+            reply = dc1.agents[1].call("PUT", "/v1/catalog/register", {
+                "Node": f"{name}-node", "Address": "10.0.0.1", "Service": {"Service": name}})
+            assert reply.text == "true"
+        reply = dc1.agents[2].call("PUT", "/v1/config", {
+            "Kind": "exported-services", "Name": "default",
+            "Services": [{"Name": n, "Consumers": [{"Peer": "dc2"}]} for n in ("web", "api")]})
+        assert reply.text == "true"
+        async with Browser() as browser:
+            exporter = await browser.new_page(dc1.agents[0].url("/ui/"))
+            importer = await browser.new_page(dc2.agents[1].url("/ui/"))
+            want = ["2", "api, web"]
+            await exporter.wait_for(f"JSON.stringify({services_cell_js('dc2', 'exported')}) "
+                                    f"=== '{json.dumps(want, separators=(',', ':'))}'",
+                                    timeout=30)
+            await importer.wait_for(f"JSON.stringify({services_cell_js('dc1', 'imported')}) "
+                                    f"=== '{json.dumps(want, separators=(',', ':'))}'",
+                                    timeout=30)
+            assert await importer.evaluate(services_cell_js("dc1", "exported")) == ["0", ""]
+            assert exporter.exceptions == [] and importer.exceptions == []

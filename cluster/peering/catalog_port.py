@@ -23,8 +23,7 @@ class FSMCatalog:
     def exported_to(self, peer_name: str) -> list[str]:
         names = self.fsm.config_entries.exported_to(peer_name)
         if WILDCARD in names:  # every local service: bounded by service names, not instances
-            local, _ = self.fsm.catalog.services("")
-            names = sorted(set(names) - {WILDCARD} | set(local))
+            names = sorted(set(names) - {WILDCARD} | set(self.fsm.catalog.service_names("")))
         return names
 
     def service_instances(self, service: str) -> list[dict[str, Any]]:

@@ -1,10 +1,11 @@
 """The exporting half of one peer stream: what this cluster sends to the other one.
 
-Driven by changes, never by a timer: `wake()` is called when the FSM applied something (and
-when the peer subscribes or NACKs). A pass reads the exported-services entry (one record), the
-services it exports to this peer, and only for those the per-service index; a snapshot is
-built (and sent) only for a service whose index moved, and sent only when its content digest
-differs from what this stream already carried. Nothing scans the whole catalog.
+Driven by changes, never by a timer: `changed()` gets what an FSM apply touched (local service
+names, the exported-services entry, the servers); `wake()` asks for a full look (a new
+subscription, a restore). A pass looks only at touched services that are exported to this
+peer (all exported ones after a full look or an entry change): a snapshot is built only for a
+service whose index moved, and sent only when its content digest differs from what this stream
+already carried. Nothing scans the whole catalog.
 
 A new stream starts with nothing sent, so its first pass carries the full state: the service
 list, then every exported service - that is how a new leader on either side resumes.
@@ -61,10 +62,25 @@ class Exporter:
         self._addresses: list[str] | None = None
         self._resend: set[tuple[str, str]] = set()  # NACKed (retryable): send again
         self._backoff: dict[tuple[str, str], float] = {}
+        self._lower: dict[str, str] = {}  # lowercased -> exported name, of _list
+        self._full = True
+        self._dirty: set[str] = set()
+        self._entry_changed = False
+        self._servers_changed = False
         self._wake = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
 
     def wake(self) -> None:
+        """Look at everything (a subscription, a restore, a change we know nothing about)."""
+        self._full = True
+        self._wake.set()
+
+    def changed(self, services: set[str], entry: bool, servers: bool) -> None:
+        """What the FSM touched: local services (lowercased names), the exported-services
+        entry, the servers - the next pass looks only at those."""
+        self._dirty |= services
+        self._entry_changed |= entry
+        self._servers_changed |= servers
         self._wake.set()
 
     def subscribe(self, url: str) -> None:
@@ -86,7 +102,7 @@ class Exporter:
 
         def due() -> None:
             self._resend.add(key)
-            self.wake()
+            self._wake.set()
 
         handle = asyncio.get_running_loop().call_later(delay, due)
         self._timers.add(handle)
@@ -105,31 +121,47 @@ class Exporter:
                 await self.sync()
             except Exception:  # noqa: BLE001 - keep exporting; the next change tries again
                 log.exception("exporting to %s failed", self.peer_name)
-                self._resend.update((URL_SERVICE, n) for n in self._sent)
                 await asyncio.sleep(RESEND_FIRST)
                 self.wake()
 
     async def sync(self) -> None:
+        full, self._full = self._full, False
+        dirty, self._dirty = self._dirty, set()
+        entry, self._entry_changed = self._entry_changed, False
+        servers, self._servers_changed = self._servers_changed, False
         resend, self._resend = self._resend, set()
-        if URL_SERVER_ADDRESSES in self.subscribed:
+        again_addrs = (URL_SERVER_ADDRESSES, ADDRESSES_ID) in resend
+        if URL_SERVER_ADDRESSES in self.subscribed and (full or servers or again_addrs):
             addrs = self.source.server_addresses()
-            again = (URL_SERVER_ADDRESSES, ADDRESSES_ID) in resend
-            if addrs and (addrs != self._addresses or again):
+            if addrs and (addrs != self._addresses or again_addrs):
                 self._addresses = addrs
                 await self.send(URL_SERVER_ADDRESSES, ADDRESSES_ID, {"Addresses": addrs})
         if not self.subscribed & {URL_SERVICE, URL_SERVICE_LIST}:
             return
-        names = sorted(set(self.source.exported_to(self.peer_name)))
-        if names != self._list or (URL_SERVICE_LIST, LIST_ID) in resend:
-            self._list = names
-            self.status["ExportedServices"] = names
-            if URL_SERVICE_LIST in self.subscribed:
-                await self.send(URL_SERVICE_LIST, LIST_ID, {"Services": names})
-        for gone in [n for n in self._sent if n not in names]:
-            del self._sent[gone]  # exported again later: sent again in full
+        again_list = (URL_SERVICE_LIST, LIST_ID) in resend
+        # The list can only change with the entry, or with a local service it does not name
+        # yet (an entry exporting "*").
+        if full or entry or again_list or self._list is None or any(
+            n not in self._lower for n in dirty
+        ):
+            names = sorted(set(self.source.exported_to(self.peer_name)))
+            if names != self._list or again_list:
+                self._list = names
+                self._lower = {n.lower(): n for n in names}
+                self.status["ExportedServices"] = names
+                if URL_SERVICE_LIST in self.subscribed:
+                    await self.send(URL_SERVICE_LIST, LIST_ID, {"Services": names})
+            for gone in [n for n in self._sent if n not in self._lower.values()]:
+                del self._sent[gone]  # exported again later: sent again in full
         if URL_SERVICE not in self.subscribed:
             return
-        for name in names:
+        if full or entry:
+            check = list(self._list or [])
+        else:  # only what changed, and what the peer asked to get again
+            check = sorted({self._lower[n] for n in dirty if n in self._lower}
+                           | {rid for url, rid in resend
+                              if url == URL_SERVICE and rid.lower() in self._lower})
+        for name in check:
             index = self.source.service_index(name)
             prev = self._sent.get(name)
             again = (URL_SERVICE, name) in resend

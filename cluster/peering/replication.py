@@ -57,7 +57,6 @@ from .resources import (
 
 log = logging.getLogger("peerplane.replication")
 
-EXPORT_TABLES = frozenset({"catalog", "config_entries", "servers"})  # what exports read
 PURGE_BATCH = 256  # imported records deleted per Raft command
 PURGE_PAUSE = 0.01  # between purge commands, so a large purge never hogs the log
 
@@ -196,13 +195,20 @@ class Replication:
 
     def on_change(self, touched: Touched | None = None) -> None:
         """The FSM applied something (event loop; `touched` = the (table, key) pairs, None =
-        anything): exporters look again when the catalog, the exported-services entry or the
-        servers changed; the cleanup routine when a peering did."""
-        tables = None if touched is None else {table for table, _ in touched}
-        if tables is None or tables & EXPORT_TABLES:
+        anything): exporters look at the local services it changed, the exported-services entry
+        and the servers; the cleanup routine looks again when a peering changed."""
+        if touched is None or ("catalog", None) in touched:
             for s in self.sessions:
                 s.exporter.wake()
-        if tables is None or "peerings" in tables:
+        else:
+            services = {key[1] for table, key in touched
+                        if table == "catalog" and isinstance(key, tuple) and key[0] == ""}
+            entry = any(table == "config_entries" for table, _ in touched)
+            servers = any(table == "servers" for table, _ in touched)
+            if services or entry or servers:
+                for s in self.sessions:
+                    s.exporter.changed(services, entry, servers)
+        if touched is None or any(table == "peerings" for table, _ in touched):
             self._kick.set()
 
     notify = on_change

@@ -208,6 +208,13 @@ class Catalog:
         self._nodes_index: dict[str, int] = {}
         self._services_index: dict[str, int] = {}
         self._name_index: dict[NameKey, int] = {}
+        # (peer, lowercased name) of every service the current command changed; the FSM hands
+        # them to its subscribers as touched keys (replication looks only at these)
+        self.touched_names: set[NameKey] = set()
+
+    def take_touched(self) -> set[NameKey]:
+        touched, self.touched_names = self.touched_names, set()
+        return touched
 
     # ---- primitive mutations (keep every secondary index in step) ----
 
@@ -220,6 +227,7 @@ class Catalog:
 
     def _touch_name(self, peer: str, name: str, index: int) -> None:
         self._name_index[(peer, name.lower())] = index
+        self.touched_names.add((peer, name.lower()))
 
     def _touch_node(self, key: NodeKey, index: int) -> None:
         """A node or node-level check changed: every service on it shows the node."""
@@ -281,6 +289,7 @@ class Catalog:
                 self._peer_names.pop(key[0], None)
         self._services_index[key[0]] = index
         self._name_index[name_key] = index
+        self.touched_names.add(name_key)
 
     def _put_check(self, rec: Record, index: int) -> bool:
         peer, node = rec["PeerName"], rec["Node"].lower()
@@ -565,9 +574,13 @@ class Catalog:
 
     def imported_names(self, peer: str) -> list[str]:
         """Names of the services imported from a peer, sorted."""
+        return self.service_names(peer) if peer else []
+
+    def service_names(self, peer: str = "") -> list[str]:
+        """Names of a peer's services ("" = local), sorted; no walk over instances."""
         with self._lock:
             names = [self._services[next(iter(self._by_name[(peer, n)]))]["Service"]
-                     for n in self._peer_names.get(peer, {})] if peer else []
+                     for n in self._peer_names.get(peer, {})]
         return sorted(names)
 
     def record_count(self, peer: str) -> int:

@@ -14,7 +14,8 @@ class Servers(Table):
     name = "servers"
 
     def reset(self) -> None:
-        # raft address "host:port" -> {"Node", "HTTPAddr", "PeeringAddr", "Datacenter"}
+        # raft address "host:port" -> {"Node", "HTTPAddr", "PeeringAddr", "Datacenter",
+        # "HTTPSAddr"}; PeeringAddr is what peer clusters dial (advertise_addr_wan when set)
         self.servers: dict[str, dict[str, str]] = {}
         # {"TrustDomain", "CACert", "CAKey"} once the first leader initialised the cluster
         self.identity: dict[str, str] | None = None
@@ -28,7 +29,7 @@ class Servers(Table):
 
     def _register_server(self, cmd: RegisterServer) -> Result:
         entry = {"Node": cmd.Node, "HTTPAddr": cmd.HTTPAddr, "PeeringAddr": cmd.PeeringAddr,
-                 "Datacenter": cmd.Datacenter}
+                 "Datacenter": cmd.Datacenter, "HTTPSAddr": cmd.HTTPSAddr}
         if self.servers.get(cmd.RaftAddr) == entry:
             return self.unchanged()
         self.servers[cmd.RaftAddr] = entry
