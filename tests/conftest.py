@@ -43,6 +43,13 @@ FUZZ_LINES: list[str] = []  # tests/test_fuzz.py: requests sent, statuses seen, 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--chaos-kills", type=int, default=10,
                      help="leader SIGKILLs in the repeated-failover scenario (CI: 10; try 50)")
+    parser.addoption("--chaos-long", action="store_true", default=False,
+                     help="tests/test_chaos_mixed.py's long form: 50 leader kills, 20 "
+                     "partitions, 3 server replacements (6 membership changes), 2 disk-full "
+                     "episodes (CI runs the short form)")
+    parser.addoption("--chaos-history", default=None,
+                     help="directory for the mixed chaos run's JSONL history (default: the "
+                     "test's tmp dir)")
     parser.addoption("--fuzz-long", action="store_true", default=False,
                      help="the long fuzz run (>= 10,000 requests; also PEERPLANE_FUZZ_LONG=1)")
 

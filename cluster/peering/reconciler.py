@@ -140,6 +140,9 @@ class PeeringService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._last_ok: dict[str, float] = {}  # last time a peering's stream was known good
         self._dialed: dict[str, str] = {}  # the stream secret each peering was last dialed with
+        # Acceptor addresses this leader reached (a stream, or a follower's leader hint): kept
+        # when the acceptor pushes its server addresses (see set_server_addresses).
+        self._reached: dict[str, set[str]] = {}
         self._leading_since = 0.0
         self._leading = False  # run_leader is active (dial loops stop dialing when it ends)
         self._kick = asyncio.Event()
@@ -431,6 +434,7 @@ class PeeringService:
             )
         except Moved as e:
             ring.leader = e.leader
+            self._reached.setdefault(pid, set()).add(addr)
             raise _Retry(redirect=True) from None
         except PeerTerminated:
             await self._terminated(pid)
@@ -476,6 +480,7 @@ class PeeringService:
                 await live.stop(UNAVAILABLE, res["error"])
                 return "again"
             entry.pop("LastError", None)
+            self._reached.setdefault(pid, set()).add(addr)
             log.info("peering %s: stream to %s is up", pid, addr)
             try:
                 return await self._run(live)
@@ -492,7 +497,17 @@ class PeeringService:
 
     async def set_server_addresses(self, pid: str, addrs: list[str]) -> None:
         """The acceptor's servers, pushed over the stream (PeeringServerAddresses): the dialer
-        keeps them as PeerServerAddresses, so it follows address rotation."""
+        keeps them as PeerServerAddresses, so it follows address rotation. An address this
+        leader has reached the acceptor through stays even when the push leaves it out: an
+        acceptor that advertises addresses we cannot reach (internal ones behind NAT, a wrong
+        advertise_addr_wan) must not cut us off (hashicorp/consul #15763). Consul overwrites."""
+        rec = self.fsm.by_id(pid)
+        manual = set((rec or {}).get("ManualServerAddresses") or [])
+        kept = self._reached.get(pid, set()) - set(addrs) - manual
+        if addrs and kept:
+            log.info("peering %s: keeping %s (reached) beside the pushed %s", pid,
+                     sorted(kept), addrs)
+            addrs = sorted({*addrs, *kept})
         if addrs:
             await self._write(
                 pid, ADDRESSES_RECEIVED, PeerServerAddresses=addrs,
@@ -571,7 +586,7 @@ class PeeringService:
             dialer = self._dialers.pop(pid, None)
             if dialer is not None:
                 dialer[1].cancel()
-            for table in (self.streams, self._last_ok, self._locks, self._dialed):
+            for table in (self.streams, self._last_ok, self._locks, self._dialed, self._reached):
                 table.pop(pid, None)
             return
         if rec["State"] == DELETING:
@@ -637,6 +652,7 @@ class PeeringService:
         self.streams.clear()
         self._last_ok.clear()
         self._dialed.clear()
+        self._reached.clear()
         self._dirty.clear()
         self._deadlines.clear()
         log.info("peering reconciler stopped")
