@@ -427,6 +427,10 @@ class RaftNode:
     def status(self) -> dict[str, Any]:
         return self._sync.getStatus()
 
+    def entries_received(self) -> int:
+        """Log entries this node received from leaders, resent ones included."""
+        return int(self._sync.entries_received)
+
     def members(self) -> list[str]:
         return self._sync.servers()
 

@@ -23,28 +23,12 @@ import msgpack
 import pytest
 
 from cluster.peering import resources as r
-from harness.peering import STREAM_ARGS, decode, establish, peering, token, wait_state
+from harness.peering import decode, establish, peering, token, wait_state
 from lab.cluster import LocalCluster, eventually, free_ports
 
 pytestmark = pytest.mark.integration
 
 MODES = ("", "&stale", "&consistent")
-
-
-@pytest.fixture(scope="module")
-def dc1(tmp_path_factory: pytest.TempPathFactory):
-    c = LocalCluster(str(tmp_path_factory.mktemp("dc1")), datacenter="dc1",
-                     extra_args=STREAM_ARGS)
-    with c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def dc2(tmp_path_factory: pytest.TempPathFactory):
-    c = LocalCluster(str(tmp_path_factory.mktemp("dc2")), datacenter="dc2",
-                     extra_args=STREAM_ARGS)
-    with c:
-        yield c
 
 
 @pytest.fixture(scope="module")

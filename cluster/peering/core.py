@@ -61,6 +61,9 @@ class PeeringCore:
         self._locks: dict[str, asyncio.Lock] = {}
         self._last_ok: dict[str, float] = {}  # last time a peering's stream was known good
         self._dialed: dict[str, str] = {}  # the stream secret each peering was last dialed with
+        # Acceptor addresses this leader reached (a stream, or a follower's leader hint): kept
+        # when the acceptor pushes its server addresses (see Dialer.set_server_addresses).
+        self._reached: dict[str, set[str]] = {}
         self._leading_since = 0.0
         self._leading = False  # run_leader is active (dial loops stop dialing when it ends)
         self._kick = asyncio.Event()

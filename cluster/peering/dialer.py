@@ -123,6 +123,7 @@ class Dialer(PeeringCore):
             )
         except Moved as e:
             ring.leader = e.leader
+            self._reached.setdefault(pid, set()).add(addr)
             raise _Retry(redirect=True) from None
         except PeerTerminated:
             await self._terminated(pid)
@@ -163,6 +164,7 @@ class Dialer(PeeringCore):
                 await live.stop(UNAVAILABLE, res["error"])
                 return "again"
             entry.pop("LastError", None)
+            self._reached.setdefault(pid, set()).add(addr)
             log.info("peering %s: stream to %s is up", pid, addr)
             try:
                 return await self._run(live)
@@ -177,7 +179,17 @@ class Dialer(PeeringCore):
 
     async def set_server_addresses(self, pid: str, addrs: list[str]) -> None:
         """The acceptor's servers, pushed over the stream (PeeringServerAddresses): the dialer
-        keeps them as PeerServerAddresses, so it follows address rotation."""
+        keeps them as PeerServerAddresses, so it follows address rotation. An address this
+        leader has reached the acceptor through stays even when the push leaves it out: an
+        acceptor that advertises addresses we cannot reach (internal ones behind NAT, a wrong
+        advertise_addr_wan) must not cut us off (hashicorp/consul #15763). Consul overwrites."""
+        rec = self.fsm.by_id(pid)
+        manual = set((rec or {}).get("ManualServerAddresses") or [])
+        kept = self._reached.get(pid, set()) - set(addrs) - manual
+        if addrs and kept:
+            log.info("peering %s: keeping %s (reached) beside the pushed %s", pid,
+                     sorted(kept), addrs)
+            addrs = sorted({*addrs, *kept})
         if addrs:
             await self._write(
                 pid, ADDRESSES_RECEIVED, PeerServerAddresses=addrs,

@@ -89,7 +89,8 @@ class PeeringService(Acceptor, Dialer):
             dialer = self._dialers.pop(pid, None)
             if dialer is not None:
                 dialer[1].cancel()
-            for table in (self._status, self._last_ok, self._locks, self._dialed):
+            for table in (self._status, self._last_ok, self._locks, self._dialed,
+                          self._reached):
                 table.pop(pid, None)
             return
         if rec["State"] == DELETING:
@@ -132,6 +133,7 @@ class PeeringService(Acceptor, Dialer):
         self._status.clear()
         self._last_ok.clear()
         self._dialed.clear()
+        self._reached.clear()
         self._dirty.clear()
         self._deadlines.clear()
         log.info("peering reconciler stopped")
