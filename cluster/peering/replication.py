@@ -48,6 +48,7 @@ from .resources import (
     URL_SERVICE,
     URL_SERVICE_LIST,
     BadMessage,
+    nack,
     nonce_str,
     parse_request,
     parse_response,
@@ -140,7 +141,10 @@ class Session:
         kind = frame.get("Type")
         try:
             if kind == RESPONSE:
-                self.importer.offer(parse_response(frame))
+                resp = parse_response(frame)
+                if not self.importer.offer(resp):
+                    await self.live.send(nack(resp.url, resp.nonce, UNAVAILABLE,
+                                              "too many responses waiting to be applied"))
             elif kind == REQUEST:
                 self._on_request(frame)
         except BadMessage as e:
