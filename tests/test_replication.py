@@ -457,6 +457,10 @@ async def test_an_entry_exporting_star_exports_every_local_service(pair):
     await settle(dc1, dc2)
     assert dc2.fsm.catalog.imported_names("dc1") == ["api", "web"]
     assert dc2.end.status["ImportedServices"] == ["api", "web"]
+    dc1.change({"op": "catalog_deregister", "Node": "node-a", "ServiceID": "web-1"})
+    await settle(dc1, dc2)  # web is gone from dc1: no longer exported, no longer imported
+    assert dc2.fsm.catalog.imported_names("dc1") == ["api"]
+    assert dc2.end.status["ImportedServices"] == ["api"]
     await close(dc1, dc2)
 
 
