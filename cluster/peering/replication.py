@@ -84,6 +84,9 @@ def _now() -> str:
 
 
 class Session:
+    """Replication over one live stream: its nonces, what it sent and not yet had answered,
+    its exporter and importer."""
+
     def __init__(self, repl: Replication, live: Stream, peer_name: str) -> None:
         self.live = live
         self.peer_name = peer_name
@@ -93,10 +96,12 @@ class Session:
         self.status.update(ExportUnacked=0, ExportedServices=[])
         self.status.setdefault("LastNackMessage", None)
         self.exporter = Exporter(repl.catalog, peer_name, self.status, self._send_response)
+
+        async def set_addresses(addrs: list[str]) -> None:
+            await repl.set_addresses(live.peering_id, addrs)
+
         self.importer = Importer(repl.catalog, live.peering_id, peer_name, self.status,
-                                 repl.propose_import,
-                                 live.send, lambda addrs: repl.set_addresses(live.peering_id,
-                                                                             addrs))
+                                 repl.propose_import, live.send, set_addresses)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
