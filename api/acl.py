@@ -12,7 +12,6 @@ denials, bootstrap). Secrets are never logged.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster import acl
+from cluster import acl, gotime
 from cluster.commands import (
     AclBootstrap,
     AclPolicyDelete,
@@ -63,10 +62,6 @@ def acl_context(request: web.Request) -> ServerContext:
 async def acls_enabled(request: web.Request) -> None:
     """The parse of the routes without input: only that ACLs are on."""
     acl_context(request)
-
-
-def now() -> str:
-    return acl.rfc3339(datetime.datetime.now(datetime.UTC))
 
 
 def decode(raw: bytes, schema: Schema, type_name: str, what: str) -> dict[str, Any]:
@@ -166,7 +161,7 @@ async def bootstrap(request: web.Request, secret: str) -> web.StreamResponse:
             pass
     accessor, secret = str(uuid.uuid4()), secret or str(uuid.uuid4())
     token = acl.token_record(accessor, secret, acl.BOOTSTRAP_DESCRIPTION,
-                             [acl.GLOBAL_MANAGEMENT_ID], now())
+                             [acl.GLOBAL_MANAGEMENT_ID], gotime.now())
     await commit(ctx, lambda: AclBootstrap(
         Token=token, Policy=acl.management_policy_record(), ResetIndex=reset,
     ), ACL_RECORD)

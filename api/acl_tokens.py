@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster import acl
+from cluster import acl, gotime
 from cluster.commands import AclTokenDelete, AclTokenSet
 from cluster.fsm import Record
 from cluster.gojson import Schema
@@ -20,7 +20,6 @@ from .acl import (
     decode,
     identity_of,
     may_write_acl,
-    now,
     path_value,
     token_json,
     tokens_index,
@@ -132,7 +131,7 @@ async def _write_token(request: web.Request, body: dict[str, Any], accessor: str
         accessor = _new_token_id(ctx, accessor, "AccessorID") if accessor else str(uuid.uuid4())
         secret = body.get("SecretID") or ""
         secret = _new_token_id(ctx, secret, "SecretID") if secret else str(uuid.uuid4())
-        create_time = now()
+        create_time = gotime.now()
     else:
         if not acl.is_uuid(accessor):
             raise bad_request("AccessorID is not a valid UUID")
