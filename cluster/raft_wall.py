@@ -51,9 +51,11 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__raftElectionDeadline"),
     (SyncObj, "_SyncObj__transport"),
     (SyncObj, "_SyncObj__pipeNotifier"),
+    (SyncObj, "_SyncObj__raftNextIndex"),
 )
 # Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
-_MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term")
+_MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term",
+                  "success", "reset")
 
 
 class PySyncObjIncompatible(RuntimeError):
@@ -188,6 +190,7 @@ class PeerplaneSyncObj(SyncObj):
         self._started = time.monotonic()
         self.last_heard: dict[str, float] = {}  # peer address -> when a message last came
         self.round_requested = False
+        self.entries_received = 0  # log entries that arrived in append_entries (resends too)
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
         self.on_membership = on_membership
@@ -293,9 +296,11 @@ class PeerplaneSyncObj(SyncObj):
             self._SyncObj__sendAppendEntries()
 
     # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
-    # A follower syncs its journal before acknowledging entries; the leader syncs before it
-    # sends entries, so by the time a majority has acknowledged an entry, the leader's copy is
-    # on disk too. Both run in the tick thread, so entries arriving together share one sync.
+    # A follower syncs its journal before acknowledging entries. The leader syncs right after
+    # it sends entries, in the same tick-thread call: its own fsync overlaps the followers'
+    # (one fsync less on the commit path), and since acks are only processed - and the commit
+    # index only advanced - by later ticks, no entry commits before the leader's copy is on
+    # disk. Entries arriving together share one sync.
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
                                   nextNodeIdx: Any = None, success: bool = False) -> None:
@@ -307,9 +312,11 @@ class PeerplaneSyncObj(SyncObj):
         if self.draining:
             self.send_deferred = True
             return
-        if self.durable:
-            self._SyncObj__raftLog.sync()
         SyncObj._SyncObj__sendAppendEntries(self)
+        if self.durable:
+            # raises JournalError: the tick ends before any ack is read, and the next one
+            # starts by stepping down (see _onTick), so nothing commits on this copy
+            self._SyncObj__raftLog.sync()
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -322,12 +329,27 @@ class PeerplaneSyncObj(SyncObj):
                 self.on_ack()
         elif kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self.last_leader_contact = time.monotonic()
+            self.entries_received += len(message.get("entries") or ())
         elif kind == "request_vote" and (
             self._isLeader() or time.monotonic() - self.last_leader_contact < self.vote_guard
         ):
             # Take the term (and step down if leading) but make the vote impossible to grant:
             # PySyncObj refuses candidates whose last log term is older than ours.
             message = dict(message, last_log_term=-1)
+        if kind == "next_node_idx" and message.get("success") and not message.get("reset"):
+            # Pipelining: PySyncObj moves nextIndex to the end of the log when it sends, but an
+            # ack of an *earlier* append sets it back to just past that append, so the next
+            # send repeats every entry still in flight (pickled, compressed, encrypted and
+            # written again; the follower truncates and re-appends them). Here an ack only moves
+            # nextIndex forward. Safe: each append still carries prevLogIdx/term, and a follower
+            # that lacks entries (a lost connection) answers with a reset, which still sets
+            # nextIndex back.
+            next_index = self._SyncObj__raftNextIndex
+            sent = next_index.get(node)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            if sent is not None and next_index.get(node, sent) < sent:
+                next_index[node] = sent
+            return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     # ---- membership: tell the node whenever the set of servers changed ----
