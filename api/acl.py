@@ -12,7 +12,6 @@ denials, bootstrap). Secrets are never logged.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster import acl
+from cluster import acl, gotime
 from cluster.commands import (
     AclBootstrap,
     AclPolicyDelete,
@@ -76,10 +75,6 @@ def _ctx(request: web.Request) -> ServerContext:
 async def acls_enabled(request: web.Request) -> None:
     """The parse of the routes without input: only that ACLs are on."""
     _ctx(request)
-
-
-def _now() -> str:
-    return acl.rfc3339(datetime.datetime.now(datetime.UTC))
 
 
 def _decode(raw: bytes, schema: Schema, type_name: str, what: str) -> dict[str, Any]:
@@ -179,7 +174,7 @@ async def bootstrap(request: web.Request, secret: str) -> web.StreamResponse:
             pass
     accessor, secret = str(uuid.uuid4()), secret or str(uuid.uuid4())
     token = acl.token_record(accessor, secret, acl.BOOTSTRAP_DESCRIPTION,
-                             [acl.GLOBAL_MANAGEMENT_ID], _now())
+                             [acl.GLOBAL_MANAGEMENT_ID], gotime.now())
     await commit(ctx, lambda: AclBootstrap(
         Token=token, Policy=acl.management_policy_record(), ResetIndex=reset,
     ), ACL_RECORD)
@@ -424,7 +419,7 @@ async def _write_token(request: web.Request, body: dict[str, Any], accessor: str
         accessor = _new_token_id(ctx, accessor, "AccessorID") if accessor else str(uuid.uuid4())
         secret = body.get("SecretID") or ""
         secret = _new_token_id(ctx, secret, "SecretID") if secret else str(uuid.uuid4())
-        create_time = _now()
+        create_time = gotime.now()
     else:
         if not acl.is_uuid(accessor):
             raise bad_request("AccessorID is not a valid UUID")
