@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.peering import STREAM_ARGS
 from lab.cluster import LocalCluster
 
 
@@ -9,6 +10,22 @@ from lab.cluster import LocalCluster
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     """A three-server cluster shared by the tests of one module (tests use distinct names)."""
     with LocalCluster(str(tmp_path_factory.mktemp("cluster"))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def dc1(tmp_path_factory: pytest.TempPathFactory):
+    """Two clusters to peer (dc1 accepts, dc2 dials), fast peer-stream timings; shared by the
+    tests of one module."""
+    with LocalCluster(str(tmp_path_factory.mktemp("dc1")), datacenter="dc1",
+                      extra_args=STREAM_ARGS) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def dc2(tmp_path_factory: pytest.TempPathFactory):
+    with LocalCluster(str(tmp_path_factory.mktemp("dc2")), datacenter="dc2",
+                      extra_args=STREAM_ARGS) as c:
         yield c
 
 
