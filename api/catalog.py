@@ -24,7 +24,7 @@ from aiohttp import web
 
 from cluster.acl import Authorizer, Permission, denied_text
 from cluster.commands import TableCommand
-from cluster.gojson import GoJSONError, ListOf, Schema, go_decode_strict
+from cluster.gojson import GoJSONError, ListOf, Schema, go_decode_strict, go_quote
 from cluster.state.catalog import STATUSES
 
 from .authz import ANY_TOKEN, IDENTITY
@@ -146,6 +146,9 @@ def _check_register(ctx: ServerContext, body: dict[str, Any]) -> dict[str, Any]:
             raise bad_request("Must provide service name")
         if svc.get("Address") in _ANY_ADDRESS:
             raise bad_request("Invalid service address")
+        if svc.get("Kind"):
+            raise bad_request(f"Service.Kind {go_quote(svc['Kind'])} is not supported by "
+                              "peerplane (typical services only)")
         cmd["Service"] = {k: svc[k] for k in ("ID", "Service", "Tags", "Address", "Meta",
                                               "Port", "Weights", "EnableTagOverride") if k in svc}
     return cmd

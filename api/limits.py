@@ -5,7 +5,8 @@ request may take to arrive, and how many blocking queries may wait at once.
   (limit: N bytes)`. **A header line** over `max_field_size` bytes, or more than `max_headers`
   header lines: `431` `Request header fields too large (limit: ...)`. Other malformed HTTP: `400`
   `Bad request: <reason>`. The parser answers these itself (the app never sees the request), so
-  the answer comes from a `RequestHandler` subclass; every one closes the connection.
+  the answer comes through api/aiohttp_wall.py (aiohttp has no public hook for it); every one
+  closes the connection.
 - **Slow clients**: a connection that has not delivered a complete request head within
   `read_timeout` seconds of connecting (or of its previous answer) is closed - aiohttp's
   keep-alive timer, which also runs while a head is arriving byte by byte. A request body that
@@ -22,6 +23,7 @@ Body size (`413`) is `ServerContext.max_body` (the app's `client_max_size`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+
+from .aiohttp_wall import ParserAnswerRunner
 
 log = logging.getLogger("peerplane.http")
 
@@ -50,7 +53,7 @@ class HTTPLimits:
             raise ValueError("max_line_size and max_field_size must differ")
 
     def runner_kwargs(self) -> dict[str, Any]:
-        """aiohttp server settings (web.AppRunner / RequestHandler keyword arguments)."""
+        """aiohttp server settings (web.AppRunner keyword arguments, passed to each connection)."""
         return {
             "keepalive_timeout": self.read_timeout,
             # after an answer, what is left of an unread body is drained this long at most
@@ -117,52 +120,34 @@ async def cap_blocking_queries(request: web.Request, handler) -> web.StreamRespo
         active[0] -= 1
 
 
-# ---- malformed or oversized HTTP, answered by the parser's error path ----
+# ---- malformed or oversized HTTP, answered by the parser's error path (api/aiohttp_wall.py) ----
 
 
-class _Handler(RequestHandler):
-    def handle_error(
-        self,
-        request: Any,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status != 400 or not isinstance(exc, BadHttpMessage):
-            return super().handle_error(request, status, exc, message)
-        if isinstance(exc, LineTooLong) and exc.args[1:2] == (self.max_line_size,):
-            status, text = 414, f"URI too long (limit: {self.max_line_size} bytes)"
-        elif isinstance(exc, LineTooLong):
-            status, text = 431, (
-                f"Request header fields too large (limit: {self.max_field_size} bytes "
-                "per header line)"
-            )
-        elif "Too many headers" in exc.message:
-            status, text = 431, (
-                f"Request header fields too large (limit: {self.max_headers} header lines)"
-            )
-        else:
-            reason = (exc.message or "malformed request").strip().splitlines()[0].rstrip(":")
-            text = f"Bad request: {reason}"
-        log.debug("refused a malformed request from %s: %s", request.remote, text)
-        response = web.Response(status=status, text=text, content_type="text/plain")
-        response.force_close()
-        return response
+def parser_answer(limits: HTTPLimits, exc: BadHttpMessage) -> web.Response:
+    """Our answer to a request aiohttp's parser refused (aiohttp's own quotes the offending
+    bytes and logs a traceback each time)."""
+    if isinstance(exc, LineTooLong) and exc.args[1:2] == (limits.max_line_size,):
+        status, text = 414, f"URI too long (limit: {limits.max_line_size} bytes)"
+    elif isinstance(exc, LineTooLong):
+        status, text = 431, (
+            f"Request header fields too large (limit: {limits.max_field_size} bytes "
+            "per header line)"
+        )
+    elif "Too many headers" in exc.message:
+        status, text = 431, (
+            f"Request header fields too large (limit: {limits.max_headers} header lines)"
+        )
+    else:
+        reason = (exc.message or "malformed request").strip().splitlines()[0].rstrip(":")
+        status, text = 400, f"Bad request: {reason}"
+    log.debug("refused a malformed request: %s", text)
+    return web.Response(status=status, text=text, content_type="text/plain")
 
 
-class _Server(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _Handler(self, loop=self._loop, **self._kwargs)
-
-
-class HardenedAppRunner(web.AppRunner):
-    """web.AppRunner whose connections answer malformed and oversized requests with the texts
-    above (aiohttp's own answer quotes the offending bytes and logs a traceback each time)."""
+class HardenedAppRunner(ParserAnswerRunner):
+    """web.AppRunner with these limits, whose connections answer malformed and oversized
+    requests with the texts above."""
 
     def __init__(self, app: web.Application, limits: HTTPLimits, **kwargs: Any) -> None:
-        super().__init__(app, **limits.runner_kwargs(), **kwargs)
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _Server  # same state; only the connection class differs
-        return server
+        super().__init__(app, functools.partial(parser_answer, limits),
+                         **limits.runner_kwargs(), **kwargs)

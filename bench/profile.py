@@ -6,7 +6,8 @@
 
 Starts a three-server cluster (lab.cluster), seeds --peerings peerings, runs wrk against all
 three servers (one thread each, like bench/compare.py) and `py-spy record` on the leader for
-the same time, then prints the functions with the most samples: "self" (the frame on top of
+the same time, then prints CPU time per request of each server (the measure that survives a
+busy machine best) and the functions with the most samples: "self" (the frame on top of
 the stack) and "total" (anywhere on the stack), as a share of all samples, per thread kind
 (event loop vs PySyncObj's tick thread). Needs wrk and py-spy (`pip install py-spy`); py-spy
 needs ptrace permission (root, or kernel.yama.ptrace_scope=0).
@@ -41,6 +42,13 @@ def py_spy() -> str:
     if not found:
         raise SystemExit("py-spy is required: .venv/bin/pip install py-spy")
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summarize(collapsed: str, top: int) -> list[str]:
@@ -82,6 +90,8 @@ def main() -> int:
     p.add_argument("--raw", help="also write the collapsed stacks here")
     p.add_argument("--gil", action="store_true",
                    help="only samples holding the GIL (CPU spent in Python, not waits)")
+    p.add_argument("--no-spy", action="store_true",
+                   help="only the load and CPU per request (py-spy slows the leader a little)")
     p.add_argument("--agent-arg", action="append", default=[],
                    help="extra argument for every agent (repeatable)")
     args = p.parse_args()
@@ -107,15 +117,26 @@ def main() -> int:
         def load() -> None:
             result["wrk"] = wrk(script, nodes, path, args.duration, args.connections)
 
+        pids = {a.name: a.proc.pid for a in c.agents if a.proc is not None}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t = threading.Thread(target=load)
         t.start()
-        subprocess.run(spy_cmd, check=True, capture_output=True)
-        t.join()
+        if args.no_spy:
+            t.join()
+            open(raw_path, "w").close()
+        else:
+            subprocess.run(spy_cmd, check=True, capture_output=True)
+            t.join()
+        cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
         with open(raw_path) as f:
             collapsed = f.read()
     r = result["wrk"]
     print(f"load {args.load}: {r.rate:.0f}/s p50 {r.p50_ms:.1f} ms p99 {r.p99_ms:.1f} ms "
           f"errors {r.errors}; leader {leader.name}")
+    per = {name: 1000 * s / max(1, r.requests) for name, s in cpu.items()}
+    print("CPU ms per request: " + ", ".join(
+        f"{name}{' (leader)' if name == leader.name else ''} {ms:.2f}"
+        for name, ms in per.items()) + f"; all servers {sum(per.values()):.2f}")
     print("\n".join(summarize(collapsed, args.top)))
     return 0
 

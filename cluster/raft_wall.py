@@ -10,12 +10,14 @@ upgrade renamed or removed one: an upgrade must fail loudly, never quietly drop 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import deque
 from typing import Any
 
 import pysyncobj.syncobj as _pysyncobj
 from pysyncobj import SyncObj
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION
 
@@ -52,9 +54,11 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__transport"),
     (SyncObj, "_SyncObj__transferInProgress"),
     (SyncObj, "_SyncObj__pipeNotifier"),
+    (SyncObj, "_SyncObj__raftNextIndex"),
 )
 # Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
-_MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term")
+_MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term",
+                  "success", "reset")
 
 
 class PySyncObjIncompatible(RuntimeError):
@@ -191,6 +195,7 @@ class PeerplaneSyncObj(SyncObj):
         self.round_requested = False
         self._pre_vote_term = self._pre_vote_won = -1
         self._pre_votes: set[str] = set()
+        self.entries_received = 0  # log entries that arrived in append_entries (resends too)
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
         self.on_membership = on_membership
@@ -348,9 +353,11 @@ class PeerplaneSyncObj(SyncObj):
             self._SyncObj__sendAppendEntries()
 
     # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
-    # A follower syncs its journal before acknowledging entries; the leader syncs before it
-    # sends entries, so by the time a majority has acknowledged an entry, the leader's copy is
-    # on disk too. Both run in the tick thread, so entries arriving together share one sync.
+    # A follower syncs its journal before acknowledging entries. The leader syncs right after
+    # it sends entries, in the same tick-thread call: its own fsync overlaps the followers'
+    # (one fsync less on the commit path), and since acks are only processed - and the commit
+    # index only advanced - by later ticks, no entry commits before the leader's copy is on
+    # disk. Entries arriving together share one sync.
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
                                   nextNodeIdx: Any = None, success: bool = False) -> None:
@@ -362,9 +369,11 @@ class PeerplaneSyncObj(SyncObj):
         if self.draining:
             self.send_deferred = True
             return
-        if self.durable:
-            self._SyncObj__raftLog.sync()
         SyncObj._SyncObj__sendAppendEntries(self)
+        if self.durable:
+            # raises JournalError: the tick ends before any ack is read, and the next one
+            # starts by stepping down (see _onTick), so nothing commits on this copy
+            self._SyncObj__raftLog.sync()
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -379,12 +388,27 @@ class PeerplaneSyncObj(SyncObj):
                 self.on_ack()
         elif kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self.last_leader_contact = time.monotonic()
+            self.entries_received += len(message.get("entries") or ())
         elif kind == "request_vote" and (
             self._isLeader() or time.monotonic() - self.last_leader_contact < self.vote_guard
         ):
             # Take the term (and step down if leading) but make the vote impossible to grant:
             # PySyncObj refuses candidates whose last log term is older than ours.
             message = dict(message, last_log_term=-1)
+        if kind == "next_node_idx" and message.get("success") and not message.get("reset"):
+            # Pipelining: PySyncObj moves nextIndex to the end of the log when it sends, but an
+            # ack of an *earlier* append sets it back to just past that append, so the next
+            # send repeats every entry still in flight (pickled, compressed, encrypted and
+            # written again; the follower truncates and re-appends them). Here an ack only moves
+            # nextIndex forward. Safe: each append still carries prevLogIdx/term, and a follower
+            # that lacks entries (a lost connection) answers with a reset, which still sets
+            # nextIndex back.
+            next_index = self._SyncObj__raftNextIndex
+            sent = next_index.get(node)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            if sent is not None and next_index.get(node, sent) < sent:
+                next_index[node] = sent
+            return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     # ---- membership: tell the node whenever the set of servers changed ----
@@ -409,3 +433,22 @@ class PeerplaneSyncObj(SyncObj):
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
         self.lease.reset(node)
         SyncObj._SyncObj__onNodeDisconnected(self, node)
+        # The leader's connection closed (a crashed or killed server's sockets close at once):
+        # campaign as soon as vote stickiness allows - vote_guard after the last contact, when
+        # the other followers will grant votes too - instead of after a random 1-2 s election
+        # timeout. The random 50-250 ms on top keeps two followers from splitting the vote. A
+        # leader that is alive resets the deadline with its next append_entries, and one that
+        # still talks to a majority keeps their votes by the same stickiness.
+        # PySyncObj's deadlines are on its own clock (CLOCK_MONOTONIC_RAW, a fraction of a
+        # second off time.monotonic here), so the delay is carried over, not the time.
+        if (self._SyncObj__raftState != _LEADER
+                and node == self._SyncObj__raftLeader and self.last_leader_contact > 0):
+            delay = (self.last_leader_contact + self.vote_guard + random.uniform(0.05, 0.25)
+                     - time.monotonic())
+            soon = raft_clock() + delay
+            if soon < self._SyncObj__raftElectionDeadline:
+                self._SyncObj__raftElectionDeadline = soon
+
+    def election_due(self) -> float:
+        """When (time.monotonic) this server campaigns if it hears no leader until then."""
+        return float(self._SyncObj__raftElectionDeadline) - raft_clock() + time.monotonic()

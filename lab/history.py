@@ -59,11 +59,15 @@ class PendingOp:
 
     def fail(self) -> None:
         """Definitely did not take effect (a clean rejection); dropped from the history."""
+        ret = self._clock()
         self._settle(_FAIL)
+        self.ret = ret  # kept for history files; the checker drops failed ops
 
     def unknown(self) -> None:
         """May or may not have taken effect (timeout, 503 outcome unknown, reset)."""
+        ret = self._clock()
         self._settle(_UNKNOWN)
+        self.ret = ret  # when the client gave up; the checker treats the op as open-ended
 
     def to_operation(self) -> Operation | None:
         """The checker's record; None when the op tells nothing (failed, or an unknown read)."""
@@ -115,6 +119,10 @@ class HistoryRecorder:
     def _snapshot(self) -> list[PendingOp]:
         with self._lock:
             return list(self._ops)
+
+    def records(self) -> list[PendingOp]:
+        """Every operation invoked so far, settled or still in flight (for history files)."""
+        return self._snapshot()
 
     def operations(self) -> list[Operation]:
         return [o for p in self._snapshot() if (o := p.to_operation()) is not None]

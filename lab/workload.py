@@ -35,6 +35,7 @@ class ScenarioReport:
     verdict: str = "?"
     max_gap: float = 0.0
     stale_reads: int = 0
+    final: dict[str, str | None] = field(default_factory=dict)  # key -> state after the run
 
     def line(self) -> str:
         return (
@@ -205,6 +206,7 @@ def verify(cluster: LocalCluster, workload: Workload, report: ScenarioReport) ->
     summary = workload.recorder.summary()
     report.operations = summary.ops
     report.acknowledged_writes = len(workload.acked)
+    report.final = final
     result = workload.recorder.check(final=final)
     report.verdict = "yes" if result.ok else f"NO: {result.describe()[:2000]}"
     report.stale_reads = workload.stale_reads

@@ -236,6 +236,8 @@ def test_missing_service_name_is_400(dc: LocalCluster, path: str):
      "Missing service registration"),
     ({"Node": "n", "Address": "a", "Check": {"Name": "c", "Node": "other"}},
      "Node 'other' for check 'c' doesn't match register request node 'n'"),
+    ({"Node": "n", "Address": "a", "Service": {"Service": "s", "Kind": "connect-proxy"}},
+     'Service.Kind "connect-proxy" is not supported by peerplane (typical services only)'),
     ({"Node": "n", "Address": "a", "PeerName": "p"},
      "cannot register requests with PeerName in them"),
     ({"Node": "n", "Address": "a", "Service": {"Service": "s", "Port": "80"}},

@@ -429,7 +429,37 @@ def test_tokens_and_pushed_server_addresses_carry_the_published_addresses(
     assert sorted(rec["PeerServerAddresses"]) == sorted(WAN[n] for n in DC1)
 
 
-def test_a_leader_kill_on_each_side_keeps_the_peering_active(stack: Stack, peered: None) -> None:
+def register(port: int, node: str, address: str) -> None:
+    reply = http(port, "PUT", "/v1/catalog/register", {
+        "Node": node, "Address": address, "Service": {"Service": "web", "Port": 8080},
+        "Check": {"Name": "http", "Status": "passing", "ServiceID": "web"}}, timeout=30)
+    assert (reply.status, reply.text) == (200, "true"), reply.text
+
+
+def imported_web_nodes(nodes: dict[str, int]) -> set[str]:
+    """The nodes of `web` that dc2 imported from dc1, through the first dc2 node answering."""
+    for port in nodes.values():
+        try:
+            reply = http(port, "GET", "/v1/health/service/web?peer=dc1")
+        except OSError:
+            continue
+        assert reply.status == 200, reply.text
+        return {e["Node"]["Node"] for e in reply.json()}
+    raise AssertionError("no dc2 node answered")
+
+
+def test_a_leader_kill_on_each_side_keeps_the_peering_active_and_data_flowing(
+    stack: Stack, peered: None
+) -> None:
+    """dc1 exports `web` to dc2; both leaders are killed at once; new leaders stream through
+    the published ports again and a new instance registered on dc1 afterwards reaches dc2."""
+    register(DC1["dc1-server-1"], "before-kill", "10.1.0.1")
+    entry = {"Kind": "exported-services", "Name": "default",
+             "Services": [{"Name": "web", "Consumers": [{"Peer": "dc2"}]}]}
+    reply = http(DC1["dc1-server-2"], "PUT", "/v1/config", entry, timeout=30)
+    assert (reply.status, reply.text) == (200, "true"), reply.text
+    eventually(lambda: imported_web_nodes(DC2) == {"before-kill"}, 30, 0.25)
+
     old = {"dc1": wait_leader(DC1), "dc2": wait_leader(DC2)}
     killed_at = time.time()
     for name in old.values():
@@ -442,8 +472,13 @@ def test_a_leader_kill_on_each_side_keeps_the_peering_active(stack: Stack, peere
         wait_active(since=killed_at, dc1=live1, dc2=live2)
     except AssertionError as e:
         raise AssertionError(f"peering did not recover: {e}\n{stack.logs()}") from None
-    for nodes, leader in ((live1, new1), (live2, new2)):
-        write_token(nodes[leader], f"after-double-kill-{leader}")
+    register(next(iter(live1.values())), "after-kill", "10.1.0.2")
+    try:
+        eventually(lambda: imported_web_nodes(live2) == {"before-kill", "after-kill"}, 30, 0.25)
+    except AssertionError as e:
+        raise AssertionError(f"the export did not flow after the kills: {e}\n{stack.logs()}") \
+            from None
+
     for name in old.values():
         run(["docker", "start", stack.container(name)])
 
@@ -455,3 +490,4 @@ def test_a_leader_kill_on_each_side_keeps_the_peering_active(stack: Stack, peere
 
     eventually(rejoined, 60, 0.5)
     wait_active(since=time.time() - 5)
+    assert imported_web_nodes(DC2) == {"before-kill", "after-kill"}

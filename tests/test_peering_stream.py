@@ -20,7 +20,6 @@ import pytest
 from cluster.peering.identity import new_identity
 from harness.peering import (
     HEARTBEAT_TIMEOUT,
-    STREAM_ARGS,
     decode,
     encode,
     establish,
@@ -34,22 +33,6 @@ from lab.cluster import LocalCluster, eventually
 pytestmark = pytest.mark.integration
 
 DENIED = "a new peering token must be generated: invalid peering establishment secret"
-
-
-@pytest.fixture(scope="module")
-def dc1(tmp_path_factory: pytest.TempPathFactory):
-    c = LocalCluster(str(tmp_path_factory.mktemp("dc1")), datacenter="dc1",
-                     extra_args=STREAM_ARGS)
-    with c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def dc2(tmp_path_factory: pytest.TempPathFactory):
-    c = LocalCluster(str(tmp_path_factory.mktemp("dc2")), datacenter="dc2",
-                     extra_args=STREAM_ARGS)
-    with c:
-        yield c
 
 
 def listed(cluster: LocalCluster, name: str) -> dict:

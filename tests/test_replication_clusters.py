@@ -8,38 +8,27 @@ in every read mode; changes, unexports, failovers and deletion follow. Stream ti
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
+import aiohttp
+import msgpack
 import pytest
 
-from harness.peering import STREAM_ARGS, establish, peering, token, wait_state
-from lab.cluster import LocalCluster, eventually
+from cluster.peering import resources as r
+from harness.peering import decode, establish, peering, token, wait_state
+from lab.cluster import LocalCluster, eventually, free_ports
 
 pytestmark = pytest.mark.integration
 
 MODES = ("", "&stale", "&consistent")
-
-
-@pytest.fixture(scope="module")
-def dc1(tmp_path_factory: pytest.TempPathFactory):
-    c = LocalCluster(str(tmp_path_factory.mktemp("dc1")), datacenter="dc1",
-                     extra_args=STREAM_ARGS)
-    with c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def dc2(tmp_path_factory: pytest.TempPathFactory):
-    c = LocalCluster(str(tmp_path_factory.mktemp("dc2")), datacenter="dc2",
-                     extra_args=STREAM_ARGS)
-    with c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +128,15 @@ def test_the_peering_read_shows_what_flows_and_how_fresh_it_is(peered):
     assert imported["ImportLastApplied"].endswith("Z") and imported["ImportPending"] == 0
     eventually(lambda: status(dc1, "dc2")["ExportUnacked"] == 0, 20, 0.05)
     assert exported["ExportedServices"] == ["api"]
-    text = dc2.leader().call("GET", "/v1/agent/metrics?format=prometheus").text
+
+    def metrics() -> str:
+        return dc2.leader().call("GET", "/v1/agent/metrics?format=prometheus").text
+
+    eventually(lambda: 'peerplane_peering_import_pending{peer="dc1"} 0.0' in metrics(), 20)
+    text = metrics()
     assert 'peerplane_peering_imported_services{peer="dc1"} 1.0' in text
     assert 'peerplane_peering_import_last_applied_age_seconds{peer="dc1"}' in text
-    assert 'peerplane_peering_import_pending{peer="dc1"} 0.0' in text
+    assert 'peerplane_peering_export_unacked{peer="dc1"} 0.0' in text
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
     script = os.path.join(os.path.dirname(sys.executable), "peerplane")
     for cluster, name, counts in ((dc2, "dc1", ("1", "0")), (dc1, "dc2", ("0", "1"))):
@@ -222,6 +216,88 @@ def test_leader_kill_9_during_replication_converges(peered, side):
     victim_cluster.wait_converged()
     for agent in dc2.agents:
         eventually(lambda a=agent: imported_web(a) == want, 30, 0.1)
+
+
+def test_the_dialer_follows_the_acceptors_server_addresses(peered):
+    """Address rotation: a dc1 server comes back on another peering port; dc1's leader pushes
+    its servers' addresses over the stream and dc2's PeerServerAddresses follow."""
+    dc1, dc2 = peered
+    agent = dc1.followers()[0]
+    old = f"{agent.host}:{agent.peering_port}"
+    assert old in peering(dc2.leader(), "dc1")["PeerServerAddresses"]
+    agent.stop()
+    agent.peering_port = free_ports(1)[0]
+    agent.start()
+    agent.wait_ready()
+    new = f"{agent.host}:{agent.peering_port}"
+
+    def rotated() -> bool:
+        addrs = peering(dc2.leader(), "dc1")["PeerServerAddresses"]
+        return new in addrs and old not in addrs and len(addrs) == 3
+
+    eventually(rotated, 30, 0.1)
+    dc1.wait_converged()
+
+
+def test_malformed_and_nacked_messages_never_wedge_a_real_stream(dc1):
+    """A hand-made dialer (its own TLS websocket, no peerplane behind it) streams to dc1's
+    leader: malformed responses get NACKs, unusable frames are ignored, and the next good
+    snapshot is imported and served by every dc1 server."""
+    doc = decode(token(dc1, "handmade"))
+    leader = dc1.leader()
+    ctx = ssl.create_default_context(cadata="".join(doc["CA"]))
+    base = f"https://{leader.host}:{leader.peering_port}/peerstream/v1"
+    good = {"Nodes": [{"Node": {"Node": "far-1", "Address": "192.0.2.1"},
+                       "Service": {"ID": "ext-1", "Service": "ext", "Port": 443},
+                       "Checks": [{"CheckID": "ext-1:overall-check", "Status": "warning"}]}]}
+    sends = [
+        r.response("00000001", r.URL_SERVICE, "ext", {"Nodes": "x"}),
+        r.response("00000002", "type.example/Nope", "x", {}),
+        {"Type": "Response", "ResourceURL": r.URL_SERVICE, "ResourceID": "ext"},  # no nonce
+        {"Type": "Request", "ResourceURL": r.URL_SERVICE, "ResponseNonce": "77777777"},
+        r.response("00000003", r.URL_SERVICE, "ext", good),
+        r.response("00000004", r.URL_SERVICE_LIST, r.LIST_ID, {"Services": ["ext"]}),
+    ]
+
+    async def stream() -> dict[str, dict]:
+        kw = {"ssl": ctx, "server_hostname": doc["ServerName"]}
+        async with aiohttp.ClientSession() as s:
+            body = {"PeerID": doc["PeerID"], "EstablishmentSecret": doc["EstablishmentSecret"]}
+            async with s.post(f"{base}/exchange-secret", json=body, **kw) as resp:
+                secret = (await resp.json())["StreamSecret"]
+            async with s.ws_connect(f"{base}/stream", **kw) as ws:
+                await ws.send_bytes(msgpack.packb({
+                    "Type": "Open", "PeerID": doc["PeerID"], "StreamSecretID": secret,
+                    "Remote": {"Partition": "", "Datacenter": "far"}}))
+                for frame in sends:
+                    await ws.send_bytes(msgpack.packb(frame))
+                replies: dict[str, dict] = {}
+                while len(replies) < 4:
+                    msg = await ws.receive(timeout=20)
+                    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                    frame = msgpack.unpackb(msg.data)
+                    if frame["Type"] == "Heartbeat":
+                        await ws.send_bytes(msgpack.packb({"Type": "Heartbeat"}))
+                    if frame["Type"] == "Request" and frame.get("ResponseNonce"):
+                        replies[frame["ResponseNonce"]] = frame
+                for agent in dc1.agents:  # the stream is still up: the import is served
+                    eventually(lambda a=agent: [e["Service"]["ID"] for e in a.call(
+                        "GET", "/v1/health/service/ext?peer=handmade&stale").json()]
+                        == ["ext-1"], 20, 0.05)
+                status = peering(dc1.leader(), "handmade")
+                await ws.close()
+                return {"replies": replies, "status": status}
+
+    out = asyncio.run(stream())
+    replies = out["replies"]
+    assert replies["00000001"]["Error"]["Code"] == "InvalidArgument"
+    assert replies["00000002"]["Error"]["Code"] == "InvalidArgument"
+    assert "Error" not in replies["00000003"] and "Error" not in replies["00000004"]
+    assert out["status"]["State"] == "ACTIVE"
+    ss = out["status"]["StreamStatus"]
+    assert ss["ImportedServices"] == ["ext"] and ss["LastRecvError"]
+    [entry] = dc1.leader().call("GET", "/v1/health/service/ext?peer=handmade").json()
+    assert entry["Checks"][0]["Status"] == "warning" and entry["Node"]["PeerName"] == "handmade"
 
 
 def test_deleting_the_peering_removes_the_imports_on_every_server(peered):
