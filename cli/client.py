@@ -17,21 +17,19 @@ Imports stay light (stdlib only): a client command must start fast.
 
 from __future__ import annotations
 
+import errno
+import http.client
 import json
+import os
 import re
+import socket
+import ssl
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from typing import Any
-
-from .flags import CommandError, FlagSet, _Help
-from .httpclient import (
-    Client,
-    _check_format,
-    _format_flag,
-    _http_flags,
-    _StatusError,
-    _TransportError,
-)
 
 COMMANDS = ("peering", "operator", "members", "tls")
 SUMMARIES = {
@@ -41,7 +39,287 @@ SUMMARIES = {
     "members": "list the servers of the cluster",
     "tls": "a CA and certificates for the HTTPS API (ca create, cert create)",
 }
+FORMATS = ("json", "pretty")
 _SERF_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+
+
+class CommandError(Exception):
+    """Print the message on stderr and exit with `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Help(Exception):
+    pass
+
+
+# ---- Go's flag package, as much of it as Consul's commands use ----
+
+
+class FlagSet:
+    def __init__(self, usage: str) -> None:
+        self.usage = usage.strip("\n")
+        self._kinds: dict[str, str] = {}
+        self._help: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def string(self, name: str, default: str, help: str) -> None:
+        self._kinds[name], self._help[name], self.values[name] = "string", help, default
+
+    def boolean(self, name: str, help: str) -> None:
+        self._kinds[name], self._help[name], self.values[name] = "bool", help, False
+
+    def mapping(self, name: str, help: str) -> None:
+        self._kinds[name], self._help[name], self.values[name] = "map", help, {}
+
+    def strings(self, name: str, help: str) -> None:
+        """A flag that may be given several times; its values in order."""
+        self._kinds[name], self._help[name], self.values[name] = "list", help, []
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def help_text(self) -> str:
+        lines = [f"Usage: {self.usage}", ""]
+        for name in sorted(self._kinds):
+            arg = "" if self._kinds[name] == "bool" else " <value>"
+            lines += [f"  -{name}{arg}", f"     {self._help[name]}", ""]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def fail(self, message: str) -> CommandError:
+        return CommandError(f"{message}\n\n{self.help_text()}".rstrip("\n"))
+
+    def parse(self, args: list[str]) -> list[str]:
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                return args[i + 1:]
+            if len(arg) < 2 or arg[0] != "-":
+                return args[i:]
+            name = arg[2:] if arg.startswith("--") else arg[1:]
+            if not name or name[0] in "-=":
+                raise self.fail(f"bad flag syntax: {arg}")
+            name, has_value, value = name.partition("=")
+            if name in ("h", "help") and name not in self._kinds:
+                raise _Help(self.help_text())
+            kind = self._kinds.get(name)
+            if kind is None:
+                raise self.fail(f"flag provided but not defined: -{name}")
+            i += 1
+            if kind == "bool":
+                if has_value:
+                    if value.lower() not in ("1", "0", "t", "f", "true", "false"):
+                        raise self.fail(
+                            f'invalid boolean value "{value}" for -{name}: parse error')
+                    self.values[name] = value.lower() in ("1", "t", "true")
+                else:
+                    self.values[name] = True
+                continue
+            if not has_value:
+                if i >= len(args):
+                    raise self.fail(f"flag needs an argument: -{name}")
+                value = args[i]
+                i += 1
+            if kind == "map":
+                key, eq, val = value.partition("=")
+                if not eq:
+                    raise self.fail(f'invalid value "{value}" for flag -{name}: '
+                                    f'missing "=" value in argument: {value}')
+                self.values[name][key] = val
+            elif kind == "list":
+                self.values[name].append(value)
+            else:
+                self.values[name] = value
+        return []
+
+
+_TLS_FLAGS = (
+    ("ca-file", "CONSUL_CACERT", "Path to a CA file to use for TLS when communicating with "
+     "Consul."),
+    ("ca-path", "CONSUL_CAPATH", "Path to a directory of CA certificates to use for TLS when "
+     "communicating with Consul."),
+    ("client-cert", "CONSUL_CLIENT_CERT", "Path to a client cert file to use for TLS when "
+     "'verify_incoming' is enabled."),
+    ("client-key", "CONSUL_CLIENT_KEY", "Path to a client key file to use for TLS when "
+     "'verify_incoming' is enabled."),
+    ("tls-server-name", "CONSUL_TLS_SERVER_NAME", "The server name to use as the SNI host when "
+     "connecting via TLS."),
+)
+
+
+def _http_flags(fs: FlagSet, partition: bool = True, stale: bool = False) -> None:
+    fs.string("http-addr", "", "The `address` and port of the Consul HTTP agent. The value can "
+              "be an IP address or DNS address, but it must also include the port. This can "
+              "also be specified via the CONSUL_HTTP_ADDR environment variable. The default "
+              "value is http://127.0.0.1:8500.")
+    fs.string("token", "", "ACL token to use in the request. This can also be specified via "
+              "the CONSUL_HTTP_TOKEN environment variable.")
+    fs.string("token-file", "", "File containing the ACL token to use in the request. This "
+              "can also be specified via the CONSUL_HTTP_TOKEN_FILE environment variable.")
+    for name, env, what in _TLS_FLAGS:
+        fs.string(name, "", f"{what} This can also be specified via the {env} environment "
+                  "variable.")
+    if partition:
+        fs.string("partition", "", "Specifies the admin partition to query.")
+    if stale:
+        fs.boolean("stale", "Permit any Consul server (non-leader) to respond to this request.")
+
+
+def _format_flag(fs: FlagSet) -> None:
+    fs.string("format", "pretty", "Output format {json|pretty} (default: pretty)")
+
+
+def _check_format(fs: FlagSet) -> None:
+    if fs["format"] not in FORMATS:
+        raise CommandError("Invalid format, valid formats are {json|pretty}")
+
+
+# ---- the HTTP client (Consul's api package: errors read the same) ----
+
+
+class Client:
+    def __init__(self, fs: FlagSet) -> None:
+        addr = fs["http-addr"] or os.environ.get("CONSUL_HTTP_ADDR") or "127.0.0.1:8500"
+        if "://" not in addr:
+            ssl = os.environ.get("CONSUL_HTTP_SSL", "").lower() in ("1", "t", "true")
+            addr = ("https://" if ssl else "http://") + addr
+        self.base = addr.rstrip("/")
+        token = fs["token"]
+        if not token and fs["token-file"]:
+            token = _read_token(fs["token-file"])
+        if not token:
+            token = os.environ.get("CONSUL_HTTP_TOKEN", "")
+        if not token and os.environ.get("CONSUL_HTTP_TOKEN_FILE"):
+            token = _read_token(os.environ["CONSUL_HTTP_TOKEN_FILE"])
+        self.token = token
+        self.partition = fs.values.get("partition", "")
+        tls = {name: fs[name] or os.environ.get(env, "") for name, env, _ in _TLS_FLAGS}
+        self.opener = urllib.request.build_opener(
+            _HTTPSHandler(_tls_context(tls), tls["tls-server-name"] or None)
+        ) if self.base.startswith("https://") else urllib.request.build_opener()
+        # A server that requires client certificates (verify_incoming) closes the connection
+        # without a word (asyncio sends no TLS alert): say what is likely missing.
+        self.cert_hint = self.base.startswith("https://") and not tls["client-cert"]
+
+    def request(self, method: str, path: str, query: dict[str, str] | None = None,
+                body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+        """The decoded JSON answer (None for an empty body); CommandError-ready text on
+        failure: `Unexpected response code: 400 (<server's text>)` or the transport error."""
+        q = dict(query or {})
+        if self.partition:
+            q["partition"] = self.partition
+        url = self.base + urllib.parse.quote(path, safe="/")
+        if q:
+            url += "?" + "&".join(
+                k if v == "" else f"{k}={urllib.parse.quote(v, safe='')}" for k, v in q.items())
+        req = urllib.request.Request(url, method=method)
+        if body is not None:
+            req.data = json.dumps(body).encode()
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("X-Consul-Token", self.token)
+        try:
+            with self.opener.open(req, timeout=60) as resp:
+                status, payload = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, payload = e.code, e.read()
+        except (urllib.error.URLError, OSError) as e:
+            text = _transport_text(e, url)
+            if self.cert_hint and isinstance(getattr(e, "reason", e), ConnectionError |
+                                             ssl.SSLEOFError):
+                text = "the server closed the TLS connection without an answer; it may " \
+                       "require a client certificate (-client-cert/-client-key, " \
+                       "CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY)"
+            raise _TransportError(f'{method.title()} "{url}": {text}') from None
+        if status not in ok:
+            raise _StatusError(status, payload.decode(errors="replace"))
+        return json.loads(payload) if payload.strip() else None
+
+
+def _tls_context(tls: dict[str, str]) -> ssl.SSLContext:
+    """Consul's TLS client settings: the CA file/path (else the system's roots), a client
+    certificate for verify_incoming, and CONSUL_HTTP_SSL_VERIFY=false to skip verification."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if tls["ca-file"] or tls["ca-path"]:
+            ctx.load_verify_locations(cafile=tls["ca-file"] or None,
+                                      capath=tls["ca-path"] or None)
+        else:
+            ctx.load_default_certs()
+        if tls["client-cert"] or tls["client-key"]:
+            ctx.load_cert_chain(tls["client-cert"], tls["client-key"] or None)
+    except (OSError, ssl.SSLError) as e:
+        raise CommandError(f"Error loading TLS files: {e}") from None
+    verify = os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower()
+    if verify in ("0", "f", "false"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    """HTTPS with our context and, when given, another name to verify and send as SNI."""
+
+    def __init__(self, context: ssl.SSLContext, server_name: str | None) -> None:
+        super().__init__(context=context)
+        self._ctx, self._name = context, server_name
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        ctx, name = self._ctx, self._name
+
+        class Conn(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                http.client.HTTPConnection.connect(self)
+                self.sock = ctx.wrap_socket(self.sock, server_hostname=name or self.host)
+
+        return self.do_open(Conn, req)
+
+
+class _TransportError(Exception):
+    pass
+
+
+class _StatusError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"Unexpected response code: {status} ({body})")
+        self.status = status
+        self.body = body
+
+
+def _read_token(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise CommandError(f"Error loading token file: {e}") from None
+
+
+def _transport_text(e: BaseException, url: str) -> str:
+    reason = getattr(e, "reason", e)
+    netloc = urllib.parse.urlsplit(url).netloc
+    if isinstance(reason, ConnectionRefusedError) or getattr(reason, "errno", None) == \
+            errno.ECONNREFUSED:
+        return f"dial tcp {netloc}: connect: connection refused"
+    if isinstance(reason, socket.gaierror):
+        return f"dial tcp: lookup {netloc}: no such host"
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        if reason.verify_code in (2, 19, 20, 21):  # no path to a trusted root
+            return "tls: failed to verify certificate: x509: certificate signed by unknown " \
+                   "authority"
+        return f"tls: failed to verify certificate: {reason.verify_message}"
+    if isinstance(reason, ssl.SSLError):
+        text = str(reason).lower()
+        if "certificate required" in text:
+            return "remote error: tls: certificate required"
+        if "wrong version number" in text or "record layer failure" in text:
+            return "http: server gave HTTP response to HTTPS client"
+        return f"tls: {reason.reason or reason}"
+    return str(reason)
 
 
 # ---- output ----

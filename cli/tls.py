@@ -12,7 +12,7 @@ import datetime
 import ipaddress
 import os
 
-from .flags import CommandError, FlagSet
+from .client import CommandError, FlagSet
 
 _SERVER_WARNING = (
     "==> WARNING: Server Certificates grants authority to become a\n"
