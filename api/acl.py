@@ -12,7 +12,6 @@ denials, bootstrap). Secrets are never logged.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import uuid
@@ -21,18 +20,16 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster import acl
+from cluster import acl, gotime
 from cluster.commands import (
     AclBootstrap,
     AclPolicyDelete,
     AclPolicySet,
-    AclTokenDelete,
-    AclTokenSet,
 )
 from cluster.fsm import Record
 from cluster.gojson import GoJSONError, Schema, go_decode_strict
 
-from .authz import ACL_READ, ACL_WRITE, ANY_TOKEN, IDENTITY, OPEN, Identity
+from .authz import ACL_READ, ACL_WRITE, IDENTITY, OPEN, Identity
 from .commit import commit
 from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
@@ -44,29 +41,18 @@ log = logging.getLogger("peerplane.acl")
 ACL_RECORD = "ACL record"  # how the 503 texts of ACL writes name what changed
 
 BOOTSTRAP_RESET_FILE = "acl-bootstrap-reset"
-RESERVED_PREFIX = "00000000-0000-0000-0000-0000000000"
 
 BOOTSTRAP_REQUEST: Schema = {"BootstrapSecret": "string"}
-# Every field of Consul's structs.ACLPolicy / ACLToken is accepted (a read object can be sent
+# Every field of Consul's structs.ACLPolicy is accepted (a read object can be sent
 # back); the ones peerplane does not implement must be empty.
 POLICY_REQUEST: Schema = {
     "ID": "string", "Name": "string", "Description": "string", "Rules": "string",
     "Datacenters": "[]string", "Hash": "any", "CreateIndex": "any", "ModifyIndex": "any",
     "Namespace": "string", "Partition": "string",
 }
-TOKEN_REQUEST: Schema = {
-    "AccessorID": "string", "SecretID": "string", "Description": "string", "Policies": "any",
-    "Roles": "any", "ServiceIdentities": "any", "NodeIdentities": "any",
-    "TemplatedPolicies": "any", "Local": "any", "AuthMethod": "string",
-    "ExpirationTime": "any", "ExpirationTTL": "any", "CreateTime": "any", "Hash": "any",
-    "CreateIndex": "any", "ModifyIndex": "any", "Namespace": "string", "Partition": "string",
-    "Type": "string", "Rules": "string",
-}
-_UNSUPPORTED = ("Roles", "ServiceIdentities", "NodeIdentities", "TemplatedPolicies",
-                "ExpirationTime", "ExpirationTTL")
 
 
-def _ctx(request: web.Request) -> ServerContext:
+def acl_context(request: web.Request) -> ServerContext:
     ctx = request.app[SERVER]
     if ctx.acl is None:
         raise APIError(401, "ACL support disabled")
@@ -75,28 +61,24 @@ def _ctx(request: web.Request) -> ServerContext:
 
 async def acls_enabled(request: web.Request) -> None:
     """The parse of the routes without input: only that ACLs are on."""
-    _ctx(request)
+    acl_context(request)
 
 
-def _now() -> str:
-    return acl.rfc3339(datetime.datetime.now(datetime.UTC))
-
-
-def _decode(raw: bytes, schema: Schema, type_name: str, what: str) -> dict[str, Any]:
+def decode(raw: bytes, schema: Schema, type_name: str, what: str) -> dict[str, Any]:
     try:
         return go_decode_strict(raw, schema, type_name)
     except GoJSONError as e:
         raise bad_request(f"{what} decoding failed: {e}") from None
 
 
-def _identity(request: web.Request) -> Identity:
+def identity_of(request: web.Request) -> Identity:
     identity = request.get(IDENTITY)
     assert identity is not None, "ACL decision missing"
     return identity
 
 
-def _may_write(request: web.Request) -> bool:
-    return _identity(request).authorizer.allows(acl.Permission("acl", "write"))
+def may_write_acl(request: web.Request) -> bool:
+    return identity_of(request).authorizer.allows(acl.Permission("acl", "write"))
 
 
 # ---- rendering (Consul's field order) ----
@@ -150,7 +132,7 @@ def _reset_index(ctx: ServerContext) -> int:
 
 
 async def parse_bootstrap(request: web.Request) -> str:
-    _ctx(request)
+    acl_context(request)
     raw = await request.read()
     secret = ""
     if raw:
@@ -165,7 +147,7 @@ async def parse_bootstrap(request: web.Request) -> str:
 
 
 async def bootstrap(request: web.Request, secret: str) -> web.StreamResponse:
-    ctx = _ctx(request)
+    ctx = acl_context(request)
     reset = 0
     if ctx.fsm.acl_bootstrap_index:  # checked here too, so refused calls never reach Raft
         reset = _reset_index(ctx)
@@ -179,7 +161,7 @@ async def bootstrap(request: web.Request, secret: str) -> web.StreamResponse:
             pass
     accessor, secret = str(uuid.uuid4()), secret or str(uuid.uuid4())
     token = acl.token_record(accessor, secret, acl.BOOTSTRAP_DESCRIPTION,
-                             [acl.GLOBAL_MANAGEMENT_ID], _now())
+                             [acl.GLOBAL_MANAGEMENT_ID], gotime.now())
     await commit(ctx, lambda: AclBootstrap(
         Token=token, Policy=acl.management_policy_record(), ResetIndex=reset,
     ), ACL_RECORD)
@@ -216,8 +198,8 @@ async def _check_policy(ctx: ServerContext, body: dict[str, Any]) -> str:
 async def _parse_policy(
     request: web.Request, policy_id: str, create: bool
 ) -> tuple[dict[str, Any], str]:
-    _ctx(request)
-    body = _decode(await request.read(), POLICY_REQUEST, "structs.ACLPolicy", "Policy")
+    acl_context(request)
+    body = decode(await request.read(), POLICY_REQUEST, "structs.ACLPolicy", "Policy")
     if create and body.get("ID"):
         raise bad_request("Cannot specify the ID when creating a new policy")
     if not create:
@@ -230,7 +212,7 @@ async def _parse_policy(
 async def _write_policy(
     request: web.Request, parsed: tuple[dict[str, Any], str], create: bool
 ) -> web.StreamResponse:
-    ctx = _ctx(request)
+    ctx = acl_context(request)
     body, policy_id = parsed
     name = await _check_policy(ctx, body)
     if create:
@@ -281,11 +263,11 @@ async def policy_update(request: web.Request, parsed: tuple[dict[str, Any], str]
     return await _write_policy(request, parsed, create=False)
 
 
-def _path_value(key: str, missing: str) -> Callable[[web.Request], Awaitable[str]]:
+def path_value(key: str, missing: str) -> Callable[[web.Request], Awaitable[str]]:
     """A parse: the path parameter `key` (400 `missing` when empty), once ACLs are on."""
 
     async def parse(request: web.Request) -> str:
-        _ctx(request)
+        acl_context(request)
         value = request.match_info.get(key, "")
         if not value:
             raise bad_request(missing)
@@ -294,16 +276,16 @@ def _path_value(key: str, missing: str) -> Callable[[web.Request], Awaitable[str
     return parse
 
 
-def _policies_index(ctx: ServerContext, _: Any) -> int:
+def policies_index(ctx: ServerContext, _: Any) -> int:
     return ctx.fsm.acl_policies_index
 
 
-def _tokens_index(ctx: ServerContext, _: Any) -> int:
+def tokens_index(ctx: ServerContext, _: Any) -> int:
     return ctx.fsm.acl_tokens_index
 
 
 async def policy_read(request: web.Request, policy_id: str) -> web.StreamResponse:
-    ctx = _ctx(request)
+    ctx = acl_context(request)
     rec = ctx.fsm.acl_policy(policy_id)
     if rec is None:
         raise APIError(404, "Requested policy does not exist: ACL not found")
@@ -312,7 +294,7 @@ async def policy_read(request: web.Request, policy_id: str) -> web.StreamRespons
 
 
 async def policy_read_by_name(request: web.Request, name: str) -> web.StreamResponse:
-    ctx = _ctx(request)
+    ctx = acl_context(request)
     rec = ctx.fsm.acl_policy_by_name(name)
     if rec is None:
         raise APIError(404, "Requested policy does not exist: ACL not found")
@@ -321,14 +303,14 @@ async def policy_read_by_name(request: web.Request, name: str) -> web.StreamResp
 
 
 async def policy_list(request: web.Request, _: None) -> web.StreamResponse:
-    ctx = _ctx(request)
+    ctx = acl_context(request)
     recs, index = ctx.fsm.acl_policy_list()
     return json_response(request, [policy_json(r, stub=True) for r in recs],
                          read_headers(request, index))
 
 
 async def policy_delete(request: web.Request, policy_id: str) -> web.StreamResponse:
-    ctx = _ctx(request)
+    ctx = acl_context(request)
     if policy_id == acl.GLOBAL_MANAGEMENT_ID:
         raise bad_request(
             "Delete operation not permitted on the builtin global-management policy"
@@ -337,191 +319,16 @@ async def policy_delete(request: web.Request, policy_id: str) -> web.StreamRespo
     return json_response(request, True)
 
 
-# ---- tokens ----
-
-
-def _links(ctx: ServerContext, value: Any) -> list[str]:
-    """Policy links from a request (by ID or by name) -> policy IDs, as Consul resolves them."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(
-        isinstance(v, dict) and isinstance(v.get("ID", ""), str)
-        and isinstance(v.get("Name", ""), str) for v in value
-    ):
-        raise bad_request("Token decoding failed: json: cannot unmarshal into Go struct field "
-                          "ACLToken.Policies of type []structs.ACLTokenPolicyLink")
-    ids: list[str] = []
-    for link in value:
-        link_id, name = link.get("ID", ""), link.get("Name", "")
-        if not link_id:
-            policy = ctx.fsm.acl_policy_by_name(name)
-            if policy is None:
-                raise bad_request(f'No such ACL policy with name "{name}"')
-            link_id = policy["ID"]
-        elif ctx.fsm.acl_policy(link_id) is None:
-            raise bad_request(f'No such ACL policy with ID "{link_id}"')
-        if link_id not in ids:
-            ids.append(link_id)
-    return ids
-
-
-def _check_token_body(body: dict[str, Any]) -> bool:
-    """What peerplane does not implement, and what Consul refuses outright; returns Local."""
-    for key in _UNSUPPORTED:
-        if body.get(key):
-            raise bad_request(f"{key} are not supported by this server")
-    if body.get("AuthMethod"):
-        raise bad_request("AuthMethod field is disallowed outside of Login")
-    if body.get("Rules"):
-        raise bad_request("Rules cannot be specified for this token")
-    if body.get("Type"):
-        raise bad_request("Type cannot be specified for this token")
-    local = body.get("Local", False)
-    if local is None:
-        local = False
-    if not isinstance(local, bool):
-        raise bad_request("Token decoding failed: json: cannot unmarshal into Go struct field "
-                          "ACLToken.Local of type bool")
-    return local
-
-
-def _new_token_id(ctx: ServerContext, value: str, field: str) -> str:
-    """Consul's checks on a caller-chosen AccessorID / SecretID of a new token."""
-    if not acl.is_uuid(value):
-        raise bad_request(f"Invalid Token: {field} is not a valid UUID")
-    if ctx.fsm.acl_token(value) is not None or ctx.fsm.acl_token_by_secret(value) is not None:
-        raise bad_request(f"Invalid Token: {field} is already in use")
-    if value.startswith(RESERVED_PREFIX):
-        raise bad_request(
-            f'Invalid Token: UUIDs with the prefix "{RESERVED_PREFIX}" are reserved'
-        )
-    return value
-
-
-async def parse_token_create(request: web.Request) -> tuple[dict[str, Any], str]:
-    _ctx(request)
-    return _decode(await request.read(), TOKEN_REQUEST, "structs.ACLToken", "Token"), ""
-
-
-async def parse_token_update(request: web.Request) -> tuple[dict[str, Any], str]:
-    body, _ = await parse_token_create(request)
-    accessor = body.get("AccessorID") or request.match_info.get("id", "")
-    if accessor != request.match_info.get("id", ""):
-        raise bad_request("Token Accessor ID in URL and payload do not match")
-    return body, accessor
-
-
-async def _write_token(request: web.Request, body: dict[str, Any], accessor: str,
-                       create: bool) -> web.StreamResponse:
-    ctx = _ctx(request)
-    if body.get("Partition", "default") not in ("", "default") or body.get(
-        "Namespace", "default"
-    ) not in ("", "default"):
-        raise bad_request("Namespaces and admin partitions are a Consul Enterprise feature")
-    existing: Record | None = None
-    if create:
-        accessor = body.get("AccessorID") or ""
-        accessor = _new_token_id(ctx, accessor, "AccessorID") if accessor else str(uuid.uuid4())
-        secret = body.get("SecretID") or ""
-        secret = _new_token_id(ctx, secret, "SecretID") if secret else str(uuid.uuid4())
-        create_time = _now()
-    else:
-        if not acl.is_uuid(accessor):
-            raise bad_request("AccessorID is not a valid UUID")
-        existing = ctx.fsm.acl_token(accessor)
-        if existing is None:
-            raise bad_request(f'Cannot find token "{accessor}"')
-        secret = body.get("SecretID") or existing["SecretID"]
-        if secret != existing["SecretID"]:
-            raise bad_request("Changing a tokens SecretID is not permitted")
-        create_time = existing["CreateTime"]
-    local = _check_token_body(body)
-    if existing is not None and local != existing["Local"]:
-        raise bad_request(f"cannot toggle local mode of {accessor}")
-    policy_ids = _links(ctx, body.get("Policies"))
-    record = acl.token_record(accessor, secret, body.get("Description", ""), policy_ids,
-                              create_time, local)
-
-    def build() -> AclTokenSet:
-        if create:
-            return AclTokenSet(Token=record, create=True)
-        current = ctx.fsm.acl_token(accessor)
-        return AclTokenSet(Token=record, expect_index=current["ModifyIndex"] if current else 0)
-
-    await commit(ctx, build, ACL_RECORD)
-    stored = ctx.fsm.acl_token(accessor)
-    assert stored is not None
-    return json_response(request, token_json(ctx, stored))
-
-
-async def token_create(request: web.Request, parsed: tuple[dict[str, Any], str]
-                       ) -> web.StreamResponse:
-    return await _write_token(request, *parsed, create=True)
-
-
-async def token_update(request: web.Request, parsed: tuple[dict[str, Any], str]
-                       ) -> web.StreamResponse:
-    return await _write_token(request, *parsed, create=False)
-
-
-async def token_read(request: web.Request, accessor: str) -> web.StreamResponse:
-    ctx = _ctx(request)
-    tok = ctx.fsm.acl_token(accessor)
-    if tok is None:
-        raise APIError(404, "Requested token does not exist: ACL not found")
-    return json_response(request, token_json(ctx, tok, redact=not _may_write(request)),
-                         read_headers(request, ctx.fsm.acl_tokens_index))
-
-
-async def token_self(request: web.Request, _: None) -> web.StreamResponse:
-    ctx = _ctx(request)
-    tok = ctx.fsm.acl_token(_identity(request).accessor)
-    if tok is None:
-        raise APIError(404, "Supplied token does not exist")
-    return json_response(request, token_json(ctx, tok),
-                         read_headers(request, ctx.fsm.acl_tokens_index))
-
-
-async def token_list(request: web.Request, _: None) -> web.StreamResponse:
-    ctx = _ctx(request)
-    redact = not _may_write(request)
-    recs, index = ctx.fsm.acl_token_list()
-    return json_response(request, [token_json(ctx, t, redact=redact) for t in recs],
-                         read_headers(request, index))
-
-
-async def token_delete(request: web.Request, accessor: str) -> web.StreamResponse:
-    ctx = _ctx(request)
-    if not acl.is_uuid(accessor):
-        raise bad_request("Accessor ID is missing or an invalid UUID")
-    if accessor == acl.ANONYMOUS_ACCESSOR:
-        raise bad_request("Delete operation not permitted on the anonymous token")
-    existing = ctx.fsm.acl_token(accessor)
-    if existing is not None and existing["SecretID"] == _identity(request).secret:
-        raise bad_request("Deletion of the request's authorization token is not permitted")
-    await commit(ctx, lambda: AclTokenDelete(AccessorID=accessor), ACL_RECORD)
-    return json_response(request, True)
-
-
-_policy_id = _path_value("id", "Missing policy ID")
-_accessor = _path_value("id", "Missing token AccessorID")
+_policy_id = path_value("id", "Missing policy ID")
 ROUTES = [
     Route("PUT", "/v1/acl/bootstrap", WRITE, OPEN, bootstrap, parse_bootstrap),  # allowed once
     Route("PUT", "/v1/acl/policy", WRITE, ACL_WRITE, policy_create, parse_policy_create),
     Route("GET", "/v1/acl/policies", READ, ACL_READ, policy_list, acls_enabled,
-          _policies_index),
+          policies_index),
     Route("GET", "/v1/acl/policy/name/{name}", READ, ACL_READ, policy_read_by_name,
-          _path_value("name", "Missing policy Name"), _policies_index),
+          path_value("name", "Missing policy Name"), policies_index),
     Route("GET", "/v1/acl/policy/{id}", READ, ACL_READ, policy_read, _policy_id,
-          _policies_index),
+          policies_index),
     Route("PUT", "/v1/acl/policy/{id}", WRITE, ACL_WRITE, policy_update, parse_policy_update),
     Route("DELETE", "/v1/acl/policy/{id}", WRITE, ACL_WRITE, policy_delete, _policy_id),
-    Route("PUT", "/v1/acl/token", WRITE, ACL_WRITE, token_create, parse_token_create),
-    Route("GET", "/v1/acl/tokens", READ, ACL_READ, token_list, acls_enabled, _tokens_index),
-    # any token may read itself
-    Route("GET", "/v1/acl/token/self", READ, ANY_TOKEN, token_self, acls_enabled,
-          _tokens_index),
-    Route("GET", "/v1/acl/token/{id}", READ, ACL_READ, token_read, _accessor, _tokens_index),
-    Route("PUT", "/v1/acl/token/{id}", WRITE, ACL_WRITE, token_update, parse_token_update),
-    Route("DELETE", "/v1/acl/token/{id}", WRITE, ACL_WRITE, token_delete, _accessor),
 ]

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from . import (
     acl,
+    acl_tokens,
     agent,
     catalog,
     config_entries,
@@ -101,7 +102,8 @@ def make_app(ctx: ServerContext) -> web.Application:
     app[SERVER] = ctx
     limits.install(app, ctx.limits)
     # Every API endpoint is one row of a module's ROUTES (see api/pipeline.py).
-    for module in (peering, acl, catalog, config_entries, status, agent, observe, openapi):
+    for module in (peering, acl, acl_tokens, catalog, config_entries, status, agent, observe,
+                   openapi):
         pipeline.add_routes(app, module.ROUTES)
     agent.install(app)
     openapi.install(app)

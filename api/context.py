@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
     from .authz import ACLResolver
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServerContext:
+    """Built complete by the composition root (cli/agent.py); never changed afterwards."""
+
     node: RaftNode
     fsm: FSM
     node_name: str
@@ -44,12 +47,12 @@ class ServerContext:
     consistent_reads: str = "readindex"  # or "barrier"; see bench/read_modes.py
     watch: IndexWatch = field(default_factory=IndexWatch)
     proposer: Proposer | None = None  # cluster/proposer.py: the one way to propose
-    # Live stream status per peering ID, kept by the leader's reconciler (never replicated).
-    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Live stream status per peering ID, kept by the leader's reconciler (never replicated);
+    # a read-only view (PeeringService.streams).
+    streams: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     peering_list: RenderedList = field(default_factory=RenderedList)  # GET /v1/peerings
     session: aiohttp.ClientSession | None = None
-    # Peer streams, secret exchange and the reconciler (cluster/peering/reconciler.py); set by
-    # the agent.
+    # Peer streams, secret exchange and the reconciler (cluster/peering/reconciler.py).
     peering: PeeringService | None = None
     # Observability (api/observe.py, api/agent.py): this server's metrics registry, its node
     # ID and the agent's configuration with secrets left out (for /v1/agent/self).

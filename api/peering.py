@@ -4,16 +4,17 @@ the route table (api/pipeline.py)."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import uuid
 from typing import Any
 
 from aiohttp import web
 
+from cluster import gotime
 from cluster.commands import Delete, Establish, GenerateToken, PeeringEvent
 from cluster.fsm import Record
 from cluster.gojson import go_quote
 from cluster.peering.identity import server_name
+from cluster.peering.status import empty_status
 from cluster.peering.token import PeeringToken, TokenError, decode_token
 from cluster.state.transitions import SECRET_EXCHANGED
 
@@ -34,14 +35,6 @@ from .validate import (
     partition_of,
 )
 
-_NULL_STREAM = {
-    "ImportedServices": None,
-    "ExportedServices": None,
-    "LastHeartbeat": None,
-    "LastReceive": None,
-    "LastSend": None,
-}
-
 
 def peering_json(rec: Record, stream: dict[str, Any] | None) -> dict[str, Any]:
     """The API object in Consul 1.16's field order; empty optional fields omitted."""
@@ -54,7 +47,7 @@ def peering_json(rec: Record, stream: dict[str, Any] | None) -> dict[str, Any]:
     for key in ("PeerID", "PeerCAPems", "PeerServerName", "PeerServerAddresses"):
         if rec.get(key):
             out[key] = rec[key]
-    out["StreamStatus"] = dict(stream) if stream else dict(_NULL_STREAM)
+    out["StreamStatus"] = dict(stream) if stream else empty_status()
     out["CreateIndex"] = rec["CreateIndex"]
     out["ModifyIndex"] = rec["ModifyIndex"]
     remote = rec.get("Remote") or {}
@@ -72,13 +65,6 @@ async def _identity(ctx: ServerContext) -> dict[str, str]:
             raise APIError(503, "CA has not finished initializing")
         await asyncio.sleep(0.02)
     return identity
-
-
-def _now() -> str:
-    """UTC now as Go's RFC3339Nano writes it: trailing zeros of the fraction dropped."""
-    now = datetime.datetime.now(datetime.UTC)
-    fraction = f"{now.microsecond:06d}".rstrip("0")
-    return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
 
 def _partition(request: web.Request, body: dict[str, Any] | None = None) -> str:
@@ -243,7 +229,7 @@ async def delete(request: web.Request, parsed: tuple[str, str]) -> web.StreamRes
     def build() -> Delete:
         existing = ctx.fsm.get(partition, name)
         return Delete(
-            rid=rid, Partition=partition, Name=name.lower(), DeletedAt=_now(),
+            rid=rid, Partition=partition, Name=name.lower(), DeletedAt=gotime.now(),
             expect_index=existing["ModifyIndex"] if existing else 0,
         )
 

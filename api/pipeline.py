@@ -31,12 +31,12 @@ from .context import SERVER, ServerContext
 
 
 class Where(enum.Enum):
-    LEADER = "leader"  # a write: the leader serves it
+    WRITE = "write"  # the leader serves it
     READ = "read"  # a read: served where its read mode says (?stale, ?consistent, default)
     LOCAL = "local"  # this server's own view (status, agent, operator): served here
 
 
-WRITE, READ, LOCAL = Where.LEADER, Where.READ, Where.LOCAL
+WRITE, READ, LOCAL = Where.WRITE, Where.READ, Where.LOCAL
 
 Serve = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 Parse = Callable[[web.Request], Awaitable[Any]]
@@ -60,15 +60,13 @@ class Route:
 
 
 _TABLE = web.AppKey("route_table", dict)  # aiohttp route -> Route
+_INPUT = "route_input"  # request key: what the route's parse returned
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
     """What aiohttp calls for a table route; the pipeline middleware did everything else."""
     route: Route = request.app[_TABLE][request.match_info.route]
     return await route.serve(request, request[_INPUT])
-
-
-_INPUT = "route_input"  # request key: what the route's parse returned
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:

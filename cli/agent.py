@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -92,16 +93,28 @@ async def _register_self(ctx: ServerContext, proposer: Proposer, cfg: AgentConfi
             await asyncio.sleep(1.0)
 
 
+APPLY_TIMEOUT = 5.0  # one replicated command
+
+
+def _changes_to_loop(
+    loop: asyncio.AbstractEventLoop, *targets: Callable[[int, Touched | None], None],
+) -> Callable[[int, Touched | None], None]:
+    """An FSM subscriber (tick thread) that hands each change to `targets` on the loop."""
+
+    def deliver(index: int, touched: Touched | None) -> None:
+        for target in targets:
+            target(index, touched)
+
+    def changed(index: int, touched: Touched | None) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(deliver, index, touched)
+
+    return changed
+
+
 async def run_agent(cfg: AgentConfig) -> None:
+    """The composition root: build every part complete, wire them, run until a signal."""
     loop = asyncio.get_running_loop()
-    fsm = FSM()
-    ctx_holder: list[ServerContext] = []
-
-    def on_index(index: int) -> None:  # tick thread
-        if ctx_holder and not loop.is_closed():
-            loop.call_soon_threadsafe(ctx_holder[0].watch.notify, index)
-
-    fsm.add_listener(on_index)
     if cfg.bootstrap_expect and cfg.bootstrap_expect != len(cfg.peers) + 1:
         log.warning(
             "bootstrap-expect %d but %d servers configured", cfg.bootstrap_expect,
@@ -111,6 +124,8 @@ async def run_agent(cfg: AgentConfig) -> None:
     if membership.joining(cfg.data_dir, cfg.join, cfg.bootstrap_expect):
         peers = [s for s in await membership.wait_for_view(cfg.join, cfg.cluster_secret)
                  if s != cfg.raft_addr]
+    # Replication core: FSM, Raft node, the one proposer.
+    fsm = FSM()
     node = RaftNode(
         self_addr=cfg.raft_addr,
         peers=peers,
@@ -121,7 +136,29 @@ async def run_agent(cfg: AgentConfig) -> None:
         timing=cfg.timing,
     )
     node.attach(loop)
-    proposer = Proposer(node, timeout=5.0)
+    proposer = Proposer(node, timeout=APPLY_TIMEOUT)
+    # Peer streams (dialing and accepting happen on the leader), replication over them, and
+    # the leader routines.
+    replication = Replication(
+        fsm, FSMCatalog(fsm), proposer.submit,
+        lambda pid, addrs: peering.set_server_addresses(pid, addrs),
+    )
+    peering = PeeringService(
+        node=node, proposer=proposer, fsm=fsm, datacenter=cfg.datacenter,
+        leaf=LeafCerts(lambda: fsm.identity, cfg.datacenter),
+        heartbeat=cfg.peering_heartbeat, heartbeat_timeout=cfg.peering_heartbeat_timeout,
+        replication=replication,
+    )
+    leader = LeaderRoutines(node, fsm, proposer)
+    leader.add(peering.run_leader)
+    leader.before_remove = peering.terminate
+    leader.purge_imports = replication.purge
+    leader.add(replication.run_cleanup)
+    if cfg.acl_enabled:
+        leader.enable_acls(cfg.acl_initial_management_token)
+    registry = metrics.Metrics().bind(node, fsm, peering.streams)
+    metrics.install(registry)  # for code without a context at hand (cluster/metrics.py)
+    # The HTTP API's context, complete from the start.
     ctx = ServerContext(
         node=node,
         fsm=fsm,
@@ -132,61 +169,44 @@ async def run_agent(cfg: AgentConfig) -> None:
         https_addr=f"{cfg.advertise}:{cfg.https_port}" if cfg.https_port != -1 else "",
         peering_addr=cfg.peering_wan or f"{cfg.advertise}:{cfg.peering_port}",
         hold_timeout=cfg.hold_timeout,
+        apply_timeout=APPLY_TIMEOUT,
         acl_default_policy=cfg.acl_default_policy,
         consistent_reads=cfg.consistent_reads,
         limits=cfg.http_limits,
         proposer=proposer,
+        streams=peering.streams,
+        session=aiohttp.ClientSession(connector=cfg.http_limits.client_connector()),
+        peering=peering,
+        metrics=registry,
+        node_id=agentinfo.node_id(cfg.data_dir),
+        config=agentinfo.debug_config(cfg),
+        acl=ACLResolver(fsm, cfg.acl_default_policy, cfg.datacenter) if cfg.acl_enabled
+        else None,
+        data_dir=cfg.data_dir,
+        server_tls=https.forward_context(cfg.https) if cfg.https else None,
     )
-    ctx_holder.append(ctx)
-    ctx.data_dir = cfg.data_dir
-    if cfg.acl_enabled:
-        ctx.acl = ACLResolver(fsm, cfg.acl_default_policy, cfg.datacenter)
-    ctx.node_id = agentinfo.node_id(cfg.data_dir)
-    ctx.config = agentinfo.debug_config(cfg)
-    ctx.metrics = metrics.Metrics().bind(node, fsm, ctx.streams)
-    metrics.install(ctx.metrics)
-    ctx.session = aiohttp.ClientSession(connector=cfg.http_limits.client_connector())
+    # Wiring: what the FSM applied reaches blocking queries, the reconciler and the deletion
+    # routine; Raft state changes start and stop the leader routines (leader.supervise).
+    fsm.subscribe(_changes_to_loop(
+        loop,
+        lambda index, _touched: ctx.watch.notify(index),
+        lambda _index, touched: peering.on_change(touched),
+        lambda _index, touched: leader.on_change(touched),
+        lambda _index, touched: replication.on_change(touched),
+    ))
     runner = HardenedAppRunner(make_app(ctx), cfg.http_limits, access_log=None,
                                handle_signals=False)
     await runner.setup()
-    if cfg.https:
-        ctx.server_tls = https.forward_context(cfg.https)
     if cfg.http_port != -1:
         await web.TCPSite(runner, cfg.bind, cfg.http_port).start()
     if cfg.https and cfg.https_port != -1:
         await web.TCPSite(runner, cfg.bind, cfg.https_port,
                           ssl_context=https.listener_context(cfg.https)).start()
-    # Peer streams: a TLS listener on every server; dialing and accepting happen on the leader.
-    peering = PeeringService(
-        node=node, proposer=proposer, fsm=fsm, datacenter=cfg.datacenter, streams=ctx.streams,
-        leaf=LeafCerts(lambda: fsm.identity, cfg.datacenter),
-        heartbeat=cfg.peering_heartbeat, heartbeat_timeout=cfg.peering_heartbeat_timeout,
-    )
-    ctx.peering = peering
-    replication = Replication(fsm, FSMCatalog(fsm), proposer.submit,
-                              peering.set_server_addresses)
-    peering.replication = replication
-
-    leader = LeaderRoutines(node, fsm, proposer)
-
-    def changed(_index: int, touched: Touched | None) -> None:  # tick thread
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(peering.on_change, touched)
-            loop.call_soon_threadsafe(leader.on_change, touched)
-            loop.call_soon_threadsafe(replication.on_change, touched)
-
-    fsm.subscribe(changed)
     peer_runner = HardenedAppRunner(make_listener_app(peering), cfg.http_limits,
                                     access_log=None, handle_signals=False)
     await peer_runner.setup()
     await web.TCPSite(peer_runner, cfg.bind, cfg.peering_port,
                       ssl_context=peering.leaf.listener_context()).start()
-    leader.add(peering.run_leader)
-    leader.before_remove = peering.terminate
-    leader.purge_imports = replication.purge
-    leader.add(replication.run_cleanup)
-    if cfg.acl_enabled:
-        leader.enable_acls(cfg.acl_initial_management_token)
     tasks = [
         asyncio.create_task(_register_self(ctx, proposer, cfg)),
         # Without --bootstrap-expect, --join names a running cluster to become a member of.
@@ -219,5 +239,6 @@ async def run_agent(cfg: AgentConfig) -> None:
         await peering.close()
         await peer_runner.cleanup()
         await runner.cleanup()
+        assert ctx.session is not None
         await ctx.session.close()
         node.destroy()

@@ -426,9 +426,3 @@ def anonymous_token_record(create_time: str) -> dict[str, Any]:
     return token_record(
         ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, ANONYMOUS_DESCRIPTION, [], create_time
     )
-
-
-def rfc3339(moment: Any) -> str:
-    """A UTC datetime as Go's RFC3339Nano writes it (trailing zeros of the fraction dropped)."""
-    fraction = f"{moment.microsecond:06d}".rstrip("0")
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
-from . import acl
+from . import acl, gotime
 from .commands import AclInit, InitIdentity, Remove
 from .fsm import DELETING, FSM
 from .peering.identity import new_identity
@@ -24,6 +23,7 @@ from .state.base import Touched
 log = logging.getLogger("peerplane.leader")
 
 DELETION_RATE = 10.0  # removals per second, as Consul's defaultDeletionApplyRate
+DELETION_GRACE = 0.2  # seconds between a peering becoming DELETING and its removal starting
 TERMINATE_WAIT = 3.0  # longest a removal waits for Terminated to reach the peer
 
 
@@ -66,7 +66,7 @@ class LeaderRoutines:
             )
             if not (missing_policy or missing_anonymous or missing_management):
                 return
-            now = acl.rfc3339(datetime.datetime.now(datetime.UTC))
+            now = gotime.now()
             management = acl.token_record(
                 str(uuid.uuid4()), initial_management or "",
                 acl.INITIAL_MANAGEMENT_DESCRIPTION, [acl.GLOBAL_MANAGEMENT_ID], now,
@@ -85,9 +85,14 @@ class LeaderRoutines:
                 log.info("Created ACL initial management token from configuration")
             await asyncio.sleep(0.5)
 
-    async def supervise(self, poll: float = 0.05) -> None:
+    async def supervise(self) -> None:
+        """Start the routines when this node becomes leader, stop them when it stops being
+        leader: driven by the Raft node's state-change events (a 1 s look as a backstop)."""
+        changed = asyncio.Event()
+        self.node.on_state_change(changed.set)
         try:
             while True:
+                changed.clear()
                 leading = self.node.is_leader()
                 if leading and not self._tasks:
                     log.info("gained leadership: starting leader routines")
@@ -95,7 +100,8 @@ class LeaderRoutines:
                 elif not leading and self._tasks:
                     log.info("lost leadership: stopping leader routines")
                     await self._stop()
-                await asyncio.sleep(poll)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), 1.0)
         finally:
             await self._stop()
 
@@ -146,3 +152,6 @@ class LeaderRoutines:
             if not deleting:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._peerings_changed.wait(), 1.0)
+                # A peering just marked stays readable as DELETING for a moment (as when this
+                # routine polled every 0.2 s), and deletions arriving together go in one pass.
+                await asyncio.sleep(DELETION_GRACE)

@@ -308,10 +308,6 @@ def install(m: Metrics | None) -> None:
     _current = m
 
 
-def current() -> Metrics | None:
-    return _current
-
-
 def raft_apply(op: str, result: str, seconds: float) -> None:
     m = _current
     if m is not None:

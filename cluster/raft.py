@@ -143,7 +143,7 @@ class RaftNode:
         self.self_addr = self_addr
         self.timing = timing
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._state_waiters: list[asyncio.Event] = []
+        self._state_listeners: list[Callable[[], None]] = []
         self._barrier: asyncio.Future[int] | None = None
         self._next_barrier: asyncio.Future[int] | None = None
         self._reads: list[_PendingRead] = []
@@ -206,22 +206,17 @@ class RaftNode:
                 # (Deposed by a higher term while connected, they usually still commit.)
                 loop.call_soon_threadsafe(self._fail_pending, _LOST_QUORUM)
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake_state_waiters)
+            loop.call_soon_threadsafe(self._state_changed)
         self._poke_reads()
 
-    def _wake_state_waiters(self) -> None:
-        for ev in self._state_waiters:
-            ev.set()
+    def _state_changed(self) -> None:
+        for fn in list(self._state_listeners):
+            fn()
 
-    async def wait_state_change(self, timeout: float) -> None:
-        ev = asyncio.Event()
-        self._state_waiters.append(ev)
-        try:
-            await asyncio.wait_for(ev.wait(), timeout)
-        except TimeoutError:
-            pass
-        finally:
-            self._state_waiters.remove(ev)
+    def on_state_change(self, fn: Callable[[], None]) -> None:
+        """Call `fn` on the event loop after every Raft state change (leader routines start
+        and stop on these; they read `is_leader()` when called)."""
+        self._state_listeners.append(fn)
 
     # ---- writes ----
 
@@ -424,13 +419,15 @@ class RaftNode:
             return False
         return self._lease.majority_since(s.otherNodes, time.monotonic() - self.timing.lease)
 
+    def election_delay(self) -> float:
+        """Seconds from the last leader contact until this server campaigns (if it hears no
+        leader before then)."""
+        return self._sync.election_due() - self._sync.last_leader_contact
+
     def last_contact_ms(self) -> int:
         if self.is_leader():
             return 0
         return int((time.monotonic() - self._sync.last_leader_contact) * 1000)
-
-    def is_ready(self) -> bool:
-        return bool(self._sync.isReady())
 
     def status(self) -> dict[str, Any]:
         return self._sync.getStatus()

@@ -21,11 +21,11 @@ from argparse import Namespace
 import pytest
 from conftest import SCENARIO_LINES
 
+from lab import clients, scenarios
 from lab import report as labreport
-from lab import scenarios
 from lab import svg as labsvg
+from lab.clients import LabOp
 from lab.linearizability import Operation
-from lab.scenarios import LabOp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,7 +89,7 @@ def test_a_stale_read_breaks_linearizability_only_in_its_own_mode():
         read(4, "default", ["k0", "k1"], 11, 2.8, 2.9),
     ]
     modes = {m: labreport._mode_report(ops, m, labreport.staleness(ops, created), created)
-             for m in scenarios.MODES}
+             for m in clients.MODES}
     assert modes["stale"]["linearizable"] is False
     assert modes["stale"]["stale_reads"] == 1
     assert "k1" in modes["stale"]["first_violation"]
@@ -257,12 +257,12 @@ def test_scenario_short_form_shows_the_expected_direction(scenario, tmp_path, re
     modes = report["modes"]
     line = (f"LAB {scenario} (short): wall={report['wall_seconds']}s ops={report['operations']} "
             + " ".join(f"{m}:stale={modes[m]['stale_reads']},lin={modes[m]['linearizable']}"
-                       for m in scenarios.MODES))
+                       for m in clients.MODES))
     SCENARIO_LINES.append(line)
     record_property("wall_seconds", report["wall_seconds"])
     record_property("report", json.dumps({k: report[k] for k in ("modes", "rounds", "writes")}))
 
-    for m in scenarios.MODES:
+    for m in clients.MODES:
         assert modes[m]["answered"] > 0, (m, modes[m])
     assert report["writes"]["acknowledged"] > 0
     assert modes["consistent"]["linearizable"], modes["consistent"]["first_violation"]

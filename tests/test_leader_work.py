@@ -63,7 +63,7 @@ async def per_commit_visits(n: int, data_dir: str) -> tuple[float, float, int]:
     node.attach(loop)
     proposer = Proposer(node)
     peering = PeeringService(node=node, proposer=proposer, fsm=fsm, datacenter="dc1",
-                             streams={}, leaf=LeafCerts(lambda: fsm.identity, "dc1"))
+                             leaf=LeafCerts(lambda: fsm.identity, "dc1"))
     leader = LeaderRoutines(node, fsm, proposer)
     leader.add(peering.run_leader)
     fsm.subscribe(lambda _i, touched: loop.call_soon_threadsafe(peering.on_change, touched))
@@ -84,9 +84,14 @@ async def per_commit_visits(n: int, data_dir: str) -> tuple[float, float, int]:
                    Delete(Partition="default", Name=name, DeletedAt=AT))
             assert "error" not in await proposer.apply(cmd)
             await asyncio.sleep(0.02)  # let the routines run between commits
+        # The deletions are carried out (removed through Raft by the deletion routine).
+        for _ in range(300):
+            if all(fsm.by_id(f"id-{i}") is None for i in range(0, COMMITS, 2)):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the deleted peerings were not removed")
         await settle(peering, leader)
-        # The deletions were carried out (removed through Raft by the deletion routine).
-        assert all(fsm.by_id(f"id-{i}") is None for i in range(0, COMMITS, 2))
         return ((peering.visits - before[0]) / COMMITS, (leader.visits - before[1]) / COMMITS,
                 first_pass)
     finally:

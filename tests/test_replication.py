@@ -457,4 +457,24 @@ async def test_an_entry_exporting_star_exports_every_local_service(pair):
     await settle(dc1, dc2)
     assert dc2.fsm.catalog.imported_names("dc1") == ["api", "web"]
     assert dc2.end.status["ImportedServices"] == ["api", "web"]
+    dc1.change({"op": "catalog_deregister", "Node": "node-a", "ServiceID": "web-1"})
+    await settle(dc1, dc2)  # web is gone from dc1: no longer exported, no longer imported
+    assert dc2.fsm.catalog.imported_names("dc1") == ["api"]
+    assert dc2.end.status["ImportedServices"] == ["api"]
+    await close(dc1, dc2)
+
+
+async def test_a_flood_of_responses_is_nacked_beyond_the_queue_limit(pair, monkeypatch):
+    from cluster.peering import importer
+    monkeypatch.setattr(importer, "MAX_QUEUED", 3)
+    dc1, dc2 = pair
+    await connect(dc1, dc2)
+    snap = {"Nodes": []}
+    for i in range(6):  # delivered in one go: nothing is applied in between
+        dc2.end.inbox.append(r.response(f"fff0000{i}", r.URL_SERVICE, f"s{i}", snap))
+    await dc2.end.deliver()
+    await settle(dc1, dc2)
+    codes = {a["ResponseNonce"]: a.get("Error", {}).get("Code") for a in answers(dc2.end)
+             if a["ResponseNonce"].startswith("fff")}
+    assert codes == {f"fff0000{i}": None if i < 3 else r.UNAVAILABLE for i in range(6)}
     await close(dc1, dc2)

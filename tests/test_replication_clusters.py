@@ -128,10 +128,15 @@ def test_the_peering_read_shows_what_flows_and_how_fresh_it_is(peered):
     assert imported["ImportLastApplied"].endswith("Z") and imported["ImportPending"] == 0
     eventually(lambda: status(dc1, "dc2")["ExportUnacked"] == 0, 20, 0.05)
     assert exported["ExportedServices"] == ["api"]
-    text = dc2.leader().call("GET", "/v1/agent/metrics?format=prometheus").text
+
+    def metrics() -> str:
+        return dc2.leader().call("GET", "/v1/agent/metrics?format=prometheus").text
+
+    eventually(lambda: 'peerplane_peering_import_pending{peer="dc1"} 0.0' in metrics(), 20)
+    text = metrics()
     assert 'peerplane_peering_imported_services{peer="dc1"} 1.0' in text
     assert 'peerplane_peering_import_last_applied_age_seconds{peer="dc1"}' in text
-    assert 'peerplane_peering_import_pending{peer="dc1"} 0.0' in text
+    assert 'peerplane_peering_export_unacked{peer="dc1"} 0.0' in text
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
     script = os.path.join(os.path.dirname(sys.executable), "peerplane")
     for cluster, name, counts in ((dc2, "dc1", ("1", "0")), (dc1, "dc2", ("0", "1"))):

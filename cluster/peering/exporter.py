@@ -139,11 +139,9 @@ class Exporter:
         if not self.subscribed & {URL_SERVICE, URL_SERVICE_LIST}:
             return
         again_list = (URL_SERVICE_LIST, LIST_ID) in resend
-        # The list can only change with the entry, or with a local service it does not name
-        # yet (an entry exporting "*").
-        if full or entry or again_list or self._list is None or any(
-            n not in self._lower for n in dirty
-        ):
+        # The list changes with the entry, or (an entry exporting "*") with a local service
+        # that appears or goes: looked at again when anything changed (names only).
+        if full or entry or dirty or again_list or self._list is None:
             names = sorted(set(self.source.exported_to(self.peer_name)))
             if names != self._list or again_list:
                 self._list = names
@@ -151,7 +149,8 @@ class Exporter:
                 self.status["ExportedServices"] = names
                 if URL_SERVICE_LIST in self.subscribed:
                     await self.send(URL_SERVICE_LIST, LIST_ID, {"Services": names})
-            for gone in [n for n in self._sent if n not in self._lower.values()]:
+            keep = set(self._lower.values())
+            for gone in [n for n in self._sent if n not in keep]:
                 del self._sent[gone]  # exported again later: sent again in full
         if URL_SERVICE not in self.subscribed:
             return

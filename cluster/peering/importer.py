@@ -44,6 +44,7 @@ from .resources import (
 
 log = logging.getLogger("peerplane.replication")
 
+MAX_QUEUED = 4096  # responses waiting to be applied; more are NACKed Unavailable
 CONCURRENCY = 64  # import commands in flight at once (PySyncObj batches them into few appends)
 
 
@@ -98,10 +99,15 @@ class Importer:
     def _pending(self) -> None:
         self.status["ImportPending"] = len(self._queue) + self._busy
 
-    def offer(self, resp: Response) -> None:
+    def offer(self, resp: Response) -> bool:
+        """Queue a response; False when MAX_QUEUED are already waiting (the caller NACKs it
+        Unavailable, so a flooding peer cannot make this server hold without bound)."""
+        if len(self._queue) >= MAX_QUEUED:
+            return False
         self._queue.append(resp)
         self._pending()
         self._event.set()
+        return True
 
     async def run(self) -> None:
         while True:

@@ -39,6 +39,7 @@ from aiohttp import WSMsgType, web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
 from .. import metrics
+from ..gotime import rfc3339
 from .tls import client_context
 
 if TYPE_CHECKING:
@@ -92,12 +93,6 @@ def unpack(data: bytes) -> dict[str, Any]:
     if not isinstance(frame, dict) or not isinstance(frame.get("Type"), str):
         raise FrameError("frame is not a map with a Type")
     return frame
-
-
-def rfc3339(ts: float) -> str:
-    """Go's time.Time JSON (RFC3339 with fractional seconds, UTC)."""
-    dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
-    return dt.isoformat().replace("+00:00", "Z")
 
 
 # ---- outcomes of a stream ----
@@ -446,7 +441,7 @@ def make_listener_app(service: PeeringService) -> web.Application:
                            f"exchange request too large (limit: {EXCHANGE_MAX_BODY} bytes)")
         except (ValueError, KeyError, TypeError, RecursionError):  # deep nesting: RecursionError
             return _answer(400, INVALID_ARGUMENT, "malformed exchange request")
-        if not service.is_leader():
+        if not service.node.lease_holds():  # its own term's entries applied, too
             return _answer(503, FAILED_PRECONDITION,
                            "cannot exchange a peering secret on a follower node",
                            LeaderAddress=service.leader_peering_addr())

@@ -48,6 +48,7 @@ from .resources import (
     URL_SERVICE,
     URL_SERVICE_LIST,
     BadMessage,
+    nack,
     nonce_str,
     parse_request,
     parse_response,
@@ -83,6 +84,9 @@ def _now() -> str:
 
 
 class Session:
+    """Replication over one live stream: its nonces, what it sent and not yet had answered,
+    its exporter and importer."""
+
     def __init__(self, repl: Replication, live: Stream, peer_name: str) -> None:
         self.live = live
         self.peer_name = peer_name
@@ -92,10 +96,12 @@ class Session:
         self.status.update(ExportUnacked=0, ExportedServices=[])
         self.status.setdefault("LastNackMessage", None)
         self.exporter = Exporter(repl.catalog, peer_name, self.status, self._send_response)
+
+        async def set_addresses(addrs: list[str]) -> None:
+            await repl.set_addresses(live.peering_id, addrs)
+
         self.importer = Importer(repl.catalog, live.peering_id, peer_name, self.status,
-                                 repl.propose_import,
-                                 live.send, lambda addrs: repl.set_addresses(live.peering_id,
-                                                                             addrs))
+                                 repl.propose_import, live.send, set_addresses)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -140,7 +146,10 @@ class Session:
         kind = frame.get("Type")
         try:
             if kind == RESPONSE:
-                self.importer.offer(parse_response(frame))
+                resp = parse_response(frame)
+                if not self.importer.offer(resp):
+                    await self.live.send(nack(resp.url, resp.nonce, UNAVAILABLE,
+                                              "too many responses waiting to be applied"))
             elif kind == REQUEST:
                 self._on_request(frame)
         except BadMessage as e:

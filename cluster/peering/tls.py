@@ -119,9 +119,6 @@ class LeafCerts:
         self._cached = (ident["CACert"], now + LEAF_LIFETIME, ctx, cert)
         return ctx
 
-    def leaf_pem(self) -> bytes | None:
-        return self._cached[3] if self.leaf_context() and self._cached else None
-
     def listener_context(self) -> ssl.SSLContext:
         shell = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         shell.minimum_version = ssl.TLSVersion.TLSv1_2
