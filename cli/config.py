@@ -74,8 +74,8 @@ OPTIONS: tuple[Option, ...] = (
       "(this one included); without it, any live member of a running cluster to join "
       "(port default: --raft-port)", ("retry_join",)),
     _o("bootstrap_expect", "int", None, "number of servers that start the cluster together, "
-      "all in --join (a warning when the join list disagrees); leave it out to join a running "
-      "cluster", ("bootstrap_expect",)),
+      "all in --join (a warning when the join list disagrees); leave it out (or 0, as in "
+      "Consul) to join a running cluster", ("bootstrap_expect",)),
     _o("cluster_secret_file", "str", None, "file holding the secret that authenticates Raft "
       "traffic (else PEERPLANE_CLUSTER_SECRET)", ("cluster_secret_file",)),
     _o("tls_cert_file", "str", None, "PEM certificate of the HTTPS listener (also presented to "
@@ -346,6 +346,10 @@ def resolve(flags: argparse.Namespace | None, environ: Mapping[str, str],
             _merge(values, source, {o.dest: value}, o.flag)
     if values["node"] is None:
         values["node"] = _hostname()
+    if values["bootstrap_expect"] == 0:
+        # Consul's "not set": PEERPLANE_BOOTSTRAP_EXPECT=0 overrides a config file's value when
+        # one server is started fresh into a running cluster (deploy/compose-join.yml).
+        values["bootstrap_expect"] = None
     return Resolved(values, source)
 
 
@@ -367,8 +371,9 @@ def check(r: Resolved) -> None:
     if v["tls_verify_incoming"] and not v["tls_ca_file"]:
         raise ConfigError(f"{n('tls_verify_incoming')}: verifying client certificates needs "
                           f"a CA ({BY_DEST['tls_ca_file'].keys[1]})")
-    if v["bootstrap_expect"] is not None and v["bootstrap_expect"] < 1:
-        raise ConfigError(f"{n('bootstrap_expect')}: must be at least 1")
+    if v["bootstrap_expect"] is not None and v["bootstrap_expect"] < 0:
+        raise ConfigError(f"{n('bootstrap_expect')}: must not be negative")
+
     if not 0 < v["peering_heartbeat"] < v["peering_heartbeat_timeout"]:
         raise ConfigError(f"{n('peering_heartbeat')}: must be positive and below "
                           f"peering_heartbeat_timeout")

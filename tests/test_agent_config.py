@@ -141,6 +141,15 @@ def test_precedence_is_defaults_files_variables_flags(tmp_path: Path) -> None:
     assert v["hold_timeout"] == 3.0 and v["raft_port"] == 8300  # a file int for a float; default
 
 
+def test_bootstrap_expect_0_from_a_variable_unsets_the_files_value(tmp_path: Path) -> None:
+    """How one server is started fresh into a running cluster (deploy/compose-join.yml)."""
+    f = tmp_path / "server.hcl"
+    f.write_text('bootstrap_expect = 3\nretry_join = ["a", "b"]\n')
+    assert config.resolve(None, {}, [str(f)]).values["bootstrap_expect"] == 3
+    joined = config.resolve(None, {"PEERPLANE_BOOTSTRAP_EXPECT": "0"}, [str(f)]).values
+    assert joined["bootstrap_expect"] is None and joined["join"] == ["a", "b"]
+
+
 def test_tls_https_block_wins_over_tls_defaults(tmp_path: Path) -> None:
     f = tmp_path / "tls.hcl"
     f.write_text('tls {\n  defaults {\n    ca_file = "/d/ca.pem"\n    cert_file = "/d/c.pem"\n'

@@ -28,7 +28,8 @@ def test_compare_smoke_runs_every_part(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     table = md.read_text()
-    for row in ("writes/s", "consistent reads/s", "stale reads/s", "failover ms",
+    for row in ("writes/s", "catalog registers/s", "consistent reads/s", "stale reads/s",
+                "failover ms",
                 "establish -> ACTIVE", "export -> visible on the peer", "initial sync s",
                 "list p50 ms", "cold restart s"):
         assert row in table, table
