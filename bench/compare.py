@@ -200,6 +200,10 @@ def peerplane_main(args: argparse.Namespace, run: Run) -> None:
         for mode, query in (("default", ""), ("consistent", "?consistent"), ("stale", "?stale")):
             run.load(f"pp.read.{mode}", wrk("spread.lua", nodes, f"/v1/peering/seed-7{query}",
                                             args.duration, args.connections))
+
+
+def peerplane_failover(args: argparse.Namespace, run: Run) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-pp-fo-") as tmp, LocalCluster(tmp) as c:
         times = []
         for k in range(args.failovers):
             victim = c.leader()
@@ -579,7 +583,8 @@ def main() -> int:
     only = set(args.only.split(","))
     run = Run()
     parts: list[tuple[str, str, Callable[[], None]]] = [
-        ("peerplane", "peerplane: writes, reads, failover", lambda: peerplane_main(args, run)),
+        ("peerplane", "peerplane: writes, reads", lambda: peerplane_main(args, run)),
+        ("failover", "peerplane: failover", lambda: peerplane_failover(args, run)),
         ("peerplane", "peerplane: writes with --durability page-cache",
          lambda: peerplane_page_cache(args, run)),
         ("scale", f"peerplane: {args.peerings} peerings", lambda: peerplane_scale(args, run)),

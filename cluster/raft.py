@@ -419,6 +419,11 @@ class RaftNode:
             return False
         return self._lease.majority_since(s.otherNodes, time.monotonic() - self.timing.lease)
 
+    def election_delay(self) -> float:
+        """Seconds from the last leader contact until this server campaigns (if it hears no
+        leader before then)."""
+        return self._sync.election_due() - self._sync.last_leader_contact
+
     def last_contact_ms(self) -> int:
         if self.is_leader():
             return 0

@@ -10,12 +10,14 @@ upgrade renamed or removed one: an upgrade must fail loudly, never quietly drop 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import deque
 from typing import Any
 
 import pysyncobj.syncobj as _pysyncobj
 from pysyncobj import SyncObj
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION
 
@@ -374,3 +376,22 @@ class PeerplaneSyncObj(SyncObj):
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
         self.lease.reset(node)
         SyncObj._SyncObj__onNodeDisconnected(self, node)
+        # The leader's connection closed (a crashed or killed server's sockets close at once):
+        # campaign as soon as vote stickiness allows - vote_guard after the last contact, when
+        # the other followers will grant votes too - instead of after a random 1-2 s election
+        # timeout. The random 50-250 ms on top keeps two followers from splitting the vote. A
+        # leader that is alive resets the deadline with its next append_entries, and one that
+        # still talks to a majority keeps their votes by the same stickiness.
+        # PySyncObj's deadlines are on its own clock (CLOCK_MONOTONIC_RAW, a fraction of a
+        # second off time.monotonic here), so the delay is carried over, not the time.
+        if (self._SyncObj__raftState != _LEADER
+                and node == self._SyncObj__raftLeader and self.last_leader_contact > 0):
+            delay = (self.last_leader_contact + self.vote_guard + random.uniform(0.05, 0.25)
+                     - time.monotonic())
+            soon = raft_clock() + delay
+            if soon < self._SyncObj__raftElectionDeadline:
+                self._SyncObj__raftElectionDeadline = soon
+
+    def election_due(self) -> float:
+        """When (time.monotonic) this server campaigns if it hears no leader until then."""
+        return float(self._SyncObj__raftElectionDeadline) - raft_clock() + time.monotonic()
