@@ -11,7 +11,7 @@ has no leader. Either way the reason is also kept in the peering's StreamStatus.
 
 from __future__ import annotations
 
-from cluster.peering.peerstream import ExchangeDenied, ExchangeFailed
+from cluster.peering.client import ExchangeDenied, ExchangeFailed
 from cluster.peering.token import PeeringToken
 
 from .context import ServerContext

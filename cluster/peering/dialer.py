@@ -14,6 +14,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from .. import metrics
 from ..fsm import ACTIVE, DELETING, TERMINATED, Record, should_dial
 from ..state.transitions import ADDRESSES_RECEIVED, STREAM_OPEN
+from .client import dial_stream, exchange_secret
 from .core import PeeringCore
 from .peerstream import (
     INVALID_ARGUMENT,
@@ -25,8 +26,6 @@ from .peerstream import (
     PeerTerminated,
     Rejected,
     StreamError,
-    dial_stream,
-    exchange_secret,
 )
 
 log = logging.getLogger("peerplane.reconciler")
