@@ -74,7 +74,7 @@ class _PendingRead:
     done: asyncio.Future[int]
 
 
-class _Replica(SyncObjConsumer):
+class Replica(SyncObjConsumer):
     """The single replicated entry point. PySyncObj numbers replicated methods alphabetically,
     so there is exactly one and it never changes: commands are dispatched inside the FSM."""
 
@@ -152,7 +152,7 @@ class RaftNode:
             timing, password=password, bind_addr=bind_addr, data_dir=data_dir,
             compaction_entries=compaction_entries, onStateChanged=self._on_state_changed,
         )
-        self._replica = _Replica(fsm)
+        self._replica = Replica(fsm)
         self._lease = LeaseTracker()
         self.data_dir = data_dir
         # The servers this node last knew win over the configured ones (see membership.py).
