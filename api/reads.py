@@ -142,7 +142,10 @@ async def decide(request: web.Request) -> web.StreamResponse | None:
     if forwarded is not None:
         return forwarded
     if opts.mode == "consistent":
-        confirm = ctx.node.read_index if ctx.consistent_reads == "readindex" else ctx.node.barrier
+        if ctx.consistent_reads == "readindex" or ctx.proposer is None:
+            confirm = ctx.node.read_index
+        else:
+            confirm = ctx.proposer.barrier
         try:
             await confirm(ctx.hold_timeout)
         except (NotApplied, UnknownOutcome):

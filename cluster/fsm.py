@@ -198,6 +198,11 @@ class FSM:
         with self._lock:
             return set(self.peerings.by_state[state])
 
+    def state_counts(self) -> dict[str, int]:
+        """How many peerings are in each state (from the by-state index, no scan)."""
+        with self._lock:
+            return {state: len(ids) for state, ids in self.peerings.by_state.items()}
+
     def secrets_for(self, peering_id: str) -> dict[str, str]:
         with self._lock:
             return dict(self.peerings.secrets.get(peering_id, {}))

@@ -212,10 +212,8 @@ class Metrics:
                  [((), node.last_contact_ms() / 1000.0)]),
             ]
         if self.fsm is not None:
-            recs, _ = self.fsm.list(None)
             counts = dict.fromkeys(PEERING_STATES, 0)
-            for r in recs:
-                counts[r["State"]] = counts.get(r["State"], 0) + 1
+            counts.update(self.fsm.state_counts())
             out.append(("peerplane.peerings", "Peerings in the replicated state, by state",
                         ("state",), [((s,), float(n)) for s, n in counts.items()]))
         if self.streams is not None:

@@ -12,11 +12,12 @@ self-registration. The outcomes:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from .commands import Command, op_name
+from .commands import Barrier, Command, op_name
 from .raft import NotApplied, RaftNode, UnknownOutcome
 
 __all__ = ["CAS_RETRIES", "KeptChanging", "NotApplied", "Proposer", "Refused", "UnknownOutcome"]
@@ -47,6 +48,8 @@ class Proposer:
     def __init__(self, node: RaftNode, timeout: float = 5.0) -> None:
         self.node = node
         self.timeout = timeout
+        self._barrier: asyncio.Future[int] | None = None
+        self._next_barrier: asyncio.Future[int] | None = None
 
     async def submit(self, cmd: Command) -> dict[str, Any]:
         """The FSM's result as it is, a refusal included (callers that branch on the kind of
@@ -70,6 +73,37 @@ class Proposer:
             if not _is_cas_conflict(res):
                 raise Refused(res["error"], res.get("kind", "invalid"))
         raise KeptChanging()
+
+    async def barrier(self, timeout: float) -> int:
+        """Commit a no-op through the log; when it is applied here, every write acknowledged
+        before this call is visible locally. Calls arriving while a barrier is in flight share
+        the next one (it starts after they arrived, so it proves leadership for them too)."""
+        if self._barrier is None:
+            self._barrier = asyncio.ensure_future(self._run_barrier(timeout))
+            fut = self._barrier
+        else:
+            if self._next_barrier is None:
+                self._next_barrier = asyncio.ensure_future(self._chain_barrier(timeout))
+            fut = self._next_barrier
+        return await asyncio.shield(fut)
+
+    async def _run_barrier(self, timeout: float) -> int:
+        try:
+            res = await self.node.submit(Barrier(), timeout)
+            return int(res["index"])
+        finally:
+            self._barrier = None
+
+    async def _chain_barrier(self, timeout: float) -> int:
+        current = self._barrier
+        if current is not None:
+            await asyncio.wait([current])
+        self._barrier, self._next_barrier = self._next_barrier, None
+        try:
+            res = await self.node.submit(Barrier(), timeout)
+            return int(res["index"])
+        finally:
+            self._barrier = None
 
     async def attempt(self, cmd: Command) -> dict[str, Any] | None:
         """For routines that retry on their own: the FSM's result (a refusal included, and

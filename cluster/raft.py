@@ -19,7 +19,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import membership, metrics
-from .commands import Barrier, Command, encode, op_name
+from .commands import Command, encode, op_name
 from .fsm import FSM
 from .journal import JournalPath
 from .raft_wall import KEEPALIVE, LeaseTracker, PeerplaneSyncObj
@@ -144,8 +144,6 @@ class RaftNode:
         self.timing = timing
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state_listeners: list[Callable[[], None]] = []
-        self._barrier: asyncio.Future[int] | None = None
-        self._next_barrier: asyncio.Future[int] | None = None
         self._reads: list[_PendingRead] = []
         self._reads_check_scheduled = False
         self._round_started: float | None = None
@@ -284,7 +282,8 @@ class RaftNode:
         _, err = await self._call(lambda cb: change(addr, callback=cb), timeout)
         if err == FAIL_REASON.REQUEST_DENIED:
             raise NotApplied("a membership change is already in progress")
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED,
+                   _LOST_QUORUM):
             raise UnknownOutcome(f"raft: {err}")
         if err != FAIL_REASON.SUCCESS:
             raise NotApplied(f"raft: {err}")
@@ -292,37 +291,6 @@ class RaftNode:
     def _membership_changed(self, servers: list[str]) -> None:  # tick thread
         log.info("raft membership: %s", ", ".join(servers))
         membership.store_servers(self.data_dir, servers)
-
-    async def barrier(self, timeout: float) -> int:
-        """Commit a no-op through the log; when it is applied here, every write acknowledged
-        before this call is visible locally. Calls arriving while a barrier is in flight share
-        the next one (it starts after they arrived, so it proves leadership for them too)."""
-        if self._barrier is None:
-            self._barrier = asyncio.ensure_future(self._run_barrier(timeout))
-            fut = self._barrier
-        else:
-            if self._next_barrier is None:
-                self._next_barrier = asyncio.ensure_future(self._chain_barrier(timeout))
-            fut = self._next_barrier
-        return await asyncio.shield(fut)
-
-    async def _run_barrier(self, timeout: float) -> int:
-        try:
-            res = await self.submit(Barrier(), timeout)
-            return int(res["index"])
-        finally:
-            self._barrier = None
-
-    async def _chain_barrier(self, timeout: float) -> int:
-        current = self._barrier
-        if current is not None:
-            await asyncio.wait([current])
-        self._barrier, self._next_barrier = self._next_barrier, None
-        try:
-            res = await self.submit(Barrier(), timeout)
-            return int(res["index"])
-        finally:
-            self._barrier = None
 
     async def read_index(self, timeout: float) -> int:
         """ReadIndex (Raft thesis §6.4; Consul's VerifyLeader, etcd's default read): note the

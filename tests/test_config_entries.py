@@ -3,6 +3,9 @@ shapes, CAS, validation texts, read modes."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from lab.cluster import LocalCluster
@@ -165,3 +168,23 @@ def test_unknown_kind_on_get_and_delete_is_400(dc: LocalCluster):
 def test_delete_without_a_name_is_404(dc: LocalCluster):
     assert_error(dc.agents[0].call("DELETE", "/v1/config/exported-services"), 404,
                  "Must provide both a kind and name to delete")
+
+
+def test_blocking_get_returns_when_the_entry_changes(clean: LocalCluster):
+    a = clean.agents[1]
+    a.call("PUT", "/v1/config", entry(export("web", "p")))
+    index = a.call("GET", PATH).headers["X-Consul-Index"]
+    result: dict = {}
+
+    def watch() -> None:
+        result["reply"] = a.call("GET", f"{PATH}?index={index}&wait=20s")
+
+    t = threading.Thread(target=watch)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive()
+    clean.agents[2].call("PUT", "/v1/config", entry(export("api", "p")))
+    t.join(15)
+    reply = result["reply"]
+    assert reply.json()["Services"][0]["Name"] == "api"
+    assert int(reply.headers["X-Consul-Index"]) > int(index)

@@ -326,12 +326,14 @@ def test_request_ids_are_echoed_generated_and_follow_forwarding(obs):
         return [o for o in json_lines(agent)
                 if o.get("request_id") == rid and o["@module"] == "peerplane.http"]
 
-    for agent in (follower, leader):
+    for agent in (follower, leader):  # one line per server: the stack runs once on each
         (line,) = eventually(lambda agent=agent: logged(agent))
         assert line["@level"] == "debug"
         assert line["route"] == "/v1/peerings" and line["status"] == 200
         assert line["@message"].startswith("Request finished: method=GET url=/v1/peerings ")
         assert line["node"] == agent.name
+        # The follower's line says which leader answered; the leader served it itself.
+        assert line.get("forwarded_to") == (leader.raft_addr if agent is follower else None)
 
 
 def test_no_secrets_in_logs(obs):

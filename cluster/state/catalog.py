@@ -26,12 +26,14 @@ nothing changes nothing and does not move any index):
   emptied node may exceed it) imported from Peer; the result has `deleted` and `remaining`, so
   a leader routine can delete a large import in bounded Raft entries until `remaining` is 0.
 
-Reads (any thread; each takes the FSM lock): `services(peer)`, `service_nodes(name, peer)`,
-`health(name, peer)`, `nodes(peer)` return records plus the index a blocking query on them
-waits for; `node(name, peer)`, `service(node, id, peer)`, `check(node, id, peer)` one record;
-`imported_names(peer)`, `record_count(peer)`; `services_index(peer)`,
-`nodes_index(peer)`, `service_index(name, peer)` for blocking waits. Service names are matched
-case-insensitively (Consul's memdb indexes are lowercase).
+Reads (cluster/state/catalog_reads.py; any thread, each takes the FSM lock):
+`services(peer)`, `service_nodes(name, peer)`, `health(name, peer)`, `nodes(peer)` return
+records plus the index a blocking query on them waits for; `node(name, peer)`,
+`service(node, id, peer)`, `check(node, id, peer)` one record; `imported_names(peer)`,
+`service_names(peer)`, `record_count(peer)`; `services_index(peer)`, `nodes_index(peer)`,
+`service_index(name, peer)` for blocking waits. Service names are matched case-insensitively
+(Consul's memdb indexes are lowercase). Record builders and field checks:
+cluster/state/catalog_records.py.
 
 Records are replaced, never mutated, so a record handed to a reader stays consistent.
 """
@@ -41,149 +43,27 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .catalog_reads import CatalogReads, ItemKey, NameKey, NodeKey
+from .catalog_records import (
+    STATUSES,
+    Record,
+    as_map,
+    check_record,
+    int_field,
+    node_record,
+    peer_of,
+    record_list,
+    same,
+    service_record,
+    str_list,
+)
 from .errors import CommandError
 
-Record = dict[str, Any]
-NodeKey = tuple[str, str]  # (peer, lowercased node name)
-ItemKey = tuple[str, str, str]  # (peer, lowercased node name, service or check ID)
-NameKey = tuple[str, str]  # (peer, lowercased service name)
-
-STATUSES = ("passing", "warning", "critical", "maintenance")
-_INDEXES = ("CreateIndex", "ModifyIndex")
+__all__ = ["OPS", "STATUSES", "Catalog"]
 
 
-# ---- field checks: a wrongly typed value is refused before it could be stored ----
 
-
-def _str(obj: dict[str, Any], key: str, what: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise CommandError(f"invalid command: {what}.{key} has the wrong type")
-    return value
-
-
-def _int(obj: dict[str, Any], key: str, what: str) -> int:
-    value = obj.get(key)
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise CommandError(f"invalid command: {what}.{key} has the wrong type")
-    return value
-
-
-def _str_map(obj: dict[str, Any], key: str, what: str) -> dict[str, str] | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise CommandError(f"invalid command: {what}.{key} has the wrong type")
-    return dict(value)
-
-
-def _str_list(obj: dict[str, Any], key: str, what: str) -> list[str] | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise CommandError(f"invalid command: {what}.{key} has the wrong type")
-    return list(value)
-
-
-def _map(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CommandError(f"invalid command: {what} is not a map")
-    return value
-
-
-def node_record(value: Any, peer: str) -> Record:
-    obj = _map(value, "Node")
-    rec = {
-        "ID": _str(obj, "ID", "Node"),
-        "Node": _str(obj, "Node", "Node"),
-        "Address": _str(obj, "Address", "Node"),
-        "Datacenter": _str(obj, "Datacenter", "Node"),
-        "TaggedAddresses": _str_map(obj, "TaggedAddresses", "Node"),
-        "Meta": _str_map(obj, "Meta", "Node"),
-        "PeerName": peer,
-    }
-    if not rec["Node"]:
-        raise CommandError("Must provide node")
-    return rec
-
-
-def service_record(value: Any, node: str, peer: str) -> Record:
-    obj = _map(value, "Service")
-    weights = obj.get("Weights")
-    if weights is not None:
-        weights = _map(weights, "Service.Weights")
-        weights = {"Passing": _int(weights, "Passing", "Service.Weights"),
-                   "Warning": _int(weights, "Warning", "Service.Weights")}
-    tagover = obj.get("EnableTagOverride", False)
-    if not isinstance(tagover, bool):
-        raise CommandError("invalid command: Service.EnableTagOverride has the wrong type")
-    rec = {
-        "Node": node,
-        "ID": _str(obj, "ID", "Service"),
-        "Service": _str(obj, "Service", "Service"),
-        "Tags": _str_list(obj, "Tags", "Service"),
-        "Address": _str(obj, "Address", "Service"),
-        "Meta": _str_map(obj, "Meta", "Service"),
-        "Port": _int(obj, "Port", "Service"),
-        "Weights": weights or {"Passing": 1, "Warning": 1},
-        "EnableTagOverride": tagover,
-        "PeerName": peer,
-    }
-    if not rec["ID"] or not rec["Service"]:
-        raise CommandError("invalid command: a service needs an ID and a name")
-    return rec
-
-
-def check_record(value: Any, node: str, peer: str) -> Record:
-    obj = _map(value, "Check")
-    rec = {
-        "Node": node,
-        "CheckID": _str(obj, "CheckID", "Check"),
-        "Name": _str(obj, "Name", "Check"),
-        "Status": _str(obj, "Status", "Check") or "critical",  # Consul's default
-        "Notes": _str(obj, "Notes", "Check"),
-        "Output": _str(obj, "Output", "Check"),
-        "ServiceID": _str(obj, "ServiceID", "Check"),
-        "ServiceName": "",
-        "ServiceTags": None,
-        "Type": _str(obj, "Type", "Check"),
-        "PeerName": peer,
-    }
-    if not rec["CheckID"]:
-        raise CommandError("invalid command: a check needs a CheckID")
-    if rec["Status"] not in STATUSES:
-        raise CommandError(f"invalid command: unknown check status {rec['Status']!r}")
-    return rec
-
-
-def _records(value: Any, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise CommandError(f"invalid command: {what} is not a list")
-    return value
-
-
-def _peer(cmd: dict[str, Any]) -> str:
-    peer = cmd.get("Peer")
-    if not isinstance(peer, str) or not peer:
-        raise CommandError("invalid command: Peer must be a peering name")
-    return peer
-
-
-def _same(old: Record | None, new: Record) -> bool:
-    return old is not None and all(old.get(k) == v for k, v in new.items() if k not in _INDEXES)
-
-
-class Catalog:
+class Catalog(CatalogReads):
     """The catalog table. Mutators run in the FSM's apply (under its lock) and get the index
     the command will have if it changes anything; they return whether it did."""
 
@@ -239,7 +119,7 @@ class Catalog:
         old = self._nodes.get(key)
         if old is not None and not rec["ID"]:
             rec = dict(rec, ID=old["ID"])  # a registration without an ID keeps the node's ID
-        if _same(old, rec):
+        if same(old, rec):
             return False
         self._nodes[key] = dict(rec, CreateIndex=old["CreateIndex"] if old else index,
                                ModifyIndex=index)
@@ -254,7 +134,7 @@ class Catalog:
         peer, node = rec["PeerName"], rec["Node"].lower()
         key = (peer, node, rec["ID"])
         old = self._services.get(key)
-        if _same(old, rec):
+        if same(old, rec):
             return False
         self._services[key] = dict(rec, CreateIndex=old["CreateIndex"] if old else index,
                                    ModifyIndex=index)
@@ -298,7 +178,7 @@ class Catalog:
             svc = self._services[(peer, node, rec["ServiceID"])]
             rec = dict(rec, ServiceName=svc["Service"], ServiceTags=svc["Tags"])
         old = self._checks.get(key)
-        if _same(old, rec):
+        if same(old, rec):
             return False
         if old is not None:
             self._unlink_check(key, old, index)
@@ -397,7 +277,7 @@ class Catalog:
         svc = None
         if cmd.get("Service") is not None:
             svc = service_record(cmd["Service"], name, "")
-        checks = [check_record(c, name, "") for c in _records(cmd.get("Checks"), "Checks")]
+        checks = [check_record(c, name, "") for c in record_list(cmd.get("Checks"), "Checks")]
         for chk in checks:
             sid = chk["ServiceID"]
             if sid and not (svc is not None and svc["ID"] == sid) and (*key, sid) not in (
@@ -430,19 +310,19 @@ class Catalog:
         return {"changed": bool(gone)}
 
     def _import_service(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        peer, name = _peer(cmd), cmd.get("Service")
+        peer, name = peer_of(cmd), cmd.get("Service")
         if not isinstance(name, str) or not name:
             raise CommandError("invalid command: Service must be a service name")
         instances: list[tuple[Record, Record, list[Record]]] = []
-        for item in _records(cmd.get("Nodes"), "Nodes"):
-            item = _map(item, "Nodes[]")
+        for item in record_list(cmd.get("Nodes"), "Nodes"):
+            item = as_map(item, "Nodes[]")
             node = node_record(item.get("Node"), peer)
             svc = service_record(item.get("Service"), node["Node"], peer)
             if svc["Service"].lower() != name.lower():
                 raise CommandError("invalid command: an instance of another service")
             checks = [
-                check_record(dict(_map(c, "Check"), ServiceID=svc["ID"]), node["Node"], peer)
-                for c in _records(item.get("Checks"), "Checks")
+                check_record(dict(as_map(c, "Check"), ServiceID=svc["ID"]), node["Node"], peer)
+                for c in record_list(item.get("Checks"), "Checks")
             ]
             instances.append((node, svc, checks))
         keep = {(peer, n["Node"].lower(), s["ID"]) for n, s, _ in instances}
@@ -476,14 +356,14 @@ class Catalog:
         return gone
 
     def _import_delete_service(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        peer, name = _peer(cmd), cmd.get("Service")
+        peer, name = peer_of(cmd), cmd.get("Service")
         if not isinstance(name, str):
             raise CommandError("invalid command: Service must be a service name")
         return {"changed": bool(self._remove_imported(peer, name, index))}
 
     def _import_prune(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        peer = _peer(cmd)
-        keep = _str_list(cmd, "Keep", "command") or []
+        peer = peer_of(cmd)
+        keep = str_list(cmd, "Keep", "command") or []
         wanted = {n.lower() for n in keep}
         gone = 0
         for name in list(self._peer_names.get(peer, {})):
@@ -492,7 +372,7 @@ class Catalog:
         return {"changed": bool(gone), "deleted": gone}
 
     def _import_delete_peer(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        peer, limit = _peer(cmd), _int(cmd, "Limit", "command")
+        peer, limit = peer_of(cmd), int_field(cmd, "Limit", "command")
         if limit <= 0:
             raise CommandError("invalid command: Limit must be positive")
         gone = 0
@@ -510,98 +390,6 @@ class Catalog:
                 break
         return {"changed": bool(gone), "deleted": gone,
                 "remaining": self._peer_records.get(peer, 0)}
-
-    # ---- reads ----
-
-    def services(self, peer: str = "") -> tuple[dict[str, list[str]], int]:
-        """Consul's /v1/catalog/services: service name -> its instances' tags (deduplicated,
-        sorted), names sorted."""
-        with self._lock:
-            out: dict[str, dict[str, None]] = {}
-            for lname in self._peer_names.get(peer, {}):
-                for skey in self._by_name[(peer, lname)]:
-                    svc = self._services[skey]
-                    tags = out.setdefault(svc["Service"], {})
-                    for tag in svc["Tags"] or ():
-                        tags[tag] = None
-            index = self._services_index.get(peer, 0)
-        return {name: sorted(out[name]) for name in sorted(out)}, index
-
-    def _instances(self, name: str, peer: str) -> list[ItemKey]:
-        keys = list(self._by_name.get((peer, name.lower()), {}))
-        keys.sort(key=lambda k: (self._nodes[k[:2]]["Node"], k[2]))
-        return keys
-
-    def service_nodes(self, name: str, peer: str = "") -> tuple[list[tuple[Record, Record]], int]:
-        """(node, service) of every instance of a service, by node name then service ID."""
-        with self._lock:
-            rows = [(self._nodes[k[:2]], self._services[k]) for k in self._instances(name, peer)]
-            return rows, self._service_index(name, peer)
-
-    def health(
-        self, name: str, peer: str = ""
-    ) -> tuple[list[tuple[Record, Record, list[Record]]], int]:
-        """(node, service, checks) of every instance; checks are the node's own checks and the
-        instance's, sorted by CheckID."""
-        with self._lock:
-            rows = []
-            for key in self._instances(name, peer):
-                nkey = key[:2]
-                ids = [*self._node_checks.get(nkey, {}), *self._service_checks.get(key, {})]
-                checks = sorted((self._checks[(*nkey, cid)] for cid in ids),
-                                key=lambda c: c["CheckID"])
-                rows.append((self._nodes[nkey], self._services[key], checks))
-            return rows, self._service_index(name, peer)
-
-    def nodes(self, peer: str = "") -> tuple[list[Record], int]:
-        with self._lock:
-            recs = [self._nodes[k] for k in self._peer_nodes.get(peer, {})]
-            index = self._nodes_index.get(peer, 0)
-        recs.sort(key=lambda r: r["Node"])
-        return recs, index
-
-    def node(self, name: str, peer: str = "") -> Record | None:
-        with self._lock:
-            return self._nodes.get((peer, name.lower()))
-
-    def service(self, node: str, sid: str, peer: str = "") -> Record | None:
-        with self._lock:
-            return self._services.get((peer, node.lower(), sid))
-
-    def check(self, node: str, cid: str, peer: str = "") -> Record | None:
-        with self._lock:
-            return self._checks.get((peer, node.lower(), cid))
-
-    def imported_names(self, peer: str) -> list[str]:
-        """Names of the services imported from a peer, sorted."""
-        return self.service_names(peer) if peer else []
-
-    def service_names(self, peer: str = "") -> list[str]:
-        """Names of a peer's services ("" = local), sorted; no walk over instances."""
-        with self._lock:
-            names = [self._services[next(iter(self._by_name[(peer, n)]))]["Service"]
-                     for n in self._peer_names.get(peer, {})]
-        return sorted(names)
-
-    def record_count(self, peer: str) -> int:
-        with self._lock:
-            return self._peer_records.get(peer, 0)
-
-    def _service_index(self, name: str, peer: str) -> int:
-        # Consul falls back to the services table index when the service has no index entry
-        return self._name_index.get((peer, name.lower()), self._services_index.get(peer, 0))
-
-    def service_index(self, name: str, peer: str = "") -> int:
-        with self._lock:
-            return self._service_index(name, peer)
-
-    def services_index(self, peer: str = "") -> int:
-        with self._lock:
-            return self._services_index.get(peer, 0)
-
-    def nodes_index(self, peer: str = "") -> int:
-        with self._lock:
-            return self._nodes_index.get(peer, 0)
 
     # ---- snapshots (called with the FSM lock held) ----
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .catalog_records import record_list
 from .errors import CommandError
 
 Record = dict[str, Any]
@@ -43,14 +44,6 @@ def _strings(obj: dict[str, Any], keys: tuple[str, ...], what: str) -> Record:
     return out
 
 
-def _list(value: Any, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise CommandError(f"invalid command: {what} is not a list")
-    return value
-
-
 def entry_record(value: Any) -> Record:
     """The stored form of an entry, types checked."""
     if not isinstance(value, dict):
@@ -61,7 +54,7 @@ def entry_record(value: Any) -> Record:
     if not isinstance(name, str) or not name:
         raise CommandError("invalid command: Entry.Name has the wrong type")
     services = []
-    for svc in _list(value.get("Services"), "Entry.Services"):
+    for svc in record_list(value.get("Services"), "Entry.Services"):
         if not isinstance(svc, dict):
             raise CommandError("invalid command: Entry.Services[] is not a map")
         rec = {"Name": svc.get("Name")}
@@ -69,7 +62,7 @@ def entry_record(value: Any) -> Record:
             raise CommandError("invalid command: Services[].Name has the wrong type")
         rec.update(_strings(svc, ("Namespace",), "Services[]"))
         consumers = []
-        for consumer in _list(svc.get("Consumers"), "Services[].Consumers"):
+        for consumer in record_list(svc.get("Consumers"), "Services[].Consumers"):
             if not isinstance(consumer, dict):
                 raise CommandError("invalid command: Consumers[] is not a map")
             consumers.append(_strings(consumer, _CONSUMER_KEYS, "Consumers[]"))
