@@ -149,6 +149,15 @@ def test_bootstrap_expect_0_from_a_variable_unsets_the_files_value(tmp_path: Pat
     assert joined["bootstrap_expect"] is None and joined["join"] == ["a", "b"]
 
 
+def test_flags_may_be_spelled_with_one_dash_as_consul_does(tmp_path: Path) -> None:
+    argv = config.go_style_flags(["-config-file=a.hcl", "-data-dir", "/d", "-http-port=1",
+                                  "-tls-verify-incoming", "-h", "--node", "n", "-x"])
+    assert argv == ["--config-file=a.hcl", "--data-dir", "/d", "--http-port=1",
+                    "--tls-verify-incoming", "-h", "--node", "n", "-x"]
+    proc = peerplane("agent", "-data-dir", str(tmp_path), "-http-port=x")
+    assert proc.stderr == "peerplane agent: --http-port: expected an integer, got 'x'\n"
+
+
 def test_tls_https_block_wins_over_tls_defaults(tmp_path: Path) -> None:
     f = tmp_path / "tls.hcl"
     f.write_text('tls {\n  defaults {\n    ca_file = "/d/ca.pem"\n    cert_file = "/d/c.pem"\n'
