@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -233,12 +232,10 @@ def test_validate_needs_a_path_and_names_missing_files(tmp_path: Path) -> None:
 def test_validate_does_not_start_anything(tmp_path: Path) -> None:
     http, raft, peering = free_ports(3)
     path = server_hcl(tmp_path, http, raft, peering)
-    started = time.monotonic()
     assert peerplane("validate", str(path)).returncode == 0
     assert not (tmp_path / "data").exists()
     with pytest.raises(OSError):
         call("GET", f"http://127.0.0.1:{http}/v1/status/leader", timeout=1)
-    assert time.monotonic() - started < 60
 
 
 def test_every_agent_flag_has_help_with_its_default_and_variable() -> None:
