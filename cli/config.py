@@ -155,6 +155,18 @@ def show_default(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def go_style_flags(argv: list[str]) -> list[str]:
+    """Consul's agent takes its flags with one dash (`-config-file=x`, `-data-dir x`): accept
+    that spelling of every agent flag too."""
+    known = {o.flag for o in OPTIONS} | {"--config-file", "--config-dir"}
+    out = []
+    for arg in argv:
+        name = "-" + arg.partition("=")[0]
+        out.append("-" + arg if arg.startswith("-") and not arg.startswith("--") and
+                   name in known else arg)
+    return out
+
+
 def parse_agent_flags(argv: list[str]) -> argparse.Namespace:
     """The agent's flags alone (tests and tools; `peerplane agent` uses its subparser)."""
     p = argparse.ArgumentParser(prog="peerplane agent")

@@ -282,7 +282,8 @@ class RaftNode:
         _, err = await self._call(lambda cb: change(addr, callback=cb), timeout)
         if err == FAIL_REASON.REQUEST_DENIED:
             raise NotApplied("a membership change is already in progress")
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED,
+                   _LOST_QUORUM):
             raise UnknownOutcome(f"raft: {err}")
         if err != FAIL_REASON.SUCCESS:
             raise NotApplied(f"raft: {err}")

@@ -193,6 +193,7 @@ class PeerplaneSyncObj(SyncObj):
         self._started = time.monotonic()
         self.last_heard: dict[str, float] = {}  # peer address -> when a message last came
         self.round_requested = False
+        self.rounds_sent = 0  # append_entries rounds sent at once for ReadIndex (tests)
         self._pre_vote_term = self._pre_vote_won = -1
         self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
@@ -350,6 +351,7 @@ class PeerplaneSyncObj(SyncObj):
         round_requested, self.round_requested = self.round_requested, False
         if self.send_deferred or (round_requested and self._isLeader()):
             self.send_deferred = False
+            self.rounds_sent += round_requested
             self._SyncObj__sendAppendEntries()
 
     # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
