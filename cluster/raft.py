@@ -74,7 +74,7 @@ class _PendingRead:
     done: asyncio.Future[int]
 
 
-class _Replica(SyncObjConsumer):
+class Replica(SyncObjConsumer):
     """The single replicated entry point. PySyncObj numbers replicated methods alphabetically,
     so there is exactly one and it never changes: commands are dispatched inside the FSM."""
 
@@ -152,7 +152,7 @@ class RaftNode:
             timing, password=password, bind_addr=bind_addr, data_dir=data_dir,
             compaction_entries=compaction_entries, onStateChanged=self._on_state_changed,
         )
-        self._replica = _Replica(fsm)
+        self._replica = Replica(fsm)
         self._lease = LeaseTracker()
         self.data_dir = data_dir
         # The servers this node last knew win over the configured ones (see membership.py).
@@ -282,7 +282,8 @@ class RaftNode:
         _, err = await self._call(lambda cb: change(addr, callback=cb), timeout)
         if err == FAIL_REASON.REQUEST_DENIED:
             raise NotApplied("a membership change is already in progress")
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED,
+                   _LOST_QUORUM):
             raise UnknownOutcome(f"raft: {err}")
         if err != FAIL_REASON.SUCCESS:
             raise NotApplied(f"raft: {err}")

@@ -52,6 +52,7 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__raftLeader"),
     (SyncObj, "_SyncObj__raftElectionDeadline"),
     (SyncObj, "_SyncObj__transport"),
+    (SyncObj, "_SyncObj__transferInProgress"),
     (SyncObj, "_SyncObj__pipeNotifier"),
     (SyncObj, "_SyncObj__raftNextIndex"),
 )
@@ -192,6 +193,9 @@ class PeerplaneSyncObj(SyncObj):
         self._started = time.monotonic()
         self.last_heard: dict[str, float] = {}  # peer address -> when a message last came
         self.round_requested = False
+        self.rounds_sent = 0  # append_entries rounds sent at once for ReadIndex (tests)
+        self._pre_vote_term = self._pre_vote_won = -1
+        self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
@@ -224,10 +228,62 @@ class PeerplaneSyncObj(SyncObj):
         if now >= self._next_keepalive:
             self._next_keepalive = now + KEEPALIVE
             self._keep_links_read()
+        self._pre_vote_gate(now)
         try:
             SyncObj._onTick(self, timeToWait)
         except JournalError:
             time.sleep(timeToWait)  # the journal logged why; from the next tick on we sit out
+
+    # ---- PreVote (Raft thesis §9.6; etcd's PreVote) ----
+    # PySyncObj campaigns with term + 1 as soon as its election deadline passes, so a server
+    # back from a partition, or a follower that missed heartbeats, deposed a leader that still
+    # had its quorum (its higher term made the leader step down). Here a passing deadline first
+    # starts a pre-vote round that changes no term: peers answer whether they *would* vote (no
+    # if they heard from a leader within vote_guard, or lead, or the candidate's log is behind
+    # theirs). PySyncObj's own campaign runs only after a majority said yes.
+
+    def _pre_vote_gate(self, now: float) -> None:
+        if (self._SyncObj__raftState == _LEADER or self.selfNode is None
+                or self._SyncObj__raftElectionDeadline >= now
+                or self._SyncObj__transferInProgress):  # a leadership transfer campaigns as is
+            return
+        if self._SyncObj__raftLeader is not None:
+            # No word from the leader for an election timeout: stop naming it (as PySyncObj
+            # does when it campaigns; KnownLeader=false), forwarded commands' outcome unknown.
+            self._SyncObj__raftLeader = None
+            self._SyncObj__onLeaderChanged()
+        if self.otherNodes and not any(self.isNodeConnected(n) for n in self.otherNodes):
+            return  # PySyncObj campaigns only when connected; ask once a link is up
+        term = self.raftCurrentTerm + 1
+        if self._pre_vote_won == term:
+            return  # SyncObj._onTick campaigns now
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._pre_vote_term, self._pre_votes = term, {str(self.selfNode)}
+        _, index, last_term = self._SyncObj__raftLog[-1]
+        for node in self.otherNodes:
+            self._SyncObj__transport.send(node, {"type": "pre_vote", "term": term,
+                                                 "last_log_index": index,
+                                                 "last_log_term": last_term})
+        self._count_pre_votes()  # a single server wins at once
+
+    def _count_pre_votes(self) -> None:
+        if len(self._pre_votes) > (len(self.otherNodes) + 1) / 2:
+            self._pre_vote_won = self._pre_vote_term
+            self._SyncObj__raftElectionDeadline = 0.0  # campaign on this tick
+
+    def _on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        if message["type"] == "pre_vote_response":
+            if (message.get("granted") and message.get("term") == self._pre_vote_term
+                    and self._SyncObj__raftState != _LEADER):
+                self._pre_votes.add(str(node))
+                self._count_pre_votes()
+            return
+        _, index, last_term = self._SyncObj__raftLog[-1]
+        heard = self._isLeader() or time.monotonic() - self.last_leader_contact < self.vote_guard
+        granted = (message["term"] > self.raftCurrentTerm and not heard and not self._sitting_out
+                   and (message["last_log_term"], message["last_log_index"]) >= (last_term, index))
+        self._SyncObj__transport.send(node, {"type": "pre_vote_response",
+                                             "term": message["term"], "granted": granted})
 
     def _keep_links_read(self) -> None:
         """PySyncObj drops a connection, and the message being sent, on the first send after
@@ -295,6 +351,7 @@ class PeerplaneSyncObj(SyncObj):
         round_requested, self.round_requested = self.round_requested, False
         if self.send_deferred or (round_requested and self._isLeader()):
             self.send_deferred = False
+            self.rounds_sent += round_requested
             self._SyncObj__sendAppendEntries()
 
     # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
@@ -325,6 +382,8 @@ class PeerplaneSyncObj(SyncObj):
         self.last_heard[str(node)] = time.monotonic()
         if self._sitting_out and kind in ("append_entries", "request_vote", "timeout_now"):
             return
+        if kind in ("pre_vote", "pre_vote_response"):
+            return self._on_pre_vote(node, message)  # ours: PySyncObj never sees them
         if kind == "next_node_idx":
             self.lease.on_response(node)
             if self.on_ack is not None:

@@ -306,3 +306,70 @@ def test_stale_reads_on_an_isolated_leader_say_how_stale_they_are_and_max_stale_
     follower = next(a for a in rest if a is not new)
     fresh = follower.call("GET", "/v1/peerings?max_stale=1s", timeout=10)
     assert fresh.status == 200 and "majority-write" in names(fresh)
+
+
+class _Writer:
+    """Writes through one server, one after another, until stopped; keeps every outcome."""
+
+    def __init__(self, agent: Agent, prefix: str) -> None:
+        self.agent, self.prefix, self.outcomes = agent, prefix, []
+        self._stop = False
+        self._pool = ThreadPoolExecutor(1)
+        self._done = self._pool.submit(self._run)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop:
+            n += 1
+            try:
+                reply = self.agent.call("POST", "/v1/peering/token",
+                                        {"PeerName": f"{self.prefix}-{n}"}, timeout=HOLD_WAIT)
+                self.outcomes.append((reply.status, reply.text[:80]))
+            except OSError as e:
+                self.outcomes.append((0, repr(e)))
+            time.sleep(0.02)
+
+    def stop(self) -> list[tuple[int, str]]:
+        self._stop = True
+        self._done.result()
+        self._pool.shutdown()
+        return self.outcomes
+
+
+def _heal_and_watch(c: NetnsCluster, leader: Agent, writer: _Writer,
+                    record_property: Callable[[str, Any], None]) -> None:
+    before = term(leader)
+    c.heal()
+    time.sleep(4.0)  # several election timeouts: a disruptive rejoin would have happened
+    outcomes = writer.stop()
+    report(record_property, "writes_during_partition_and_heal", len(outcomes))
+    assert c.leader(timeout=10) is leader
+    assert term(leader) == before, "the healed server deposed the leader"
+    assert [o for o in outcomes if o[0] != 200] == []
+    assert len(outcomes) > 10
+
+
+def test_healing_an_isolated_follower_keeps_the_leader_and_fails_no_write(
+        netns_cluster, record_property):
+    c = netns_cluster
+    leader = c.leader()
+    follower = next(a for a in c.agents if a is not leader)
+    writer = _Writer(leader, "follower-cut")
+    c.isolate(follower)
+    # Long enough to miss many heartbeats and try elections of its own (PreVote: refused).
+    until(lambda: last_contact_ms(follower) > 4000, 20)
+    _heal_and_watch(c, leader, writer, record_property)
+    until(lambda: f"follower-cut-{len(writer.outcomes)}" in stale_names(follower), 20)
+
+
+def test_healing_the_isolated_old_leader_keeps_the_new_leader_and_fails_no_write(
+        netns_cluster, record_property):
+    c = netns_cluster
+    old = c.leader()
+    rest = [a for a in c.agents if a is not old]
+    c.isolate(old)
+    new = c.leader(among=rest, timeout=20)
+    writer = _Writer(new, "leader-cut")
+    until(lambda: last_contact_ms(old) > 5000, 20)
+    _heal_and_watch(c, new, writer, record_property)
+    until(lambda: f"leader-cut-{len(writer.outcomes)}" in stale_names(old), 20)
