@@ -16,8 +16,9 @@ import os
 import time
 
 from .fsm import FSM
+from .lease import LeaseTracker
 from .raft import RaftTiming, Replica, sync_conf
-from .raft_wall import LeaseTracker, PeerplaneSyncObj
+from .raft_wall import PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 

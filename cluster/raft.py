@@ -22,7 +22,8 @@ from . import membership, metrics
 from .commands import Command, encode, op_name
 from .fsm import FSM
 from .journal import JournalPath
-from .raft_wall import KEEPALIVE, LeaseTracker, PeerplaneSyncObj
+from .lease import LeaseTracker
+from .raft_wall import KEEPALIVE, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
