@@ -284,22 +284,19 @@ def tokens_index(ctx: ServerContext, _: Any) -> int:
     return ctx.fsm.acl_tokens_index
 
 
-async def policy_read(request: web.Request, policy_id: str) -> web.StreamResponse:
-    ctx = acl_context(request)
-    rec = ctx.fsm.acl_policy(policy_id)
+def _one_policy(request: web.Request, rec: Record | None) -> web.StreamResponse:
     if rec is None:
         raise APIError(404, "Requested policy does not exist: ACL not found")
-    return json_response(request, policy_json(rec),
-                         read_headers(request, ctx.fsm.acl_policies_index))
+    index = acl_context(request).fsm.acl_policies_index
+    return json_response(request, policy_json(rec), read_headers(request, index))
+
+
+async def policy_read(request: web.Request, policy_id: str) -> web.StreamResponse:
+    return _one_policy(request, acl_context(request).fsm.acl_policy(policy_id))
 
 
 async def policy_read_by_name(request: web.Request, name: str) -> web.StreamResponse:
-    ctx = acl_context(request)
-    rec = ctx.fsm.acl_policy_by_name(name)
-    if rec is None:
-        raise APIError(404, "Requested policy does not exist: ACL not found")
-    return json_response(request, policy_json(rec),
-                         read_headers(request, ctx.fsm.acl_policies_index))
+    return _one_policy(request, acl_context(request).fsm.acl_policy_by_name(name))
 
 
 async def policy_list(request: web.Request, _: None) -> web.StreamResponse:

@@ -15,7 +15,6 @@ endpoint is open like them: the views work the same with ACLs on, whatever the c
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 from importlib import metadata
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from cluster import logs
+from cluster import gotime, logs
 
 from .authz import AGENT_READ, OPEN, OPERATOR_READ
 from .context import SERVER, ServerContext
@@ -177,8 +176,7 @@ def _stable_since(request: web.Request, addr: str, healthy: bool) -> str:
     table = request.app[_HEALTH_SINCE]
     prev = table.get(addr)
     if prev is None or prev[0] != healthy:
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
-        table[addr] = (healthy, now.replace("+00:00", "Z"))
+        table[addr] = (healthy, gotime.now())  # Go's RFC3339Nano, as Consul writes it
     return table[addr][1]
 
 

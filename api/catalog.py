@@ -129,7 +129,7 @@ def _check_register(ctx: ServerContext, body: dict[str, Any]) -> dict[str, Any]:
     if not body.get("Address") and not skip:
         raise bad_request("Must provide address if SkipNodeUpdate is not set")
     cmd: dict[str, Any] = {
-        "op": "catalog_register", "SkipNodeUpdate": skip,
+        "SkipNodeUpdate": skip,
         "Node": {"Node": node, "ID": body.get("ID", ""), "Address": body.get("Address", ""),
                  "Datacenter": ctx.datacenter, "TaggedAddresses": body.get("TaggedAddresses"),
                  "Meta": body.get("NodeMeta")},

@@ -20,7 +20,7 @@ from cluster import logs
 
 from .context import SERVER, ServerContext
 from .errors import APIError, no_leader
-from .https import server_base
+from .https import log_https_refused, server_base
 
 FORWARDED = "X-Peerplane-Forwarded"
 NOT_LEADER = "X-Peerplane-Not-Leader"
@@ -131,9 +131,11 @@ async def _send(
                 raise _LeaderMoved
             out = {k: v for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE}
             return web.Response(status=resp.status, body=payload, headers=out)
-    except aiohttp.ClientConnectorError:
+    except aiohttp.ClientConnectorError as e:
         if ctx.metrics is not None:
             ctx.metrics.observe_forward(request.method, "error")
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):  # say why, or it looks
+            log_https_refused(target[0], e)                        # like "No cluster leader"
         raise _LeaderMoved from None  # never reached the leader: safe to retry
     except (aiohttp.ClientError, TimeoutError):
         if ctx.metrics is not None:

@@ -10,12 +10,17 @@ clientAuth), so forwarding works with verify_incoming on.
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .context import ServerContext
+
+log = logging.getLogger("peerplane.https")
+_last_warning = 0.0
 
 
 class TLSConfigError(ValueError):
@@ -75,3 +80,15 @@ def server_base(ctx: ServerContext, entry: Mapping[str, Any]) -> tuple[str, dict
     if entry.get("HTTPAddr"):
         return f"http://{entry['HTTPAddr']}", {}
     return None
+
+
+def log_https_refused(base: str, error: Exception) -> None:
+    """A leader whose certificate this server does not accept (another CA, or no
+    server.<dc>.consul name): logged at most every 10 s, the request keeps waiting for a leader
+    it can reach and ends in 503 like any unreachable leader."""
+    global _last_warning
+    if time.monotonic() - _last_warning >= 10.0:
+        _last_warning = time.monotonic()
+        log.warning("cannot forward to the leader at %s: its certificate is refused (%s); "
+                    "server certificates must be signed by the tls ca_file and name "
+                    "server.<datacenter>.consul (peerplane tls cert create -server)", base, error)

@@ -22,7 +22,8 @@ from . import membership, metrics
 from .commands import Command, encode, op_name
 from .fsm import FSM
 from .journal import JournalPath
-from .raft_wall import KEEPALIVE, LeaseTracker, PeerplaneSyncObj
+from .lease import LeaseTracker
+from .raft_wall import KEEPALIVE, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
@@ -74,7 +75,7 @@ class _PendingRead:
     done: asyncio.Future[int]
 
 
-class _Replica(SyncObjConsumer):
+class Replica(SyncObjConsumer):
     """The single replicated entry point. PySyncObj numbers replicated methods alphabetically,
     so there is exactly one and it never changes: commands are dispatched inside the FSM."""
 
@@ -153,7 +154,7 @@ class RaftNode:
             timing, password=password, bind_addr=bind_addr, data_dir=data_dir,
             compaction_entries=compaction_entries, onStateChanged=self._on_state_changed,
         )
-        self._replica = _Replica(fsm)
+        self._replica = Replica(fsm)
         self._lease = LeaseTracker()
         self.data_dir = data_dir
         # The servers this node last knew win over the configured ones (see membership.py).
@@ -295,7 +296,8 @@ class RaftNode:
         _, err = await self._call(lambda cb: change(addr, callback=cb), timeout)
         if err == FAIL_REASON.REQUEST_DENIED:
             raise NotApplied("a membership change is already in progress")
-        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED):
+        if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED,
+                   _LOST_QUORUM):
             raise UnknownOutcome(f"raft: {err}")
         if err != FAIL_REASON.SUCCESS:
             raise NotApplied(f"raft: {err}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
 from typing import Any
 
 import pysyncobj.syncobj as _pysyncobj
@@ -22,6 +21,7 @@ from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION
 
 from .journal import ChecksummedJournal, JournalError, JournalPath
+from .lease import LeaseTracker
 
 log = logging.getLogger("peerplane.raft")
 
@@ -99,39 +99,6 @@ def check_internals(sync_cls: type = SyncObj,
         log.warning("pysyncobj %s installed, cluster/raft_wall.py is written against %s: "
                     "its internals are present, but re-run the chaos suite", VERSION,
                     PYSYNCOBJ_VERSION)
-
-
-class LeaseTracker:
-    """When did a majority last acknowledge something this leader *sent*?
-
-    PySyncObj stamps responses with the time they are processed, which is unsafe for a lease:
-    a leader that was paused (SIGSTOP, GC, swap) processes old acks on waking and would think
-    it was just confirmed. Here every append_entries send time is queued per follower and each
-    response pops the oldest one (TCP keeps order; each append_entries gets one response), so an
-    ack proves the follower accepted this leader *at or after the popped send time*. Lost
-    messages can only make the popped time older, i.e. the lease shorter, never longer.
-    Written by the tick thread, read by the event loop (single dict operations, GIL-atomic).
-    """
-
-    def __init__(self) -> None:
-        self._sent: dict[Any, deque[float]] = {}
-        self.acked: dict[Any, float] = {}
-
-    def on_sent(self, node: Any, at: float) -> None:
-        self._sent.setdefault(node, deque(maxlen=100_000)).append(at)
-
-    def on_response(self, node: Any) -> None:
-        queue = self._sent.get(node)
-        if queue:
-            self.acked[node] = queue.popleft()
-
-    def reset(self, node: Any) -> None:
-        """A connection (re)started: whatever was in flight on the old one is lost."""
-        self._sent.pop(node, None)
-
-    def majority_since(self, others: Any, since: float) -> bool:
-        fresh = 1 + sum(1 for n in others if self.acked.get(n, 0.0) > since)
-        return fresh > (len(others) + 1) / 2
 
 
 def _timed_transport(lease: LeaseTracker) -> Any:
@@ -221,6 +188,7 @@ class PeerplaneSyncObj(SyncObj):
         self._started = time.monotonic()
         self.last_heard: dict[str, float] = {}  # peer address -> when a message last came
         self.round_requested = False
+        self.rounds_sent = 0  # append_entries rounds sent at once for ReadIndex (tests)
         self._pre_vote_term = self._pre_vote_won = -1
         self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
@@ -391,6 +359,7 @@ class PeerplaneSyncObj(SyncObj):
         round_requested, self.round_requested = self.round_requested, False
         if self.send_deferred or (round_requested and self._isLeader()):
             self.send_deferred = False
+            self.rounds_sent += round_requested
             self._SyncObj__sendAppendEntries()
 
     # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----

@@ -1,4 +1,4 @@
-"""Real peerplane clusters for tests: `peerplane agent` processes on 127.0.0.1 ports.
+"""Real peerplane clusters for the lab and the tests: `peerplane agent` processes on 127.0.0.1.
 
 Everything goes through the same CLI a user runs. Faults: SIGKILL, SIGSTOP/SIGCONT, restart
 from the data dir; network partitions with `lab.netns.NetnsCluster` (one namespace per agent).

@@ -1,4 +1,4 @@
-"""A tiny synchronous HTTP client for tests: exact status, headers and body, nothing hidden."""
+"""A tiny synchronous HTTP client for the lab and the tests: exact status, headers and body."""
 
 from __future__ import annotations
 

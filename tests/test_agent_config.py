@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -150,6 +149,15 @@ def test_bootstrap_expect_0_from_a_variable_unsets_the_files_value(tmp_path: Pat
     assert joined["bootstrap_expect"] is None and joined["join"] == ["a", "b"]
 
 
+def test_flags_may_be_spelled_with_one_dash_as_consul_does(tmp_path: Path) -> None:
+    argv = config.go_style_flags(["-config-file=a.hcl", "-data-dir", "/d", "-http-port=1",
+                                  "-tls-verify-incoming", "-h", "--node", "n", "-x"])
+    assert argv == ["--config-file=a.hcl", "--data-dir", "/d", "--http-port=1",
+                    "--tls-verify-incoming", "-h", "--node", "n", "-x"]
+    proc = peerplane("agent", "-data-dir", str(tmp_path), "-http-port=x")
+    assert proc.stderr == "peerplane agent: --http-port: expected an integer, got 'x'\n"
+
+
 def test_tls_https_block_wins_over_tls_defaults(tmp_path: Path) -> None:
     f = tmp_path / "tls.hcl"
     f.write_text('tls {\n  defaults {\n    ca_file = "/d/ca.pem"\n    cert_file = "/d/c.pem"\n'
@@ -233,12 +241,10 @@ def test_validate_needs_a_path_and_names_missing_files(tmp_path: Path) -> None:
 def test_validate_does_not_start_anything(tmp_path: Path) -> None:
     http, raft, peering = free_ports(3)
     path = server_hcl(tmp_path, http, raft, peering)
-    started = time.monotonic()
     assert peerplane("validate", str(path)).returncode == 0
     assert not (tmp_path / "data").exists()
     with pytest.raises(OSError):
         call("GET", f"http://127.0.0.1:{http}/v1/status/leader", timeout=1)
-    assert time.monotonic() - started < 60
 
 
 def test_every_agent_flag_has_help_with_its_default_and_variable() -> None:
@@ -246,7 +252,7 @@ def test_every_agent_flag_has_help_with_its_default_and_variable() -> None:
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())  # argparse wraps lines
     for o in config.OPTIONS:
-        shown = config.show_default(o.default)
+        shown = o.shown or config.show_default(o.default)
         assert f"{o.flag} {o.dest.upper()}" in text or o.kind == "bool", o.flag
         assert f"(default: {shown}; env {o.env}; config {o.keys[0]})" in text, o.flag
     assert "--config-file FILE" in text and "--config-dir DIR" in text

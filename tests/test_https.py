@@ -278,3 +278,33 @@ def test_the_agent_refuses_unreadable_tls_files_before_starting(tmp_path: Path) 
 
 def test_curl_is_installed() -> None:
     assert shutil.which("curl"), "curl is needed (installed by .ci/run)"
+
+
+def test_a_leader_certificate_the_follower_does_not_trust_is_named_in_its_log(
+    pki: Path, tmp_path: Path
+) -> None:
+    """Every server trusts only the *other* CA: nobody can forward. A write through a follower
+    ends in 503 after the hold time, and the follower's log says why (not just "no leader")."""
+    c = LocalCluster(str(tmp_path / "c"), datacenter="dc1")
+    for agent, port in zip(c.agents, free_ports(len(c.agents)), strict=True):
+        agent.https_port = port  # type: ignore[attr-defined]
+        agent.extra_args += [
+            "--https-port", str(port), "--tls-cert-file", str(pki / SERVER),
+            "--tls-key-file", str(pki / SERVER_KEY), "--tls-ca-file", str(pki / "other" / CA)]
+    with c:
+        leader = c.leader()
+        follower = next(a for a in c.agents if a is not leader)
+        ctx = client_context(pki, cert=False)
+
+        def registered() -> bool:  # the follower knows the leader's HTTPS address
+            status, members = https(follower, "GET", "/v1/agent/members?stale", ctx)
+            assert status == 200 and all(m["Tags"]["https_addr"] for m in members), members
+            return True
+
+        eventually(registered, 30, 0.2)
+        status, body = https(follower, "POST", "/v1/peering/token", ctx, {"PeerName": "x"})
+        assert (status, body) == (503, "No cluster leader")
+        assert any("cannot forward to the leader at https://127.0.0.1:" in line and
+                   "its certificate is refused" in line for line in follower.log_lines)
+        status, _ = https(leader, "POST", "/v1/peering/token", ctx, {"PeerName": "y"})
+        assert status == 200

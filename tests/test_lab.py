@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from argparse import Namespace
 
@@ -195,7 +196,10 @@ def test_the_lab_runs_from_the_wheel_installed_in_a_fresh_venv_outside_the_check
     src = _mkdir(tmp_path / "peerplane")  # what an sdist holds: the packages, project files
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(REPO, name), src / name)
-    for package in ("cli", "api", "cluster", "lab"):
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        include = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert "lab" in include
+    for package in (p for p in include if "." not in p):
         shutil.copytree(os.path.join(REPO, package), src / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     wheels, venv, run = tmp_path / "wheels", tmp_path / "venv", _mkdir(tmp_path / "run")
