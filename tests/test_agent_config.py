@@ -252,7 +252,7 @@ def test_every_agent_flag_has_help_with_its_default_and_variable() -> None:
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())  # argparse wraps lines
     for o in config.OPTIONS:
-        shown = config.show_default(o.default)
+        shown = o.shown or config.show_default(o.default)
         assert f"{o.flag} {o.dest.upper()}" in text or o.kind == "bool", o.flag
         assert f"(default: {shown}; env {o.env}; config {o.keys[0]})" in text, o.flag
     assert "--config-file FILE" in text and "--config-dir DIR" in text
