@@ -18,7 +18,7 @@ from api.authz import ACLResolver
 from api.context import ServerContext
 from api.https import HTTPSFiles
 from api.limits import HardenedAppRunner, HTTPLimits
-from cluster import acl, logs, membership, metrics
+from cluster import acl, catchup, logs, membership, metrics
 from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
@@ -127,6 +127,11 @@ async def run_agent(cfg: AgentConfig) -> None:
     if membership.joining(cfg.data_dir, cfg.join, cfg.bootstrap_expect):
         peers = [s for s in await membership.wait_for_view(members, cfg.cluster_secret)
                  if s != cfg.raft_addr]
+        # Snapshot + log first, as a read-only replica: it votes only once caught up.
+        await asyncio.to_thread(
+            catchup.catch_up, peers=peers, data_dir=cfg.data_dir,
+            password=cfg.cluster_secret, bind_addr=f"{cfg.bind}:{cfg.raft_port}",
+            timing=cfg.timing)
     # Replication core: FSM, Raft node, the one proposer.
     fsm = FSM()
     node = RaftNode(

@@ -61,6 +61,10 @@ def test_a_server_started_with_join_becomes_a_voter_shown_by_every_view(fresh_cl
         assert {"Name": "peerplane.raft.servers", "Value": 4.0, "Labels": {}} in gauges
         ui = a.call("GET", "/v1/internal/ui/cluster").json()
         assert new.name in {s["Name"] for s in ui["Servers"]}
+    # It caught up as a read-only replica before it asked to be a voter.
+    log = eventually(lambda: (text := "".join(new.log_lines)) and "is a voting member" in text
+                     and text)
+    assert log.index("caught up to index") < log.index("is a voting member")
     stale = new.call("GET", "/v1/peering/before-join?stale")
     assert stale.status == 200  # caught up: snapshot + log
     assert new.call("POST", "/v1/peering/token", {"PeerName": "via-new"}).status == 200
