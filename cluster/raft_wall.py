@@ -127,6 +127,34 @@ def _journal_for(journal_file: Any) -> Any:
 _pysyncobj.createJournal = _journal_for
 
 
+class _HeldWakeups:
+    """PySyncObj's wake-up pipe (written for every queued command), written once per batch
+    while the event loop holds it: commands submitted in one loop pass wake the tick thread
+    once and are drained - sent and synced - together, instead of a GIL hand-off each."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self.held = False
+        self.pending = False
+        self.written = 0  # wake-ups written to the pipe
+
+    def notify(self) -> None:
+        if self.held:
+            self.pending = True
+            return
+        self.written += 1
+        try:
+            self.pipe.notify()
+        except BlockingIOError:
+            pass  # the pipe is full: a wake-up is already pending
+
+    def release(self) -> None:
+        self.held = False
+        if self.pending:
+            self.pending = False
+            self.notify()
+
+
 class PeerplaneSyncObj(SyncObj):
     """SyncObj plus the things a leader lease and fsync durability need and PySyncObj lacks:
 
@@ -164,10 +192,15 @@ class PeerplaneSyncObj(SyncObj):
         self._pre_vote_term = self._pre_vote_won = -1
         self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
+        self.wakeups: _HeldWakeups | None = None
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
         self.on_membership = on_membership
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
+        pipe = getattr(self, "_SyncObj__pipeNotifier", None)  # None with batching on
+        self.wakeups = _HeldWakeups(pipe) if pipe is not None else None
+        if self.wakeups is not None:
+            self._SyncObj__pipeNotifier = self.wakeups
 
     def servers(self) -> list[str]:
         """This server and its peers, as addresses."""
@@ -295,12 +328,20 @@ class PeerplaneSyncObj(SyncObj):
         if self.round_requested:
             return
         self.round_requested = True
-        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
-        if notifier is not None:
-            try:
-                notifier.notify()
-            except BlockingIOError:
-                pass  # the pipe is full: a wake-up is already pending
+        if self.wakeups is not None:
+            self.wakeups.notify()
+
+    def hold_wakeups(self) -> bool:
+        """Queue commands without waking the tick thread until `release_wakeups` (same
+        thread); False when there is nothing to hold (batching on)."""
+        if self.wakeups is None:
+            return False
+        self.wakeups.held = True
+        return True
+
+    def release_wakeups(self) -> None:
+        if self.wakeups is not None:
+            self.wakeups.release()
 
     # ---- group commit ----
     # With batching off PySyncObj sends append_entries once per queued command. Commands
