@@ -18,7 +18,7 @@ from api.authz import ACLResolver
 from api.context import ServerContext
 from api.https import HTTPSFiles
 from api.limits import HardenedAppRunner, HTTPLimits
-from cluster import acl, catchup, logs, membership, metrics
+from cluster import acl, autopilot, catchup, logs, membership, metrics
 from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
@@ -57,6 +57,7 @@ class AgentConfig:
     acl_default_policy: str = "allow"
     acl_initial_management_token: str | None = None
     hold_timeout: float = 7.0
+    autopilot: tuple[float, int] | None = None  # CleanupDeadServers: (dead after s, min quorum)
     consistent_reads: str = "readindex"
     timing: RaftTiming = field(default_factory=RaftTiming)
     peering_heartbeat: float = DEFAULT_HEARTBEAT
@@ -159,6 +160,9 @@ async def run_agent(cfg: AgentConfig) -> None:
     )
     leader = LeaderRoutines(node, fsm, proposer)
     leader.add(peering.run_leader)
+    if cfg.autopilot is not None:
+        dead_after, min_quorum = cfg.autopilot
+        leader.add(lambda: autopilot.cleanup_dead_servers(node, dead_after, min_quorum))
     leader.before_remove = peering.terminate
     leader.purge_imports = replication.purge
     leader.add(replication.run_cleanup)

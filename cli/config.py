@@ -95,6 +95,14 @@ OPTIONS: tuple[Option, ...] = (
       ("acl.default_policy",), ("allow", "deny")),
     _o("acl_initial_management_token", "str", None, "secret of the management token the first "
       "leader creates", ("acl.tokens.initial_management",)),
+    _o("autopilot_cleanup_dead_servers", "bool", False, "the leader removes servers it has not "
+      "heard from for --autopilot-dead-server-after from the Raft configuration, one at a "
+      "time, while the live ones are a majority (Consul's autopilot CleanupDeadServers)",
+      ("autopilot.cleanup_dead_servers",)),
+    _o("autopilot_dead_server_after", "float", 30.0, "seconds without a word from a server "
+      "before autopilot counts it dead", ("autopilot.dead_server_after",)),
+    _o("autopilot_min_quorum", "int", 3, "autopilot never shrinks the configuration below this "
+      "many servers (Consul's min_quorum)", ("autopilot.min_quorum",)),
     _o("hold_timeout", "float", 7.0, "seconds to wait for a leader before answering 503",
       ("hold_timeout",)),
     _o("consistent_reads", "str", "readindex", "how ?consistent proves leadership: a no-op "
@@ -387,6 +395,9 @@ def check(r: Resolved) -> None:
     if v["bootstrap_expect"] is not None and v["bootstrap_expect"] < 0:
         raise ConfigError(f"{n('bootstrap_expect')}: must not be negative")
 
+    if v["autopilot_dead_server_after"] <= 0 or v["autopilot_min_quorum"] < 1:
+        raise ConfigError(f"{n('autopilot_dead_server_after')} must be positive and "
+                          f"{n('autopilot_min_quorum')} at least 1")
     if not 0 < v["peering_heartbeat"] < v["peering_heartbeat_timeout"]:
         raise ConfigError(f"{n('peering_heartbeat')}: must be positive and below "
                           f"peering_heartbeat_timeout")

@@ -76,6 +76,8 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
         acl_default_policy=v["acl_default_policy"],
         acl_initial_management_token=v["acl_initial_management_token"],
         hold_timeout=v["hold_timeout"],
+        autopilot=(v["autopilot_dead_server_after"], v["autopilot_min_quorum"])
+        if v["autopilot_cleanup_dead_servers"] else None,
         consistent_reads=v["consistent_reads"],
         peering_heartbeat=v["peering_heartbeat"],
         peering_heartbeat_timeout=v["peering_heartbeat_timeout"],

@@ -378,6 +378,11 @@ class RaftNode:
         node = self._sync._getLeader()
         return str(node) if node is not None else None
 
+    def heard_within(self, addr: str, seconds: float) -> bool:
+        """A message came from the server at `addr` within `seconds` (or this one started
+        less than that ago)."""
+        return bool(self._sync.heard_within(addr, seconds))
+
     def in_touch(self, leader: str | None) -> bool:
         """Could a request waiting here for `leader` (or, with None, for an election) still be
         served before the network changes? Yes while this server hears from that leader or from

@@ -11,6 +11,7 @@ import time
 import pytest
 from conftest import SCENARIO_LINES
 
+from cluster.autopilot import dead_to_remove
 from lab.cluster import Agent, LocalCluster, eventually
 from lab.workload import ScenarioReport, Workload, verify
 
@@ -198,3 +199,32 @@ def test_every_server_restarted_after_membership_changes_keeps_the_configuration
     peers_everywhere(c, members)
     c.wait_converged()
     assert c.leader().call("GET", "/v1/peering/kept?consistent").status == 200
+
+
+@pytest.mark.parametrize(("servers", "alive", "expected"), [
+    (["a", "b", "c", "d"], {"a", "b", "c"}, "d"),  # one of four dead: removed
+    (["a", "b", "c"], {"a", "b"}, None),  # would go below min_quorum 3
+    (["a", "b", "c", "d", "e"], {"a", "b", "c"}, "d"),  # two of five dead: one at a time
+    (["a", "b", "c", "d"], {"a", "b"}, None),  # live ones are no majority
+    (["a", "b", "c", "d"], {"a", "b", "c", "d"}, None),
+])
+def test_autopilot_removes_one_dead_server_only_while_a_majority_lives(servers, alive, expected):
+    assert dead_to_remove(servers, "a", alive, min_quorum=3) == expected
+
+
+def test_autopilot_cleans_up_a_dead_server_but_never_below_min_quorum(tmp_path):
+    args = ["--autopilot-cleanup-dead-servers", "--autopilot-dead-server-after", "3"]
+    with LocalCluster(str(tmp_path), extra_args=args) as c:
+        c.add_server([c.agents[0].raft_addr])
+        peers_everywhere(c, addrs(c.agents))
+        leader = c.leader()
+        first, second = [a for a in c.agents if a is not leader][:2]
+        first.kill()
+        took = peers_everywhere(c, addrs([a for a in c.agents if a.running]))
+        SCENARIO_LINES.append(f"SCENARIO autopilot: dead server removed {took:.1f} s after the "
+                              "kill (dead after 3 s)")
+        second.kill()
+        time.sleep(6.0)  # twice the dead time: three servers stay (min_quorum 3)
+        live = [a for a in c.agents if a.running]
+        assert len(leader.call("GET", "/v1/status/peers").json()) == 3
+        assert live[0].call("POST", "/v1/peering/token", {"PeerName": "after"}).status == 200
