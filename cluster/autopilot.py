@@ -30,12 +30,17 @@ def dead_to_remove(servers: list[str], self_addr: str, alive: set[str],
 async def cleanup_dead_servers(node: RaftNode, dead_after: float, min_quorum: int = 3,
                                interval: float = 1.0, timeout: float = 5.0) -> None:
     """A leader routine: runs while this server leads (cancelled when it stops leading)."""
+    loop = asyncio.get_running_loop()
+    first_seen: dict[str, float] = {}  # a server just added has had no time to be heard
     while True:
         await asyncio.sleep(interval)
         if not node.is_leader():
             continue
-        servers = node.members()
-        alive = {s for s in servers if node.heard_within(s, dead_after)}
+        servers, now = node.members(), loop.time()
+        for s in servers:
+            first_seen.setdefault(s, now)
+        alive = {s for s in servers
+                 if node.heard_within(s, dead_after) or now - first_seen[s] < dead_after}
         victim = dead_to_remove(servers, node.self_addr, alive, min_quorum)
         if victim is None:
             continue
