@@ -228,7 +228,7 @@ class PeerplaneSyncObj(SyncObj):
         if now >= self._next_keepalive:
             self._next_keepalive = now + KEEPALIVE
             self._keep_links_read()
-        self._pre_vote_gate(now)
+        self._pre_vote_gate(raft_clock())  # PySyncObj's deadlines are on its own clock
         try:
             SyncObj._onTick(self, timeToWait)
         except JournalError:
@@ -243,6 +243,7 @@ class PeerplaneSyncObj(SyncObj):
     # theirs). PySyncObj's own campaign runs only after a majority said yes.
 
     def _pre_vote_gate(self, now: float) -> None:
+        """`now` on PySyncObj's clock (raft_clock), as its election deadline is."""
         if (self._SyncObj__raftState == _LEADER or self.selfNode is None
                 or self._SyncObj__raftElectionDeadline >= now
                 or self._SyncObj__transferInProgress):  # a leadership transfer campaigns as is
@@ -317,7 +318,7 @@ class PeerplaneSyncObj(SyncObj):
             if self._SyncObj__raftLog.try_recover():
                 self._sitting_out = False
         # Not before a full election timeout from now: first hear whether there is a leader.
-        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._SyncObj__raftElectionDeadline = raft_clock() + self._SyncObj__generateRaftTimeout()
     # ---- ReadIndex: one heartbeat round, sent now, for every read waiting for one ----
 
     def request_round(self) -> None:
