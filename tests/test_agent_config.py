@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cli import config
 from lab.cluster import eventually, free_ports
 from lab.http import call
+from peerplane_cli import config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,8 +23,8 @@ def peerplane(*args: str, env: dict[str, str] | None = None, timeout: float = 60
               ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PEERPLANE_", "CONSUL_"))}
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=clean, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "peerplane_cli", *args], env=clean,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def server_hcl(tmp: Path, http: int, raft: int, peering: int, **extra: str) -> Path:
@@ -52,8 +52,9 @@ class Running:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("PEERPLANE_")}
         clean.update(env or {})
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "agent", *args], env=clean,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "peerplane_cli", "agent", *args],
+                                     env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
 
     def __enter__(self) -> Running:
         return self

@@ -37,7 +37,7 @@ def pp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
        ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "PEERPLANE_"))}
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=clean,
+    return subprocess.run([sys.executable, "-m", "peerplane_cli", *args], cwd=cwd, env=clean,
                           capture_output=True, text=True, timeout=60)
 
 

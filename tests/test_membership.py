@@ -37,7 +37,8 @@ def remove(via: Agent, addr: str) -> float:
 
 
 def cli(agent: Agent, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args, f"-http-addr={agent.http_addr}"],
+    return subprocess.run([sys.executable, "-m", "peerplane_cli", *args,
+                           f"-http-addr={agent.http_addr}"],
                           capture_output=True, text=True, timeout=60)
 
 

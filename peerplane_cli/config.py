@@ -447,12 +447,16 @@ def load(flags: argparse.Namespace, environ: Mapping[str, str]) -> Resolved:
 
 
 def validate(paths: list[str]) -> Resolved:
-    """`peerplane validate FILE-or-DIR…`: the files alone (no variables, no flags), checked."""
-    files = [p for p in paths if not os.path.isdir(p)]
-    dirs = [p for p in paths if os.path.isdir(p)]
-    for p in files:
-        if not os.path.exists(p):
+    """`peerplane validate FILE-or-DIR…`: the files alone (no variables, no flags), merged in
+    the order given (a directory's files in name order where it stands), and checked."""
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += config_paths([], [p])
+        elif not os.path.exists(p):
             raise ConfigError(f"config file {p}: no such file")
-    r = resolve(None, {}, files, dirs)
+        else:
+            files.append(p)
+    r = resolve(None, {}, files)
     check(r)
     return r
