@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ServerContext:
-    """Built complete by the composition root (cli/agent.py); never changed afterwards."""
+    """Built complete by the composition root (peerplane_cli/agent.py); never changed afterwards."""
 
     node: RaftNode
     fsm: FSM

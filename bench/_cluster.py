@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from lab.cluster import LocalCluster  # noqa: E402
 
-__all__ = ["LocalCluster", "Result", "wrk", "machine"]
+__all__ = ["LocalCluster", "Result", "wrk", "machine", "cpu_seconds"]
 
 
 @dataclass
@@ -61,3 +61,10 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

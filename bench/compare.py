@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from _cluster import LocalCluster, Result, machine, wrk
+from _cluster import LocalCluster, Result, cpu_seconds, machine, wrk
 from _etcd import EtcdCluster, b64
 from raw_pysyncobj import RawCluster
 
@@ -236,6 +236,16 @@ def peerplane_page_cache(args: argparse.Namespace, run: Run) -> None:
                                            args.duration, args.connections))
 
 
+def cpu_per_write(c: LocalCluster, run: Run, key: str, load: Callable[[], Result]) -> None:
+    """Run `load`; record CPU ms per request summed over the servers (a busy machine moves
+    rates more than it moves CPU time per request)."""
+    pids = [a.proc.pid for a in c.agents if a.proc is not None]
+    before = sum(cpu_seconds(p) for p in pids)
+    result = load()
+    run.values[f"pp.cpu.{key}"] = (
+        1000 * (sum(cpu_seconds(p) for p in pids) - before) / max(1, result.requests))
+
+
 def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
     """One cluster: writes/s with SEED peerings; filled to `n`: list p50 and RSS, writes/s
     again (same duration as at SEED, so both runs add about as many peerings: the ratio is
@@ -244,8 +254,9 @@ def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-pp-scale-") as tmp, LocalCluster(tmp) as c:
         nodes = [a.http_addr for a in c.agents]
         fill(c, SEED, timeout=args.fill_timeout, prefix="small")
-        run.load("pp.write.small", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
-                                       args.connections))
+        cpu_per_write(c, run, "small", lambda: run.load(
+            "pp.write.small", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
+                                  args.connections)))
         have = list_count(c.leader(), "?consistent") or 0
         took = fill(c, max(0, n - have), timeout=args.fill_timeout)
         run.values["pp.fill"] = (n - have, took)
@@ -266,8 +277,9 @@ def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
                 raise RuntimeError(f"list: {reply.status} {reply.text[:200]}")
         run.values["pp.list"] = samples
         run.values["pp.rss"] = [rss_mb(a.proc.pid) for a in c.agents if a.proc is not None]
-        run.load("pp.write.n", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
-                                   args.connections))
+        cpu_per_write(c, run, "n", lambda: run.load(
+            "pp.write.n", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
+                              args.connections)))
         n = list_count(c.leader(), "?consistent") or 0  # wrk's writes added some
         run.values["pp.restart.n"] = n
         # cold restart: SIGKILL everything, start everything, until a consistent list is whole
@@ -551,6 +563,10 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> li
     if isinstance(fill, tuple) and fill[1] > 0:
         out.append(f"{fill[0]:,} peerings created in {fill[1]:.1f} s "
                    f"({fill[0] / fill[1]:,.0f}/s, 32 concurrent HTTP clients)")
+    small, at_n = run.values.get("pp.cpu.small"), run.values.get("pp.cpu.n")
+    if small and at_n:
+        out.append(f"CPU per write, all three servers: {small:.2f} ms with {SEED} peerings, "
+                   f"{at_n:.2f} ms with {args.peerings:,} ({at_n / small:.2f}×)")
     out += ["", *targets(run), ""]
     out += [f"note: {n}" for n in run.notes]
     out += [f"FAILED: {f}" for f in run.failures]

@@ -31,7 +31,7 @@ from lab.cluster import free_ports
 
 def pki(d: str) -> None:
     for args in (["ca", "create"], ["cert", "create", "-server"], ["cert", "create", "-cli"]):
-        subprocess.run([sys.executable, "-m", "cli", "tls", *args], cwd=d, check=True,
+        subprocess.run([sys.executable, "-m", "peerplane_cli", "tls", *args], cwd=d, check=True,
                        capture_output=True)
 
 

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 
-from _cluster import LocalCluster, wrk
+from _cluster import LocalCluster, cpu_seconds, wrk
 from compare import fill
 
 LOADS = {
@@ -42,13 +42,6 @@ def py_spy() -> str:
     if not found:
         raise SystemExit("py-spy is required: .venv/bin/pip install py-spy")
     return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summarize(collapsed: str, top: int) -> list[str]:

@@ -34,8 +34,9 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 from pysyncobj import FAIL_REASON, SyncObjConsumer, replicated  # noqa: E402
 
+from cluster.lease import LeaseTracker  # noqa: E402
 from cluster.raft import RaftTiming, sync_conf  # noqa: E402
-from cluster.raft_wall import LeaseTracker, PeerplaneSyncObj  # noqa: E402
+from cluster.raft_wall import PeerplaneSyncObj  # noqa: E402
 
 PASSWORD = "raw-bench-secret"
 

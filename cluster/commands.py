@@ -275,12 +275,30 @@ def encode(cmd: Command | Mapping[str, Any]) -> bytes:
     return msgpack.packb(dict(cmd), use_bin_type=True)
 
 
+# Journals written before the transition table carry `set_state` {ID, State, expect_states?}:
+# read as the event each writer meant (addresses pushed kept the state it expected).
+_LEGACY_EVENTS = {"ACTIVE": "stream_open", "FAILING": "stream_failed",
+                  "TERMINATED": "terminated_by_peer", "ESTABLISHING": "secret_exchanged"}
+
+
+def _legacy_set_state(body: dict[str, Any]) -> dict[str, Any]:
+    state = body.get("State")
+    if body.get("PeerServerAddresses") and body.get("expect_states") == [state]:
+        event = "addresses_received"
+    else:
+        event = _LEGACY_EVENTS.get(state) if isinstance(state, str) else None
+    rest = {k: v for k, v in body.items() if k not in ("op", "State", "expect_states")}
+    return {**rest, "op": PeeringEvent.op, "Event": event if event else repr(state)}
+
+
 def decode(raw: bytes) -> Command:
     """Bytes from the log to a typed command; CommandError (changes nothing) when the bytes
     are not a known command with well-typed fields."""
     body = msgpack.unpackb(raw, raw=False)
     if not isinstance(body, dict):
         raise CommandError("command is not a map")
+    if body.get("op") == "set_state":
+        body = _legacy_set_state(body)
     op = body.get("op")
     if isinstance(op, str) and op in TABLE_OPS:
         return TableCommand(op, body)

@@ -163,8 +163,16 @@ class ChecksummedJournal(Journal):
     def _read_meta(self) -> dict[str, Any]:
         try:
             with open(self.meta_path, "rb") as f:
-                return dict(pickle_loads(f.read()))
+                data = f.read()
         except FileNotFoundError:
+            return {}
+        try:
+            return dict(pickle_loads(data))
+        except Exception:  # noqa: BLE001 - any garbage: unpickling raises all kinds
+            # Written atomically (tmp, fsync, rename), so only a damaged disk gets here. Start
+            # as PySyncObj does without a meta file (term from the log, no vote), not crash-loop.
+            log.error("journal %s: unreadable metadata %s (%d bytes); starting without the "
+                      "persisted term and vote", self.path, self.meta_path, len(data))
             return {}
 
     # ---- failure state ----

@@ -22,7 +22,8 @@ from . import membership, metrics
 from .commands import Command, encode, op_name
 from .fsm import FSM
 from .journal import JournalPath
-from .raft_wall import KEEPALIVE, LeaseTracker, PeerplaneSyncObj
+from .lease import LeaseTracker
+from .raft_wall import KEEPALIVE, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
 
@@ -74,7 +75,7 @@ class _PendingRead:
     done: asyncio.Future[int]
 
 
-class _Replica(SyncObjConsumer):
+class Replica(SyncObjConsumer):
     """The single replicated entry point. PySyncObj numbers replicated methods alphabetically,
     so there is exactly one and it never changes: commands are dispatched inside the FSM."""
 
@@ -143,6 +144,7 @@ class RaftNode:
         self.self_addr = self_addr
         self.timing = timing
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeups_held = False
         self._state_listeners: list[Callable[[], None]] = []
         self._reads: list[_PendingRead] = []
         self._reads_check_scheduled = False
@@ -152,7 +154,7 @@ class RaftNode:
             timing, password=password, bind_addr=bind_addr, data_dir=data_dir,
             compaction_entries=compaction_entries, onStateChanged=self._on_state_changed,
         )
-        self._replica = _Replica(fsm)
+        self._replica = Replica(fsm)
         self._lease = LeaseTracker()
         self.data_dir = data_dir
         # The servers this node last knew win over the configured ones (see membership.py).
@@ -244,6 +246,18 @@ class RaftNode:
         finally:
             self._pending.discard(fut)
 
+    def _apply(self, raw: bytes, callback: Callable[[Any, int], None]) -> None:
+        """Queue a command; the tick thread is woken once for all commands queued in this
+        pass of the event loop (one batch: one send, one fsync, one GIL hand-off)."""
+        if not self._wakeups_held and self._sync.hold_wakeups():
+            self._wakeups_held = True
+            asyncio.get_running_loop().call_soon(self._release_wakeups)
+        self._replica.apply(raw, callback=callback)
+
+    def _release_wakeups(self) -> None:
+        self._wakeups_held = False
+        self._sync.release_wakeups()
+
     async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
         """Raft transport of one command (callers use cluster/proposer.py)."""
         if (why := self.disk_failure()) is not None:
@@ -252,7 +266,7 @@ class RaftNode:
         op = op_name(cmd)
         raw = encode(cmd)
         try:
-            res, err = await self._call(lambda cb: self._replica.apply(raw, callback=cb), timeout)
+            res, err = await self._call(lambda cb: self._apply(raw, cb), timeout)
         except UnknownOutcome:
             metrics.raft_apply(op, "unknown", time.perf_counter() - started)
             raise
@@ -399,6 +413,10 @@ class RaftNode:
 
     def status(self) -> dict[str, Any]:
         return self._sync.getStatus()
+
+    def tick_wakeups(self) -> int:
+        """Times the event loop woke PySyncObj's tick thread for queued commands (or rounds)."""
+        return self._sync.wakeups.written if self._sync.wakeups is not None else 0
 
     def entries_received(self) -> int:
         """Log entries this node received from leaders, resent ones included."""

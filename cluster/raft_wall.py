@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
 from typing import Any
 
 import pysyncobj.syncobj as _pysyncobj
@@ -22,6 +21,7 @@ from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION
 
 from .journal import ChecksummedJournal, JournalError, JournalPath
+from .lease import LeaseTracker
 
 log = logging.getLogger("peerplane.raft")
 
@@ -101,39 +101,6 @@ def check_internals(sync_cls: type = SyncObj,
                     PYSYNCOBJ_VERSION)
 
 
-class LeaseTracker:
-    """When did a majority last acknowledge something this leader *sent*?
-
-    PySyncObj stamps responses with the time they are processed, which is unsafe for a lease:
-    a leader that was paused (SIGSTOP, GC, swap) processes old acks on waking and would think
-    it was just confirmed. Here every append_entries send time is queued per follower and each
-    response pops the oldest one (TCP keeps order; each append_entries gets one response), so an
-    ack proves the follower accepted this leader *at or after the popped send time*. Lost
-    messages can only make the popped time older, i.e. the lease shorter, never longer.
-    Written by the tick thread, read by the event loop (single dict operations, GIL-atomic).
-    """
-
-    def __init__(self) -> None:
-        self._sent: dict[Any, deque[float]] = {}
-        self.acked: dict[Any, float] = {}
-
-    def on_sent(self, node: Any, at: float) -> None:
-        self._sent.setdefault(node, deque(maxlen=100_000)).append(at)
-
-    def on_response(self, node: Any) -> None:
-        queue = self._sent.get(node)
-        if queue:
-            self.acked[node] = queue.popleft()
-
-    def reset(self, node: Any) -> None:
-        """A connection (re)started: whatever was in flight on the old one is lost."""
-        self._sent.pop(node, None)
-
-    def majority_since(self, others: Any, since: float) -> bool:
-        fresh = 1 + sum(1 for n in others if self.acked.get(n, 0.0) > since)
-        return fresh > (len(others) + 1) / 2
-
-
 def _timed_transport(lease: LeaseTracker) -> Any:
     class _TimedTransport(TCPTransport):
         def send(self, node: Any, message: Any) -> bool:
@@ -158,6 +125,34 @@ def _journal_for(journal_file: Any) -> Any:
 
 
 _pysyncobj.createJournal = _journal_for
+
+
+class _HeldWakeups:
+    """PySyncObj's wake-up pipe (written for every queued command), written once per batch
+    while the event loop holds it: commands submitted in one loop pass wake the tick thread
+    once and are drained - sent and synced - together, instead of a GIL hand-off each."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self.held = False
+        self.pending = False
+        self.written = 0  # wake-ups written to the pipe
+
+    def notify(self) -> None:
+        if self.held:
+            self.pending = True
+            return
+        self.written += 1
+        try:
+            self.pipe.notify()
+        except BlockingIOError:
+            pass  # the pipe is full: a wake-up is already pending
+
+    def release(self) -> None:
+        self.held = False
+        if self.pending:
+            self.pending = False
+            self.notify()
 
 
 class PeerplaneSyncObj(SyncObj):
@@ -197,10 +192,15 @@ class PeerplaneSyncObj(SyncObj):
         self._pre_vote_term = self._pre_vote_won = -1
         self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
+        self.wakeups: _HeldWakeups | None = None
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
         self.on_membership = on_membership
         super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
+        pipe = getattr(self, "_SyncObj__pipeNotifier", None)  # None with batching on
+        self.wakeups = _HeldWakeups(pipe) if pipe is not None else None
+        if self.wakeups is not None:
+            self._SyncObj__pipeNotifier = self.wakeups
 
     def servers(self) -> list[str]:
         """This server and its peers, as addresses."""
@@ -228,7 +228,7 @@ class PeerplaneSyncObj(SyncObj):
         if now >= self._next_keepalive:
             self._next_keepalive = now + KEEPALIVE
             self._keep_links_read()
-        self._pre_vote_gate(now)
+        self._pre_vote_gate(raft_clock())  # PySyncObj's deadlines are on its own clock
         try:
             SyncObj._onTick(self, timeToWait)
         except JournalError:
@@ -243,6 +243,7 @@ class PeerplaneSyncObj(SyncObj):
     # theirs). PySyncObj's own campaign runs only after a majority said yes.
 
     def _pre_vote_gate(self, now: float) -> None:
+        """`now` on PySyncObj's clock (raft_clock), as its election deadline is."""
         if (self._SyncObj__raftState == _LEADER or self.selfNode is None
                 or self._SyncObj__raftElectionDeadline >= now
                 or self._SyncObj__transferInProgress):  # a leadership transfer campaigns as is
@@ -317,7 +318,7 @@ class PeerplaneSyncObj(SyncObj):
             if self._SyncObj__raftLog.try_recover():
                 self._sitting_out = False
         # Not before a full election timeout from now: first hear whether there is a leader.
-        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._SyncObj__raftElectionDeadline = raft_clock() + self._SyncObj__generateRaftTimeout()
     # ---- ReadIndex: one heartbeat round, sent now, for every read waiting for one ----
 
     def request_round(self) -> None:
@@ -328,12 +329,20 @@ class PeerplaneSyncObj(SyncObj):
         if self.round_requested:
             return
         self.round_requested = True
-        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
-        if notifier is not None:
-            try:
-                notifier.notify()
-            except BlockingIOError:
-                pass  # the pipe is full: a wake-up is already pending
+        if self.wakeups is not None:
+            self.wakeups.notify()
+
+    def hold_wakeups(self) -> bool:
+        """Queue commands without waking the tick thread until `release_wakeups` (same
+        thread); False when there is nothing to hold (batching on)."""
+        if self.wakeups is None:
+            return False
+        self.wakeups.held = True
+        return True
+
+    def release_wakeups(self) -> None:
+        if self.wakeups is not None:
+            self.wakeups.release()
 
     # ---- group commit ----
     # With batching off PySyncObj sends append_entries once per queued command. Commands

@@ -64,7 +64,7 @@ inputs=$(
     echo "base=$base_id arch=$arch"
     sha256sum pyproject.toml deploy/Dockerfile deploy/config/server.hcl
     [ -f README.md ] && sha256sum README.md
-    find cli cluster api -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum
+    find peerplane_cli cluster api lab -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum
   } | sha256sum | cut -c1-32
 )
 if [ "${FORCE:-0}" != 1 ] &&
@@ -121,7 +121,7 @@ cp "$here/config/server.hcl" "$wheelhouse/config/server.hcl"
 mkdir "$tmp/src"
 (
   cd "$root"
-  files=(pyproject.toml cli cluster api)
+  files=(pyproject.toml peerplane_cli cluster api lab)
   for f in README.md LICENSE* MANIFEST.in; do [ -e "$f" ] && files+=("$f"); done
   tar -c --exclude=__pycache__ "${files[@]}"
 ) | tar -x -C "$tmp/src"

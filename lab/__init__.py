@@ -3,6 +3,6 @@ injection (SIGKILL/SIGSTOP, network namespaces), a client workload that records 
 a linearizability checker, and the report and timeline of `peerplane lab <scenario>`.
 
 It sits beside cluster/ and api/ and drives them only through the `peerplane` command and HTTP
-(agents run as `python -m cli agent`). The test suite uses it too (tests import lab, never the
-reverse).
+(agents run as `python -m peerplane_cli agent`). The test suite uses it too (tests import lab,
+never the reverse).
 """

@@ -128,8 +128,8 @@ class LabClients(Background):
                 op = self._write(client, agent)
             else:
                 op = self._read(client, mode, agent, rng)
-            if op.error == "refused":
-                pause = 0.2  # the server is down: do not spin
+            if op.error == "refused" or op.error == NO_LEADER:
+                pause = 0.2  # the server is down, or cut off and says so at once: do not spin
             self._stop.wait(pause + self.form.pace * rng.uniform(0.5, 1.5))
 
     def _write(self, client: str, agent: Agent) -> LabOp:
@@ -183,10 +183,13 @@ class LabClients(Background):
                 op.names = sorted(p["Name"] for p in reply.json())
             return
         op.error = f"{reply.status} {reply.text.strip()[:80]}"
-        if op.kind == "read" or reply.status in (400, 403, 404, 405, 413):
-            op.outcome = "fail"
+        if op.kind == "read" or reply.status in (400, 403, 404, 405, 413) or op.error == NO_LEADER:
+            op.outcome = "fail"  # (a server answers "No cluster leader" only before proposing)
         else:
             op.outcome = "unknown"  # 503 "outcome unknown", 500: it may have been applied
+
+
+NO_LEADER = "503 No cluster leader"
 
 
 class LeaderMonitor(Background):

@@ -89,7 +89,7 @@ class Agent:
     def argv(self) -> list[str]:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         return [
-            *prefix, sys.executable, "-m", "cli", "agent",
+            *prefix, sys.executable, "-m", "peerplane_cli", "agent",
             "--node", self.name, "--datacenter", self.datacenter, "--bind", self.host,
             "--http-port", str(self.http_port), "--raft-port", str(self.raft_port),
             "--peering-port", str(self.peering_port), "--data-dir", self.data_dir,

@@ -327,7 +327,7 @@ class LabError(Exception):
 
 
 def main(args: argparse.Namespace) -> int:
-    """`peerplane lab` (cli/main.py parses the arguments)."""
+    """`peerplane lab` (peerplane_cli/main.py parses the arguments)."""
     names = list(SCENARIOS) if args.scenario == ["all"] else args.scenario
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

@@ -22,6 +22,7 @@ from .http import call
 from .threads import Background
 
 PRESENT = "present"
+NO_LEADER = (503, "No cluster leader")
 MODE_QUERY = {"default": "", "consistent": "?consistent", "stale": "?stale"}
 
 
@@ -138,8 +139,9 @@ class Workload(Background):
                 with self._lock:
                     self.acked[name] = now
                     self.ack_times.append(now)
-            elif reply.status in (400, 403, 404):
-                op.fail()
+            elif reply.status in (400, 403, 404) or (reply.status, reply.text) == NO_LEADER:
+                op.fail()  # ("No cluster leader" is answered only before anything is proposed)
+                time.sleep(0.05 if reply.status == 503 else 0)  # cut off: it says so at once
             else:
                 op.unknown()
 

@@ -6,6 +6,9 @@ clusters on loopback; the unreachable addresses are TEST-NET-1 (192.0.2.0/24, RF
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -113,3 +116,85 @@ def test_a_manual_address_is_dialed_and_kept_apart_from_pushed_ones(
 
     eventually(pushed, 30, 0.1)  # the manual address was reached, but it is kept apart
     wait_state(dialer, "manual", "ACTIVE")
+
+
+class AlternatingBalancer:
+    """A TCP load balancer on 127.0.0.1 that sends every odd connection to a follower and every
+    even one to the leader, so each first try lands on a follower (which names the leader by
+    an address the dialer cannot reach) and the retry through the balancer finds the leader."""
+
+    def __init__(self, followers: list[int], leader: int) -> None:
+        self.backends = followers
+        self.leader = leader
+        self.count = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            port = self.leader if self.count % 2 == 0 else \
+                self.backends[(self.count // 2) % len(self.backends)]
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError:
+                conn.close()
+                continue
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def dial_retries(agent) -> dict[str, float]:
+    text = agent.call("GET", "/v1/agent/metrics?format=prometheus").text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("peerplane_peering_reconciler_retries_total{"):
+            kind = line.split('kind="', 1)[1].split('"', 1)[0]
+            out[kind] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_an_unreachable_leader_hint_behind_a_load_balancer_is_not_backed_off(
+    dialer: LocalCluster, tmp_path
+) -> None:
+    """dc3's servers name each other by addresses the dialer cannot reach (127.0.0.x:1, refused);
+    the token carries the balancer as ServerExternalAddresses. A follower's hint that fails is
+    retried at the redirect pace through the balancer, never counted as a failed dial."""
+    c = LocalCluster(str(tmp_path / "dc3"), datacenter="dc3", extra_args=list(STREAM_ARGS))
+    for i, agent in enumerate(c.agents):
+        agent.extra_args += ["--advertise-wan", f"127.0.0.{i + 2}:1"]
+    with c:
+        leader = c.leader()
+        lb = AlternatingBalancer([a.peering_port for a in c.followers()], leader.peering_port)
+        try:
+            before = dial_retries(dialer.agents[0])
+            tok = token(c, "via-lb", ServerExternalAddresses=[f"127.0.0.1:{lb.port}"])
+            assert establish(dialer, "via-lb", tok).status == 200
+            wait_state(dialer, "via-lb", "ACTIVE")
+            wait_state(c, "via-lb", "ACTIVE")
+            after = dial_retries(dialer.agents[0])
+            assert after.get("redirect", 0) - before.get("redirect", 0) >= 2  # hint, then LB
+            assert after.get("dial", 0) == before.get("dial", 0), (before, after)
+            assert lb.count >= 4  # the exchange and the stream each went follower, leader
+        finally:
+            lb.close()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cli import config
 from lab.cluster import eventually, free_ports
 from lab.http import call
+from peerplane_cli import config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,8 +23,8 @@ def peerplane(*args: str, env: dict[str, str] | None = None, timeout: float = 60
               ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PEERPLANE_", "CONSUL_"))}
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=clean, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "peerplane_cli", *args], env=clean,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def server_hcl(tmp: Path, http: int, raft: int, peering: int, **extra: str) -> Path:
@@ -52,8 +52,9 @@ class Running:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("PEERPLANE_")}
         clean.update(env or {})
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "agent", *args], env=clean,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "peerplane_cli", "agent", *args],
+                                     env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
 
     def __enter__(self) -> Running:
         return self
@@ -147,6 +148,15 @@ def test_bootstrap_expect_0_from_a_variable_unsets_the_files_value(tmp_path: Pat
     assert config.resolve(None, {}, [str(f)]).values["bootstrap_expect"] == 3
     joined = config.resolve(None, {"PEERPLANE_BOOTSTRAP_EXPECT": "0"}, [str(f)]).values
     assert joined["bootstrap_expect"] is None and joined["join"] == ["a", "b"]
+
+
+def test_flags_may_be_spelled_with_one_dash_as_consul_does(tmp_path: Path) -> None:
+    argv = config.go_style_flags(["-config-file=a.hcl", "-data-dir", "/d", "-http-port=1",
+                                  "-tls-verify-incoming", "-h", "--node", "n", "-x"])
+    assert argv == ["--config-file=a.hcl", "--data-dir", "/d", "--http-port=1",
+                    "--tls-verify-incoming", "-h", "--node", "n", "-x"]
+    proc = peerplane("agent", "-data-dir", str(tmp_path), "-http-port=x")
+    assert proc.stderr == "peerplane agent: --http-port: expected an integer, got 'x'\n"
 
 
 def test_tls_https_block_wins_over_tls_defaults(tmp_path: Path) -> None:
@@ -243,7 +253,7 @@ def test_every_agent_flag_has_help_with_its_default_and_variable() -> None:
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())  # argparse wraps lines
     for o in config.OPTIONS:
-        shown = config.show_default(o.default)
+        shown = o.shown or config.show_default(o.default)
         assert f"{o.flag} {o.dest.upper()}" in text or o.kind == "bool", o.flag
         assert f"(default: {shown}; env {o.env}; config {o.keys[0]})" in text, o.flag
     assert "--config-file FILE" in text and "--config-dir DIR" in text

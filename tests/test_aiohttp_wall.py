@@ -40,7 +40,7 @@ def test_a_changed_handle_error_signature_is_named(monkeypatch):
 def test_no_other_product_module_touches_aiohttp_internals():
     users = sorted(
         str(path.relative_to(ROOT))
-        for package in ("api", "cli", "cluster", "lab")
+        for package in ("api", "peerplane_cli", "cluster", "lab")
         for path in (ROOT / package).rglob("*.py")
         if PRIVATE.search(path.read_text()) and path.name != "aiohttp_wall.py"
     )

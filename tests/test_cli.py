@@ -35,7 +35,7 @@ def fresh(prefix: str) -> str:
 
 def _argv() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "peerplane")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "cli"]
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "peerplane_cli"]
 
 
 def pp(*args: str, addr: str | None = None, env: dict[str, str] | None = None,

@@ -491,3 +491,46 @@ def test_a_leader_kill_on_each_side_keeps_the_peering_active_and_data_flowing(
     eventually(rejoined, 60, 0.5)
     wait_active(since=time.time() - 5)
     assert imported_web_nodes(DC2) == {"before-kill", "after-kill"}
+
+
+def peer_names(port: int) -> list[str]:
+    return sorted(p.partition(":")[0] for p in json_ok(port, "/v1/status/peers"))
+
+
+def test_a_server_whose_volume_was_lost_is_replaced_by_remove_peer_and_a_fresh_join(
+    stack: Stack, peered: None
+) -> None:
+    """README "Replace a server whose volume was lost", step by step on the real engine."""
+    leader = wait_leader(DC1)
+    victim = next(n for n in DC1 if n != leader)
+    survivors = {n: p for n, p in DC1.items() if n != victim}
+    write_token(DC1[leader], "before-replace")
+    run(["docker", "rm", "-f", stack.container(victim)])
+    run(["docker", "volume", "rm", f"{stack.project}_{victim}"])  # the lost volume
+
+    reply = http(DC1[leader], "DELETE", f"/v1/operator/raft/peer?address={victim}:8300",
+                 timeout=15)
+    assert (reply.status, reply.text) == (200, "")
+    eventually(lambda: all(peer_names(p) == sorted(survivors) for p in survivors.values()), 30)
+    write_token(survivors[leader], "while-replaced")
+
+    join = [*stack.compose_cmd, "-f", str(ROOT / "deploy" / "compose-join.yml")]
+    run([*join, "up", "-d", "--no-deps", victim], timeout=180)
+
+    def rejoined() -> bool:
+        assert all(peer_names(p) == sorted(DC1) for p in DC1.values())
+        assert raft_state(DC1[victim]) == "Follower"
+        for name in ("before-replace", "while-replaced"):
+            assert peering(DC1[victim], name, "?stale") is not None, name
+        return True
+
+    try:
+        eventually(rejoined, 90, 0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{victim} did not come back: {e}\n{stack.logs()}") from None
+    write_token(DC1[victim], "via-the-replacement")
+    # A later plain `up` recreates it with bootstrap_expect = 3 again: it stays a member.
+    stack.compose("up", "-d", "--no-deps", victim)
+    eventually(rejoined, 90, 0.5)
+    assert peering(DC1[victim], "via-the-replacement", "?stale") is not None
+    wait_leader(DC1)

@@ -113,3 +113,18 @@ def test_a_deleting_peering_refuses_a_new_token_with_consuls_text():
         "error": "failed to write peering: cannot write to peering that is marked for deletion",
         "kind": "conflict",
     }
+
+
+def test_a_set_state_from_an_older_journal_is_read_as_the_event_its_writer_meant():
+    f = in_state(t.PENDING, dialer=True)
+    assert "error" not in run(f, op="set_state", ID="pid", State="ACTIVE",
+                              expect_states=list(t.LIVE))
+    assert current(f) == t.ACTIVE
+    assert "error" not in run(f, op="set_state", ID="pid", State="ACTIVE",
+                              expect_states=["ACTIVE"], PeerServerAddresses=["10.0.0.9:8503"])
+    assert f.by_id("pid")["PeerServerAddresses"] == ["10.0.0.9:8503"]
+    assert "error" not in run(f, op="set_state", ID="pid", State="TERMINATED")
+    assert current(f) == t.TERMINATED
+    before = f.snapshot()
+    assert run(f, op="set_state", ID="pid", State="DELETING")["kind"] == "invalid"
+    assert f.snapshot() == before

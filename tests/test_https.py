@@ -37,7 +37,7 @@ def pp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
        ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "PEERPLANE_"))}
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=clean,
+    return subprocess.run([sys.executable, "-m", "peerplane_cli", *args], cwd=cwd, env=clean,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -308,3 +308,15 @@ def test_a_leader_certificate_the_follower_does_not_trust_is_named_in_its_log(
                    "its certificate is refused" in line for line in follower.log_lines)
         status, _ = https(leader, "POST", "/v1/peering/token", ctx, {"PeerName": "y"})
         assert status == 200
+
+
+def test_cli_tls_server_name_is_the_name_verified(pki: Path, cluster: LocalCluster) -> None:
+    a = cluster.agents[0]
+    env = {"CONSUL_HTTP_ADDR": addr(a), "CONSUL_CACERT": str(pki / CA),
+           "CONSUL_CLIENT_CERT": str(pki / CLI), "CONSUL_CLIENT_KEY": str(pki / CLI_KEY)}
+    ok(pp("peering", "list", env={**env, "CONSUL_TLS_SERVER_NAME": "server.dc1.consul"}))
+    proc = pp("peering", "list", "-tls-server-name", "wrong.example", env=env)
+    assert proc.returncode == 1
+    assert proc.stderr == f'Error listing peerings: Get "{addr(a)}/v1/peerings": tls: failed ' \
+        "to verify certificate: Hostname mismatch, certificate is not valid for " \
+        "'wrong.example'.\n"

@@ -89,6 +89,18 @@ def test_the_commit_index_never_points_past_a_cut_off_tail(tmp_path):
     assert reopen(path).getRaftCommitIndex() == 4
 
 
+def test_unreadable_metadata_is_logged_and_the_log_still_opens(tmp_path, caplog):
+    path = str(tmp_path / "raft.journal")
+    j = filled(path)
+    j.setCurrentTerm(4, None)
+    j._destroy()
+    with open(path + ".meta", "r+b") as f:
+        f.write(b"\xff\x00garbage")
+    again = reopen(path)
+    assert len(again) == 5 and again.getCurrentTerm() == 0
+    assert "unreadable metadata" in caplog.text
+
+
 def test_deleting_entries_from_an_index_shortens_the_file(tmp_path):
     path = str(tmp_path / "raft.journal")
     j = filled(path)

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cli import config
+from peerplane_cli import config
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "kubernetes"

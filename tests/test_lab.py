@@ -1,7 +1,7 @@
 """Issue 10: `peerplane lab <scenario>` shows, measures and explains each read mode under faults.
 
 The analysis is tested on hand-made histories (fast); each scenario then runs in its short form
-through the real command (`python -m cli lab <scenario> --short --json`), and the expected
+through the real command (`python -m peerplane_cli lab <scenario> --short --json`), and the expected
 direction is asserted: `consistent` always linearizable, `default` never stale (linearizable)
 in every scenario, `stale` shows stale reads in leader-isolation. Wall times are printed in the
 run summary and recorded as junit properties, never asserted.
@@ -191,8 +191,8 @@ def test_unknown_scenario_is_refused_with_the_list(capsys):
 @pytest.mark.integration
 def test_the_lab_runs_from_the_wheel_installed_in_a_fresh_venv_outside_the_checkout(tmp_path):
     """`pip install` of the built wheel is all `peerplane lab` needs: the lab ships in the wheel
-    (lab/), its agents are `python -m cli agent` of the installed package, and nothing reads the
-    source tree (the run's working directory and imports are outside it)."""
+    (lab/), its agents are `python -m peerplane_cli agent` of the installed package, and nothing
+    reads the source tree (the run's working directory and imports are outside it)."""
     src = _mkdir(tmp_path / "peerplane")  # what an sdist holds: the packages, project files
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(REPO, name), src / name)
@@ -210,8 +210,8 @@ def test_the_lab_runs_from_the_wheel_installed_in_a_fresh_venv_outside_the_check
     _run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], tmp_path)
     shutil.rmtree(src)  # nothing left to import from but the installed wheel
 
-    where = _run([str(venv / "bin" / "python"), "-c", "import lab, cli; print(lab.__file__)"],
-                 run).stdout.strip()
+    where = _run([str(venv / "bin" / "python"), "-c",
+                  "import lab, peerplane_cli; print(lab.__file__)"], run).stdout.strip()
     assert where.startswith(str(venv)), where
     proc = _run([str(venv / "bin" / "peerplane"), "lab", "failover", "--short", "--json",
                  "--out", str(run / "out")], run, timeout=300)
@@ -236,7 +236,7 @@ def _run(cmd: list[str], cwd, timeout: float = 240) -> subprocess.CompletedProce
 
 def run_lab(scenario: str, out: str, timeout: float = 300.0) -> dict:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "lab", scenario, "--short", "--json", "--out", out],
+        [sys.executable, "-m", "peerplane_cli", "lab", scenario, "--short", "--json", "--out", out],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -37,7 +37,8 @@ def remove(via: Agent, addr: str) -> float:
 
 
 def cli(agent: Agent, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args, f"-http-addr={agent.http_addr}"],
+    return subprocess.run([sys.executable, "-m", "peerplane_cli", *args,
+                           f"-http-addr={agent.http_addr}"],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -61,6 +62,10 @@ def test_a_server_started_with_join_becomes_a_voter_shown_by_every_view(fresh_cl
         assert {"Name": "peerplane.raft.servers", "Value": 4.0, "Labels": {}} in gauges
         ui = a.call("GET", "/v1/internal/ui/cluster").json()
         assert new.name in {s["Name"] for s in ui["Servers"]}
+    # It caught up as a read-only replica before it asked to be a voter.
+    log = eventually(lambda: (text := "".join(new.log_lines)) and "is a voting member" in text
+                     and text)
+    assert log.index("caught up to index") < log.index("is a voting member")
     stale = new.call("GET", "/v1/peering/before-join?stale")
     assert stale.status == 200  # caught up: snapshot + log
     assert new.call("POST", "/v1/peering/token", {"PeerName": "via-new"}).status == 200

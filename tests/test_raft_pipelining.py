@@ -1,6 +1,8 @@
-"""Issue 15: a leader with appends in flight does not send entries twice (cluster/raft_wall.py:
-an ack of an earlier append never moves PySyncObj's nextIndex back) - three real PySyncObj
-nodes in one process, fsync on."""
+"""Issue 15: the leader's write path in the Raft layer (cluster/raft_wall.py) - three real
+PySyncObj nodes in one process, fsync on:
+- appends in flight are not sent twice (an ack of an earlier append never moves PySyncObj's
+  nextIndex back);
+- commands submitted in one pass of the event loop wake the tick thread once."""
 
 from __future__ import annotations
 
@@ -69,3 +71,15 @@ def test_followers_receive_each_entry_once_while_appends_are_pipelined(nodes):
     # An entry already on its way when counting began may fall on either side of the count.
     assert written in (640, 641)
     assert all(written - 1 <= r <= written for r in received), (written, received)
+
+
+def test_commands_submitted_in_one_loop_pass_wake_the_tick_thread_once(nodes):
+    async def go() -> tuple[int, int]:
+        leader = await _leader(nodes)
+        await leader.submit(Barrier(), 5.0)
+        before = leader.tick_wakeups()
+        results = await asyncio.gather(*(leader.submit(Barrier(), 10.0) for _ in range(50)))
+        return leader.tick_wakeups() - before, len(results)
+
+    wakeups, committed = asyncio.run(go())
+    assert (wakeups, committed) == (1, 50)

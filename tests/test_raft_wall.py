@@ -49,8 +49,15 @@ def test_a_node_refuses_to_start_when_syncobj_lacks_an_internal(monkeypatch, tmp
 def test_no_module_outside_the_wall_touches_pysyncobj_internals():
     offenders = [
         str(path.relative_to(ROOT))
-        for folder in ("cluster", "api", "cli", "lab", "bench")
+        for folder in ("cluster", "api", "peerplane_cli", "lab", "bench")
         for path in (ROOT / folder).rglob("*.py")
         if path.name != "raft_wall.py" and PRIVATE.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_every_private_name_the_wall_uses_is_checked_at_start_up():
+    source = (ROOT / "cluster" / "raft_wall.py").read_text()
+    used = set(re.findall(r"_SyncObj__\w+", source))
+    checked = set(raft_wall._METHODS) | {name for _, name in raft_wall._FIELDS}
+    assert used - checked == set()

@@ -87,6 +87,9 @@ async def exchange_secret(
             async with session.post(
                 f"https://{addr}{EXCHANGE_PATH}",
                 json={"PeerID": peer_id, "EstablishmentSecret": establishment_secret},
+                # A fresh connection per attempt: behind a load balancer a kept-alive one
+                # stays with the follower that just said "not the leader".
+                headers={"Connection": "close"},
                 ssl=sslctx, server_hostname=server_name,
                 timeout=aiohttp.ClientTimeout(total=EXCHANGE_DIAL_TIMEOUT),
             ) as resp:

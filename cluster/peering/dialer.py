@@ -110,6 +110,7 @@ class Dialer(PeeringCore):
         if not self._qualifies(rec, secret):
             return "done"
         assert rec is not None
+        hinted = bool(ring.leader)  # a follower named this address as its leader
         addr = ring.next(rec)
         open_frame = {
             "Type": OPEN, "PeerID": rec["PeerID"], "StreamSecretID": secret,
@@ -140,7 +141,9 @@ class Dialer(PeeringCore):
             self.note_error(pid, str(e))
             if e.definitive:
                 await self._fail(pid, str(e), cond=lambda: pid not in self.live)
-            raise _Retry() from None
+            # A leader hint we cannot reach (an in-cluster name behind the peer's load
+            # balancer): go back to the addresses we have at the redirect pace, not backed off.
+            raise _Retry(redirect=hinted and not e.definitive) from None
 
         entry = self._entry(pid)
         live = LiveStream(

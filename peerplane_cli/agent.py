@@ -18,7 +18,7 @@ from api.authz import ACLResolver
 from api.context import ServerContext
 from api.https import HTTPSFiles
 from api.limits import HardenedAppRunner, HTTPLimits
-from cluster import acl, logs, membership, metrics
+from cluster import acl, catchup, logs, membership, metrics
 from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.leader import LeaderRoutines
@@ -121,9 +121,17 @@ async def run_agent(cfg: AgentConfig) -> None:
             len(cfg.peers) + 1,
         )
     peers = cfg.peers
+    # Whom to ask when joining a running cluster: retry_join lists may name this server too
+    # (one list for every server, as in Consul); asking itself, it would find itself a member.
+    members = [a for a in cfg.join if a != cfg.raft_addr]
     if membership.joining(cfg.data_dir, cfg.join, cfg.bootstrap_expect):
-        peers = [s for s in await membership.wait_for_view(cfg.join, cfg.cluster_secret)
+        peers = [s for s in await membership.wait_for_view(members, cfg.cluster_secret)
                  if s != cfg.raft_addr]
+        # Snapshot + log first, as a read-only replica: it votes only once caught up.
+        await asyncio.to_thread(
+            catchup.catch_up, peers=peers, data_dir=cfg.data_dir,
+            password=cfg.cluster_secret, bind_addr=f"{cfg.bind}:{cfg.raft_port}",
+            timing=cfg.timing)
     # Replication core: FSM, Raft node, the one proposer.
     fsm = FSM()
     node = RaftNode(
@@ -210,7 +218,7 @@ async def run_agent(cfg: AgentConfig) -> None:
     tasks = [
         asyncio.create_task(_register_self(ctx, proposer, cfg)),
         # Without --bootstrap-expect, --join names a running cluster to become a member of.
-        *([asyncio.create_task(membership.ensure_member(cfg.raft_addr, cfg.join,
+        *([asyncio.create_task(membership.ensure_member(cfg.raft_addr, members,
                                                         cfg.cluster_secret))]
           if cfg.join and not cfg.bootstrap_expect else []),
         asyncio.create_task(leader.supervise()),

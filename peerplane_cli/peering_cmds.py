@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .flags import CommandError, FlagSet, check_format, format_flag, http_flags
@@ -47,20 +48,15 @@ Subcommands:
 
 
 def peering_generate_token(args: list[str]) -> int:
-    fs = FlagSet("peerplane peering generate-token [options] -name <peer name>")
-    fs.string("name", "", "(Required) The local name assigned to the peer cluster.")
-    fs.mapping("meta", "Metadata to associate with the peering, formatted as key=value. This "
-               "flag may be specified multiple times to set multiple metadata fields.")
-    fs.string("server-external-addresses", "", "A list of addresses to put into the generated "
-              "token, formatted as a comma-separate list. Addresses are the form of "
-              "<host or IP>:port.")
-    format_flag(fs)
-    http_flags(fs)
-    fs.parse(args)
-    if not fs["name"]:
-        raise CommandError("Missing the required -name flag")
-    check_format(fs)
-    client = Client(fs)
+    def more(fs: FlagSet) -> None:
+        fs.mapping("meta", "Metadata to associate with the peering, formatted as key=value. "
+                   "This flag may be specified multiple times to set multiple metadata fields.")
+        fs.string("server-external-addresses", "", "A list of addresses to put into the "
+                  "generated token, formatted as a comma-separate list. Addresses are the form "
+                  "of <host or IP>:port.")
+
+    fs, client = _named_read("peerplane peering generate-token [options] -name <peer name>",
+                             args, more)
     body: dict[str, Any] = {"PeerName": fs["name"]}
     if fs["meta"]:
         body["Meta"] = fs["meta"]
@@ -149,10 +145,14 @@ def format_peering(p: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _named_read(usage: str, args: list[str]) -> tuple[FlagSet, Client]:
-    """The flags of a read about one peer (-name, -format, the HTTP flags), parsed."""
+def _named_read(usage: str, args: list[str],
+                more: Callable[[FlagSet], None] | None = None) -> tuple[FlagSet, Client]:
+    """The flags of a command about one peer (-name, -format, the HTTP flags, and `more`),
+    parsed."""
     fs = FlagSet(usage)
     fs.string("name", "", "(Required) The local name assigned to the peer cluster.")
+    if more is not None:
+        more(fs)
     format_flag(fs)
     http_flags(fs)
     fs.parse(args)

@@ -36,6 +36,7 @@ class Option:
     # A file key whose type differs from the option's: (key, its kind, to the option's value),
     # e.g. Consul's `log_json = true` for log_format "json".
     from_file: tuple[str, str, Callable[[Any], Any]] | None = None
+    shown: str | None = None  # the default as help shows it, when it is derived (not a value)
 
     @property
     def flag(self) -> str:
@@ -52,18 +53,18 @@ def _hostname() -> str:
 
 _o = Option
 OPTIONS: tuple[Option, ...] = (
-    _o("node", "str", None, "this server's node name (default: the host name)", ("node_name",)),
+    _o("node", "str", None, "this server's node name", ("node_name",), shown="the host name"),
     _o("datacenter", "str", "dc1", "the datacenter (cluster) name", ("datacenter",)),
-    _o("data_dir", "str", None, "where the Raft journal, snapshots and node-id live (required)",
-      ("data_dir",)),
+    _o("data_dir", "str", None, "where the Raft journal, snapshots and node-id live",
+      ("data_dir",), shown="none, required"),
     _o("bind", "str", "127.0.0.1", "address every listener binds (0.0.0.0: all interfaces)",
       ("bind_addr",)),
     _o("advertise", "str", None, "address the other servers reach this one at, for Raft and "
-      "HTTP forwarding (default: --bind; required when binding all interfaces)",
-      ("advertise_addr",)),
+      "HTTP forwarding", ("advertise_addr",),
+      shown="--bind, or this host's address when binding all interfaces"),
     _o("advertise_wan", "str", None, "HOST[:PORT] peer clusters reach this server's peering port "
-      "at (NAT, load balancer); put in peering tokens and server-address updates "
-      "(default: --advertise with --peering-port)", ("advertise_addr_wan",)),
+      "at (NAT, load balancer); put in peering tokens and server-address updates",
+      ("advertise_addr_wan",), shown="--advertise with --peering-port"),
     _o("http_port", "int", 8500, "HTTP API port (-1: no plain-HTTP listener)", ("ports.http",)),
     _o("https_port", "int", -1, "HTTPS API port (-1: off); needs --tls-cert-file and "
       "--tls-key-file", ("ports.https",)),
@@ -139,7 +140,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="read every *.json and *.hcl file of DIR, in name order (repeatable)")
     for o in OPTIONS:
         where = f"env {o.env}" + (f"; config {o.keys[0]}" if o.keys else "")
-        text = f"{o.help} (default: {show_default(o.default)}; {where})"
+        text = f"{o.help} (default: {o.shown or show_default(o.default)}; {where})"
         if o.kind == "bool":
             p.add_argument(o.flag, action="store_const", const=True, default=None, help=text)
         else:
@@ -153,6 +154,18 @@ def show_default(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(value) or "none"
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def go_style_flags(argv: list[str]) -> list[str]:
+    """Consul's agent takes its flags with one dash (`-config-file=x`, `-data-dir x`): accept
+    that spelling of every agent flag too."""
+    known = {o.flag for o in OPTIONS} | {"--config-file", "--config-dir"}
+    out = []
+    for arg in argv:
+        name = "-" + arg.partition("=")[0]
+        out.append("-" + arg if arg.startswith("-") and not arg.startswith("--") and
+                   name in known else arg)
+    return out
 
 
 def parse_agent_flags(argv: list[str]) -> argparse.Namespace:
@@ -434,12 +447,16 @@ def load(flags: argparse.Namespace, environ: Mapping[str, str]) -> Resolved:
 
 
 def validate(paths: list[str]) -> Resolved:
-    """`peerplane validate FILE-or-DIR…`: the files alone (no variables, no flags), checked."""
-    files = [p for p in paths if not os.path.isdir(p)]
-    dirs = [p for p in paths if os.path.isdir(p)]
-    for p in files:
-        if not os.path.exists(p):
+    """`peerplane validate FILE-or-DIR…`: the files alone (no variables, no flags), merged in
+    the order given (a directory's files in name order where it stands), and checked."""
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += config_paths([], [p])
+        elif not os.path.exists(p):
             raise ConfigError(f"config file {p}: no such file")
-    r = resolve(None, {}, files, dirs)
+        else:
+            files.append(p)
+    r = resolve(None, {}, files)
     check(r)
     return r

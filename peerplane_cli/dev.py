@@ -21,7 +21,7 @@ def agent_argv(
     join: list[str], secret_file: str, nodes: int, extra: list[str] | None = None,
 ) -> list[str]:
     return [
-        sys.executable, "-m", "cli", "agent",
+        sys.executable, "-m", "peerplane_cli", "agent",
         "--node", name, "--datacenter", datacenter, "--bind", "127.0.0.1",
         "--http-port", str(http), "--raft-port", str(raft), "--peering-port", str(peering),
         "--data-dir", data_dir, "--join", ",".join(join), "--bootstrap-expect", str(nodes),

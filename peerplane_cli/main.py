@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("validate", help="check agent configuration files without starting",
                    add_help=False)
     _lab_parser(sub)
+    if argv and argv[0] == "agent":
+        argv = ["agent", *config.go_style_flags(argv[1:])]
     args = parser.parse_args(argv)
     try:
         if args.cmd == "agent":

@@ -1,2 +1,2 @@
 """The `peerplane` command: argument parsing, the client commands, and the agent's composition
-root (cli/agent.py builds every part and wires them)."""
+root (peerplane_cli/agent.py builds every part and wires them)."""
