@@ -71,6 +71,15 @@ async def to_leader(
         await asyncio.sleep(_POLL)
 
 
+def _still_invalid(value: str) -> str:
+    """A header value as the leader must see it. Bytes that are not UTF-8 arrive here as
+    surrogates, which aiohttp's client would silently drop - turning `X-Consul-Partition: \\xff`
+    into no partition at all, a 200 where the leader answers 400. U+FFFD keeps them invalid."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _leader_http(ctx: ServerContext, leader: str | None) -> tuple[str, dict[str, Any]] | None:
     if leader is None or leader == ctx.raft_addr:
         return None
@@ -112,7 +121,8 @@ async def _send(
     extra_time: float,
 ) -> web.Response:
     assert ctx.session is not None
-    headers = {k: request.headers[k] for k in _PASS_REQUEST if k in request.headers}
+    headers = {k: _still_invalid(request.headers[k]) for k in _PASS_REQUEST
+               if k in request.headers}
     headers[FORWARDED] = ctx.node_name
     if (rid := logs.REQUEST_ID.get()) is not None:
         headers["X-Request-Id"] = rid  # the leader logs the request under the same ID

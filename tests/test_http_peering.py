@@ -887,6 +887,18 @@ def test_same_name_in_two_partitions_is_independent(cluster):
     assert read_ok(cluster.agents[1], name) == default
 
 
+def test_a_partition_header_that_is_not_utf8_is_refused_through_every_server(cluster):
+    """Followers forward headers before anything is decoded: a value the leader refuses must
+    reach it still invalid (aiohttp's client would drop the bytes and write to `default`)."""
+    name = fresh("bytes")
+    for agent in cluster.agents:
+        reply = agent.call("POST", "/v1/peering/token", {"PeerName": name},
+                           headers={"X-Consul-Partition": "\xff"})  # the byte 0xff
+        assert reply.status == 400, (agent.name, reply.status, reply.text)
+        assert reply.text.startswith('Invalid partition name "'), reply.text
+    assert read(cluster.agents[0], name).status == 404
+
+
 def test_establish_in_a_partition(cluster, dc2):
     name, team = fresh("part-dial"), fresh("team")
     token, tok = generate(dc2.agents[0], fresh("part-src"))
