@@ -581,7 +581,7 @@ def main() -> int:
     p.add_argument("--peerings", type=int, default=10_000)
     p.add_argument("--establish-runs", type=int, default=20)
     p.add_argument("--markdown", metavar="PATH", help="also write the table here (Markdown)")
-    p.add_argument("--only", default="peerplane,establish,replication,scale,etcd,raw",
+    p.add_argument("--only", default="peerplane,failover,establish,replication,scale,etcd,raw",
                    help="comma-separated parts to run (default: all)")
     p.add_argument("--smoke", action="store_true",
                    help="seconds-long run of every part, for CI; non-zero exit on any failure")

@@ -34,3 +34,6 @@ def test_compare_smoke_runs_every_part(tmp_path):
                 "list p50 ms", "cold restart s"):
         assert row in table, table
     assert "FAILED" not in table, table
+    # every part ran by default, each with its numbers (a row alone is printed either way)
+    assert "failover ms, median of 3 " in table, table
+    assert "target: list p50 ms at n peerings:" in table, table
