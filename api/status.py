@@ -67,16 +67,17 @@ async def remove_peer(request: web.Request, parsed: tuple[str, str]) -> web.Stre
     key, wanted = parsed
     found = [s for s in _servers(ctx) if s["Address" if key == "address" else "ID"] == wanted]
     if not found:
-        # Consul's text; Go's %q of an ASCII string is its JSON form.
-        raise APIError(500, f"{key} {json.dumps(wanted)} was not found in the Raft configuration")
+        # Consul's text (Consul answers 500; a client's mistake is a 400 here, as DESIGN.md says).
+        # Go's %q of an ASCII string is its JSON form.
+        raise APIError(400, f"{key} {json.dumps(wanted)} was not found in the Raft configuration")
     addr = found[0]["Address"]
     if addr == ctx.raft_addr:
-        raise APIError(500, f"{key} {json.dumps(wanted)} is the leader: a leader cannot remove "
+        raise APIError(400, f"{key} {json.dumps(wanted)} is the leader: a leader cannot remove "
                             "itself (stop or restart it so that another server leads first)")
     try:
         await ctx.node.remove_server(addr, ctx.apply_timeout)
     except NotApplied as e:
-        raise APIError(500, f"removing {addr} failed: {e}") from None
+        raise APIError(503, f"removing {addr} failed: {e}") from None  # e.g. a change in flight
     except UnknownOutcome:
         raise APIError(503, "Raft configuration change timed out; check "
                             "/v1/operator/raft/configuration") from None

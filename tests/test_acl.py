@@ -271,7 +271,7 @@ def test_remove_peer_needs_operator_write(dc1: LocalCluster) -> None:
         reply = agent.call("DELETE", "/v1/operator/raft/peer?address=127.0.0.1:1",
                            headers=h(writer["SecretID"]))
         assert (reply.status, reply.text) == (
-            500, 'address "127.0.0.1:1" was not found in the Raft configuration')
+            400, 'address "127.0.0.1:1" was not found in the Raft configuration')
 
 
 def _has_policy(agent: Agent, name: str) -> bool:

@@ -80,13 +80,13 @@ def test_removing_an_unknown_address_is_an_error_and_changes_nothing(cluster):
     for a in (leader, cluster.followers()[0]):
         reply = a.call("DELETE", "/v1/operator/raft/peer?address=127.0.0.1:1")
         assert (reply.status, reply.text) == (
-            500, 'address "127.0.0.1:1" was not found in the Raft configuration')
+            400, 'address "127.0.0.1:1" was not found in the Raft configuration')
         reply = a.call("DELETE", "/v1/operator/raft/peer?id=nope")
-        assert (reply.status, reply.text) == (500, 'id "nope" was not found in the Raft '
+        assert (reply.status, reply.text) == (400, 'id "nope" was not found in the Raft '
                                                     "configuration")
     out = cli(leader, "operator", "raft", "remove-peer", "-address=nope")
     assert out.returncode == 1
-    assert out.stderr.strip() == ('Error removing peer: Unexpected response code: 500 '
+    assert out.stderr.strip() == ('Error removing peer: Unexpected response code: 400 '
                                   '(address "nope" was not found in the Raft configuration)')
     assert leader.call("GET", "/v1/operator/raft/configuration").json()["Servers"] == before
 
@@ -105,7 +105,7 @@ def test_the_leader_cannot_remove_itself(cluster):
     leader = cluster.leader()
     reply = cluster.followers()[0].call(
         "DELETE", f"/v1/operator/raft/peer?address={leader.raft_addr}")
-    assert reply.status == 500
+    assert reply.status == 400
     assert reply.text.startswith(f'address "{leader.raft_addr}" is the leader')
     assert len(leader.call("GET", "/v1/status/peers").json()) == 3
 
