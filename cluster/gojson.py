@@ -220,11 +220,8 @@ def _top(value: Any, schema: Schema, type_name: str, strict: bool) -> dict[str, 
     return _struct(value, schema, type_name.rpartition(".")[2], strict)
 
 
-def go_decode_strict(
-    raw: bytes, schema: Schema, type_name: str, strict: bool = True
-) -> dict[str, Any]:
-    """json.NewDecoder(body) with DisallowUnknownFields (strict=False: without it, as
-    Consul's catalog endpoints decode): one value, trailing data ignored."""
+def _first_value(raw: bytes, type_name: str) -> Any:
+    """What json.NewDecoder(body).Decode reads: the first JSON value, trailing data ignored."""
     doc = _text(raw)
     start = len(doc) - len(doc.lstrip(" \t\n\r"))
     if start == len(doc):
@@ -233,6 +230,15 @@ def go_decode_strict(
         value, _ = _DECODER.raw_decode(doc, start)
     except _PARSE_FAILURES as e:
         raise _failure(raw, doc, e, read_value, "unexpected EOF", type_name) from None
+    return value
+
+
+def go_decode_strict(
+    raw: bytes, schema: Schema, type_name: str, strict: bool = True
+) -> dict[str, Any]:
+    """json.NewDecoder(body) with DisallowUnknownFields (strict=False: without it, as
+    Consul's catalog endpoints decode): one value, trailing data ignored."""
+    value = _first_value(raw, type_name)
     if _json_kind(value) == "number" and (found := read_value(raw, _SCAN_LIMIT)) is not None:
         raise GoJSONError(found)  # Python stops a top-level `1.x` or `1e` where Go refuses it
     return _top(value, schema, type_name, strict=strict)
@@ -252,14 +258,7 @@ def go_unmarshal(raw: bytes, schema: Schema, type_name: str) -> dict[str, Any]:
 def go_decode_object(raw: bytes, type_name: str = "map[string]interface {}") -> dict[str, Any]:
     """json.NewDecoder(body).Decode(&map[string]interface{}): the raw object (Consul decodes
     config entries this way, then maps it onto a struct itself)."""
-    doc = _text(raw)
-    start = len(doc) - len(doc.lstrip(" \t\n\r"))
-    if start == len(doc):
-        raise GoJSONError("EOF")
-    try:
-        value, _ = _DECODER.raw_decode(doc, start)
-    except _PARSE_FAILURES as e:
-        raise _failure(raw, doc, e, read_value, "unexpected EOF", type_name) from None
+    value = _first_value(raw, type_name)
     if value is None:
         return {}
     if not isinstance(value, dict):
