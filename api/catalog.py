@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from cluster.acl import Authorizer, Permission, denied_text
-from cluster.commands import TableCommand
+from cluster.commands import CatalogDeregister, CatalogRegister
 from cluster.gojson import GoJSONError, ListOf, Schema, go_decode_strict, go_quote
 from cluster.state.catalog import STATUSES
 
@@ -240,7 +240,7 @@ async def parse_register(request: web.Request) -> dict[str, Any]:
 async def register(request: web.Request, cmd: dict[str, Any]) -> web.StreamResponse:
     ctx = request.app[SERVER]
     _vet_register(request, ctx, cmd)
-    await commit(ctx, lambda: TableCommand("catalog_register", cmd), CATALOG)
+    await commit(ctx, lambda: CatalogRegister(**cmd), CATALOG)
     return json_response(request, True)
 
 
@@ -258,7 +258,7 @@ async def parse_deregister(request: web.Request) -> dict[str, Any]:
 async def deregister(request: web.Request, cmd: dict[str, Any]) -> web.StreamResponse:
     ctx = request.app[SERVER]
     _vet_deregister(request, ctx, cmd)
-    await commit(ctx, lambda: TableCommand("catalog_deregister", cmd), CATALOG)
+    await commit(ctx, lambda: CatalogDeregister(**cmd), CATALOG)
     return json_response(request, True)
 
 

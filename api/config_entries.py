@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from cluster.acl import Permission
-from cluster.commands import TableCommand
+from cluster.commands import ConfigDelete, ConfigSet
 from cluster.gojson import GoJSONError, go_decode_object, go_quote
 from cluster.state.config import EXPORTED_SERVICES
 
@@ -255,7 +255,7 @@ async def parse_apply(request: web.Request) -> dict[str, Any]:
 
 
 async def apply(request: web.Request, cmd: dict[str, Any]) -> web.StreamResponse:
-    res = await commit(request.app[SERVER], lambda: TableCommand("config_set", cmd), WHAT)
+    res = await commit(request.app[SERVER], lambda: ConfigSet(**cmd), WHAT)
     return json_response(request, bool(res.get("applied")))
 
 
@@ -293,7 +293,7 @@ async def parse_delete(request: web.Request) -> dict[str, Any]:
 
 
 async def delete(request: web.Request, cmd: dict[str, Any]) -> web.StreamResponse:
-    res = await commit(request.app[SERVER], lambda: TableCommand("config_delete", cmd), WHAT)
+    res = await commit(request.app[SERVER], lambda: ConfigDelete(**cmd), WHAT)
     return json_response(request, bool(res.get("applied")) if "CAS" in cmd else {})
 
 

@@ -24,20 +24,13 @@ from .state.errors import CommandError
 Map = dict[str, Any]  # a record carried whole (ACL policy/token: the ACL table checks it)
 
 
-
-
 @dataclass(frozen=True)
 class Command:
     op: ClassVar[str] = ""
-
-
-@dataclass(frozen=True)
-class TableCommand(Command):
-    """A command of a table that checks its own fields (catalog, config entries): the map as
-    it came, handed to the table whole."""
-
-    name: str
-    body: dict[str, Any]
+    # True for tables that check every field themselves with their own messages (catalog,
+    # config entries): `decode` then passes the fields through unchecked, so every field has
+    # a default and the annotations say what the table accepts.
+    table_checked: ClassVar[bool] = False
 
 
 # ---- servers and the cluster identity (cluster/state/servers.py) ----
@@ -194,20 +187,94 @@ class AclTokenDelete(Command):
     AccessorID: str
 
 
+# ---- catalog (cluster/state/catalog.py; fields checked by the table, see its docstring) ----
+
+
+@dataclass(frozen=True)
+class CatalogCommand(Command):
+    table_checked: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class CatalogRegister(CatalogCommand):
+    op: ClassVar[str] = "catalog_register"
+    Node: Map | None = None
+    Service: Map | None = None
+    Checks: list[Map] | None = None
+    SkipNodeUpdate: bool = False
+
+
+@dataclass(frozen=True)
+class CatalogDeregister(CatalogCommand):
+    op: ClassVar[str] = "catalog_deregister"
+    Node: str | None = None
+    ServiceID: str | None = None
+    CheckID: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogImportService(CatalogCommand):
+    op: ClassVar[str] = "catalog_import_service"
+    Peer: str | None = None
+    Service: str | None = None
+    Nodes: list[Map] | None = None
+    PeeringID: str | None = None  # set: refused unless that peering is live (cluster/fsm.py)
+
+
+@dataclass(frozen=True)
+class CatalogImportDeleteService(CatalogCommand):
+    op: ClassVar[str] = "catalog_import_delete_service"
+    Peer: str | None = None
+    Service: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogImportPrune(CatalogCommand):
+    op: ClassVar[str] = "catalog_import_prune"
+    Peer: str | None = None
+    Keep: list[str] | None = None
+    PeeringID: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogImportDeletePeer(CatalogCommand):
+    op: ClassVar[str] = "catalog_import_delete_peer"
+    Peer: str | None = None
+    Limit: int | None = None
+
+
+# ---- config entries (cluster/state/config.py; fields checked by the table) ----
+
+
+@dataclass(frozen=True)
+class ConfigCommand(Command):
+    table_checked: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class ConfigSet(ConfigCommand):
+    op: ClassVar[str] = "config_set"
+    Entry: Map | None = None
+    CAS: int | None = None
+
+
+@dataclass(frozen=True)
+class ConfigDelete(ConfigCommand):
+    op: ClassVar[str] = "config_delete"
+    Kind: str | None = None
+    Name: str | None = None
+    CAS: int | None = None
+
+
 # ---- the boundary ----
 
 COMMANDS: dict[str, type[Command]] = {}
-TABLE_OPS: set[str] = set()  # ops decoded as TableCommand
-
-
-def register_table_ops(ops: frozenset[str]) -> None:
-    TABLE_OPS.update(ops)
 
 
 def register(cls: type[Command]) -> type[Command]:
     """Make a command class decodable (tables in cluster/state/ declare theirs here)."""
     COMMANDS[cls.op] = cls
-    _FIELDS[cls] = _field_checks(cls)
+    _FIELDS[cls] = [] if cls.table_checked else _field_checks(cls)
     return cls
 
 
@@ -256,15 +323,9 @@ def _field_checks(cls: type[Command]) -> list[tuple[str, Any, bool]]:
     return out
 
 
-def op_name(cmd: Command) -> str:
-    return cmd.name if isinstance(cmd, TableCommand) else cmd.op
-
-
 def encode(cmd: Command | Mapping[str, Any]) -> bytes:
     """A command's wire form: {"op": ..., every field that is set}. A plain map passes
     through as it is (tests and fuzzers send what a damaged or hostile peer might)."""
-    if isinstance(cmd, TableCommand):
-        return msgpack.packb({**cmd.body, "op": cmd.name}, use_bin_type=True)
     if isinstance(cmd, Command):
         body: dict[str, Any] = {"op": cmd.op}
         for f in dataclasses.fields(cmd):
@@ -300,11 +361,11 @@ def decode(raw: bytes) -> Command:
     if body.get("op") == "set_state":
         body = _legacy_set_state(body)
     op = body.get("op")
-    if isinstance(op, str) and op in TABLE_OPS:
-        return TableCommand(op, body)
     cls = COMMANDS.get(op) if isinstance(op, str) else None
     if cls is None:
         raise CommandError(f"unknown command {op!r}")
+    if cls.table_checked:  # values as they came (None too): the table checks them
+        return cls(**{f.name: body[f.name] for f in dataclasses.fields(cls) if f.name in body})
     kwargs = {}
     for name, check, required in _FIELDS[cls]:
         if name not in body:
@@ -322,5 +383,7 @@ def decode(raw: bytes) -> Command:
 
 for _cls in (RegisterServer, InitIdentity, Barrier, GenerateToken, Establish, PeeringEvent,
              ExchangeSecret, Delete, Remove, AclInit, AclBootstrap, AclPolicySet,
-             AclPolicyDelete, AclTokenSet, AclTokenDelete):
+             AclPolicyDelete, AclTokenSet, AclTokenDelete, CatalogRegister, CatalogDeregister,
+             CatalogImportService, CatalogImportDeleteService, CatalogImportPrune,
+             CatalogImportDeletePeer, ConfigSet, ConfigDelete):
     register(_cls)

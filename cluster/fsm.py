@@ -20,7 +20,15 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from .commands import CommandError, TableCommand, decode, encode, register_table_ops
+from .commands import (
+    CatalogCommand,
+    CatalogImportPrune,
+    CatalogImportService,
+    CommandError,
+    ConfigCommand,
+    decode,
+    encode,
+)
 from .state import catalog as catalog_table
 from .state import config as config_table
 from .state.acl import ACL, ANONYMOUS_TOKEN_ID, GLOBAL_MANAGEMENT_POLICY_ID
@@ -49,9 +57,6 @@ T = TypeVar("T", bound=Table)
 # Called after an apply with the new index and the (table, key) pairs it touched; after a
 # restore with `touched=None` (everything may have changed).
 Subscriber = Callable[[int, Touched | None], None]
-register_table_ops(catalog_table.OPS | config_table.OPS)
-# Catalog commands of replication: refused unless the peering they name by ID is live.
-IMPORT_OPS = frozenset({"catalog_import_service", "catalog_import_prune"})
 
 
 class FSM:
@@ -68,11 +73,12 @@ class FSM:
         self._handlers: dict[type, Callable[[Any], dict[str, Any]]] = {}
         for table in self._tables.values():
             self._handlers.update(table.handlers())
-        # Tables that take a command map and the index they will get if they change anything,
-        # and check their own fields (cluster/state/catalog.py, config.py).
+        # Tables that take a command and the index it will get if it changes anything, and
+        # check its fields themselves (cluster/state/catalog.py, config.py).
         self.catalog = Catalog(self._lock)
         self.config_entries = ConfigEntries(self._lock)
-        self._handlers[TableCommand] = self._apply_table_command
+        for cls in (*catalog_table.COMMANDS, *config_table.COMMANDS):
+            self._handlers[cls] = self._apply_table_command
 
     def table(self, cls: type[T]) -> T:
         return self._tables[cls]  # type: ignore[return-value]
@@ -123,15 +129,18 @@ class FSM:
             self._notify(self._changes.index, touched)
         return result
 
-    def _apply_table_command(self, cmd: TableCommand) -> dict[str, Any]:
-        if cmd.name in IMPORT_OPS and "PeeringID" in cmd.body:
-            self._check_import_target(cmd.body)
-        if cmd.name in catalog_table.OPS:
+    def _apply_table_command(self, cmd: CatalogCommand | ConfigCommand) -> dict[str, Any]:
+        # Catalog commands of replication: refused unless the peering they name is live.
+        if isinstance(cmd, (CatalogImportService, CatalogImportPrune)) and (
+                cmd.PeeringID is not None):
+            self._check_import_target(cmd.PeeringID, cmd.Peer)
+        table: Catalog | ConfigEntries
+        if isinstance(cmd, CatalogCommand):
             name, table = "catalog", self.catalog
         else:
             name, table = "config_entries", self.config_entries
         self.catalog.take_touched()
-        result = table.apply(cmd.body, self._changes.index + 1)
+        result = table.apply(cmd, self._changes.index + 1)  # type: ignore[arg-type]
         names = self.catalog.take_touched()
         if result.pop("changed"):
             self._changes.index += 1
@@ -145,13 +154,12 @@ class FSM:
             result["index"] = self._changes.index
         return result
 
-    def _check_import_target(self, body: dict[str, Any]) -> None:
+    def _check_import_target(self, pid: Any, peer: Any) -> None:
         """Replication imports land only while their peering is live: one proposed just before
         the peering was deleted or terminated must not commit after the purge of its imports
         and be left behind (cluster/peering/importer.py sends the peering's ID)."""
-        pid = body["PeeringID"]
         rec = self.peerings.by_id(pid) if isinstance(pid, str) else None
-        if rec is None or rec["Name"] != body.get("Peer") or rec["State"] in (
+        if rec is None or rec["Name"] != peer or rec["State"] in (
             DELETING, TERMINATED
         ):
             raise CommandError("no live peering to import into", "conflict")

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .commands import Barrier, Command, op_name
+from .commands import Barrier, Command
 from .raft import NotApplied, RaftNode, UnknownOutcome
 
 __all__ = ["CAS_RETRIES", "KeptChanging", "NotApplied", "Proposer", "Refused", "UnknownOutcome"]
@@ -111,8 +111,8 @@ class Proposer:
         try:
             res = await self.submit(cmd)
         except (NotApplied, UnknownOutcome) as e:
-            log.info("%s not applied: %s", op_name(cmd), e)
+            log.info("%s not applied: %s", cmd.op, e)
             return None
         if "error" in res:
-            log.info("%s refused: %s", op_name(cmd), res["error"])
+            log.info("%s refused: %s", cmd.op, res["error"])
         return res

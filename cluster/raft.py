@@ -19,7 +19,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import membership, metrics
-from .commands import Command, encode, op_name
+from .commands import Command, encode
 from .fsm import FSM
 from .journal import JournalPath
 from .lease import LeaseTracker
@@ -263,7 +263,7 @@ class RaftNode:
         if (why := self.disk_failure()) is not None:
             raise DiskFault(why)
         started = time.perf_counter()
-        op = op_name(cmd)
+        op = cmd.op
         raw = encode(cmd)
         try:
             res, err = await self._call(lambda cb: self._apply(raw, cb), timeout)

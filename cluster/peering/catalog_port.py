@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..commands import TableCommand
+from ..commands import CatalogImportDeletePeer, CatalogImportPrune, CatalogImportService
 from ..fsm import FSM
 
 WILDCARD = "*"  # Consul: an exported-services entry may export every service by this name
@@ -47,13 +47,13 @@ class FSMCatalog:
 
     # With the peering's ID the FSM refuses the import once the peering is no longer live.
     def import_command(self, peering_id: str, peer_name: str, service: str,
-                       nodes: list[dict[str, Any]]) -> TableCommand:
-        return TableCommand("catalog_import_service", {
-            "PeeringID": peering_id, "Peer": peer_name, "Service": service, "Nodes": nodes})
+                       nodes: list[dict[str, Any]]) -> CatalogImportService:
+        return CatalogImportService(PeeringID=peering_id, Peer=peer_name, Service=service,
+                                    Nodes=nodes)
 
-    def prune_command(self, peering_id: str, peer_name: str, keep: list[str]) -> TableCommand:
-        return TableCommand("catalog_import_prune",
-                            {"PeeringID": peering_id, "Peer": peer_name, "Keep": keep})
+    def prune_command(self, peering_id: str, peer_name: str,
+                      keep: list[str]) -> CatalogImportPrune:
+        return CatalogImportPrune(PeeringID=peering_id, Peer=peer_name, Keep=keep)
 
-    def purge_command(self, peer_name: str, limit: int) -> TableCommand:
-        return TableCommand("catalog_import_delete_peer", {"Peer": peer_name, "Limit": limit})
+    def purge_command(self, peer_name: str, limit: int) -> CatalogImportDeletePeer:
+        return CatalogImportDeletePeer(Peer=peer_name, Limit=limit)

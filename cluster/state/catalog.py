@@ -43,6 +43,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..commands import (
+    CatalogCommand,
+    CatalogDeregister,
+    CatalogImportDeletePeer,
+    CatalogImportDeleteService,
+    CatalogImportPrune,
+    CatalogImportService,
+    CatalogRegister,
+)
 from .catalog_reads import CatalogReads, ItemKey, NameKey, NodeKey
 from .catalog_records import (
     STATUSES,
@@ -59,7 +68,7 @@ from .catalog_records import (
 )
 from .errors import CommandError
 
-__all__ = ["OPS", "STATUSES", "Catalog"]
+__all__ = ["COMMANDS", "STATUSES", "Catalog"]
 
 
 
@@ -260,24 +269,24 @@ class Catalog(CatalogReads):
 
     # ---- commands ----
 
-    def apply(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
+    def apply(self, cmd: CatalogCommand, index: int) -> dict[str, Any]:
         """Run a catalog command with the index it gets if it changes anything."""
-        handler = _COMMANDS[cmd["op"]]
+        handler = _COMMANDS[type(cmd)]
         return handler(self, cmd, index)
 
-    def _register(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        node = node_record(cmd.get("Node"), "")
+    def _register(self, cmd: CatalogRegister, index: int) -> dict[str, Any]:
+        node = node_record(cmd.Node, "")
         key = ("", node["Node"].lower())
-        skip = cmd.get("SkipNodeUpdate", False)
+        skip = cmd.SkipNodeUpdate
         if not isinstance(skip, bool):
             raise CommandError("invalid command: SkipNodeUpdate has the wrong type")
         if skip and key not in self._nodes:
             raise CommandError("Missing node registration")
         name = self._nodes[key]["Node"] if skip else node["Node"]
         svc = None
-        if cmd.get("Service") is not None:
-            svc = service_record(cmd["Service"], name, "")
-        checks = [check_record(c, name, "") for c in record_list(cmd.get("Checks"), "Checks")]
+        if cmd.Service is not None:
+            svc = service_record(cmd.Service, name, "")
+        checks = [check_record(c, name, "") for c in record_list(cmd.Checks, "Checks")]
         for chk in checks:
             sid = chk["ServiceID"]
             if sid and not (svc is not None and svc["ID"] == sid) and (*key, sid) not in (
@@ -293,9 +302,9 @@ class Catalog(CatalogReads):
             changed |= self._put_check(chk, index)
         return {"changed": changed}
 
-    def _deregister(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        node = cmd.get("Node")
-        sid, cid = cmd.get("ServiceID") or "", cmd.get("CheckID") or ""
+    def _deregister(self, cmd: CatalogDeregister, index: int) -> dict[str, Any]:
+        node = cmd.Node
+        sid, cid = cmd.ServiceID or "", cmd.CheckID or ""
         if not isinstance(node, str) or not node:
             raise CommandError("Must provide node")
         if not isinstance(sid, str) or not isinstance(cid, str):
@@ -309,12 +318,12 @@ class Catalog(CatalogReads):
             gone = self._del_node(key, index)
         return {"changed": bool(gone)}
 
-    def _import_service(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        peer, name = peer_of(cmd), cmd.get("Service")
+    def _import_service(self, cmd: CatalogImportService, index: int) -> dict[str, Any]:
+        peer, name = peer_of(cmd.Peer), cmd.Service
         if not isinstance(name, str) or not name:
             raise CommandError("invalid command: Service must be a service name")
         instances: list[tuple[Record, Record, list[Record]]] = []
-        for item in record_list(cmd.get("Nodes"), "Nodes"):
+        for item in record_list(cmd.Nodes, "Nodes"):
             item = as_map(item, "Nodes[]")
             node = node_record(item.get("Node"), peer)
             svc = service_record(item.get("Service"), node["Node"], peer)
@@ -355,15 +364,16 @@ class Catalog(CatalogReads):
             gone += self._drop_if_empty(skey[:2], index)
         return gone
 
-    def _import_delete_service(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        peer, name = peer_of(cmd), cmd.get("Service")
+    def _import_delete_service(self, cmd: CatalogImportDeleteService,
+                               index: int) -> dict[str, Any]:
+        peer, name = peer_of(cmd.Peer), cmd.Service
         if not isinstance(name, str):
             raise CommandError("invalid command: Service must be a service name")
         return {"changed": bool(self._remove_imported(peer, name, index))}
 
-    def _import_prune(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        peer = peer_of(cmd)
-        keep = str_list(cmd, "Keep", "command") or []
+    def _import_prune(self, cmd: CatalogImportPrune, index: int) -> dict[str, Any]:
+        peer = peer_of(cmd.Peer)
+        keep = str_list(vars(cmd), "Keep", "command") or []
         wanted = {n.lower() for n in keep}
         gone = 0
         for name in list(self._peer_names.get(peer, {})):
@@ -371,8 +381,8 @@ class Catalog(CatalogReads):
                 gone += self._remove_imported(peer, name, index)
         return {"changed": bool(gone), "deleted": gone}
 
-    def _import_delete_peer(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        peer, limit = peer_of(cmd), int_field(cmd, "Limit", "command")
+    def _import_delete_peer(self, cmd: CatalogImportDeletePeer, index: int) -> dict[str, Any]:
+        peer, limit = peer_of(cmd.Peer), int_field(vars(cmd), "Limit", "command")
         if limit <= 0:
             raise CommandError("invalid command: Limit must be positive")
         gone = 0
@@ -434,12 +444,12 @@ class Catalog(CatalogReads):
         self._name_index = {(p, n): i for p, n, i in data["name_index"]}
 
 
-_COMMANDS = {
-    "catalog_register": Catalog._register,
-    "catalog_deregister": Catalog._deregister,
-    "catalog_import_service": Catalog._import_service,
-    "catalog_import_delete_service": Catalog._import_delete_service,
-    "catalog_import_prune": Catalog._import_prune,
-    "catalog_import_delete_peer": Catalog._import_delete_peer,
+_COMMANDS: dict[type, Any] = {
+    CatalogRegister: Catalog._register,
+    CatalogDeregister: Catalog._deregister,
+    CatalogImportService: Catalog._import_service,
+    CatalogImportDeleteService: Catalog._import_delete_service,
+    CatalogImportPrune: Catalog._import_prune,
+    CatalogImportDeletePeer: Catalog._import_delete_peer,
 }
-OPS = frozenset(_COMMANDS)
+COMMANDS = tuple(_COMMANDS)

@@ -129,8 +129,8 @@ def record_list(value: Any, what: str) -> list[Any]:
     return value
 
 
-def peer_of(cmd: dict[str, Any]) -> str:
-    peer = cmd.get("Peer")
+def peer_of(peer: Any) -> str:
+    """A command's `Peer`, checked."""
     if not isinstance(peer, str) or not peer:
         raise CommandError("invalid command: Peer must be a peering name")
     return peer

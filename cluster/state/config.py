@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..commands import ConfigDelete, ConfigSet
 from .catalog_records import record_list
 from .errors import CommandError
 
@@ -79,8 +80,8 @@ def entry_record(value: Any) -> Record:
     return entry
 
 
-def _cas(cmd: dict[str, Any]) -> int | None:
-    cas = cmd.get("CAS")
+def _cas(cmd: ConfigSet | ConfigDelete) -> int | None:
+    cas = cmd.CAS
     if cas is not None and (not isinstance(cas, int) or isinstance(cas, bool) or cas < 0):
         raise CommandError("invalid command: CAS has the wrong type")
     return cas
@@ -97,13 +98,13 @@ class ConfigEntries:
         # peer -> {service name: None}, derived from the exported-services entry
         self._exports: dict[str, dict[str, None]] = {}
 
-    def apply(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        if cmd["op"] == "config_set":
+    def apply(self, cmd: ConfigSet | ConfigDelete, index: int) -> dict[str, Any]:
+        if isinstance(cmd, ConfigSet):
             return self._set(cmd, index)
         return self._delete(cmd, index)
 
-    def _set(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        entry, cas = entry_record(cmd.get("Entry")), _cas(cmd)
+    def _set(self, cmd: ConfigSet, index: int) -> dict[str, Any]:
+        entry, cas = entry_record(cmd.Entry), _cas(cmd)
         key = (entry["Kind"], entry["Name"])
         old = self._entries.get(key)
         if cas is not None and cas != (old["ModifyIndex"] if old else 0):
@@ -116,8 +117,8 @@ class ConfigEntries:
         self._rebuild_exports()
         return {"changed": True, "applied": True}
 
-    def _delete(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
-        kind, name, cas = cmd.get("Kind"), cmd.get("Name"), _cas(cmd)
+    def _delete(self, cmd: ConfigDelete, index: int) -> dict[str, Any]:
+        kind, name, cas = cmd.Kind, cmd.Name, _cas(cmd)
         if not isinstance(kind, str) or not isinstance(name, str):
             raise CommandError("invalid command: Kind/Name has the wrong type")
         old = self._entries.get((kind, name))
@@ -179,4 +180,4 @@ class ConfigEntries:
         self._rebuild_exports()
 
 
-OPS = frozenset({"config_set", "config_delete"})
+COMMANDS = (ConfigSet, ConfigDelete)
