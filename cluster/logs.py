@@ -25,7 +25,6 @@ _VALID_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime", "node", "request_id", "taskName",
 }
-_format = "text"
 
 
 def request_id(incoming: str | None) -> str:
@@ -98,11 +97,10 @@ class TextFormatter(logging.Formatter):
 
 
 def setup(level: str = "INFO", fmt: str = "text", node: str = "-") -> None:
-    """Configure the root logger once for an agent process."""
-    global _format
+    """Configure the root logger once for an agent process (Python's logging is per process;
+    the agent's `announce` line gets the format from the agent's config)."""
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown log format {fmt!r} (text or json)")
-    _format = fmt
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_Context(node))
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
@@ -113,10 +111,10 @@ def setup(level: str = "INFO", fmt: str = "text", node: str = "-") -> None:
     root.setLevel(level.upper())
 
 
-def announce(message: str, **fields: Any) -> None:
-    """A line for stdout whatever the log level (the agent's `ready` line): plain text, or a
-    JSON object whose @message is that text when logging JSON."""
-    if _format == "json":
+def announce(message: str, fmt: str = "text", **fields: Any) -> None:
+    """A line for stdout whatever the log level (the agent's `ready` line): plain text, or
+    with `fmt` "json" a JSON object whose @message is that text."""
+    if fmt == "json":
         ts = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
         line = json.dumps({"@timestamp": ts.replace("+00:00", "Z"), "@level": "info",
                            "@module": "peerplane.agent", "@message": message, **fields})

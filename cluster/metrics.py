@@ -7,14 +7,13 @@ replaces the dots with underscores (`peerplane_raft_term`, counters get `_total`
 in seconds in both forms. JSON values are cumulative since the server started (Consul's JSON
 covers its last 10 s interval).
 
-Code without a ServerContext at hand (Raft node, peer stream, reconciler) reports through the
-module functions below; they go to the server's installed `Metrics` and do nothing before one is
-installed (unit tests, tools):
+Code without a ServerContext at hand (Raft node, peer stream, reconciler, replication) reports
+through the `Events` it was built with: the composition root (peerplane_cli/agent.py) passes
+`Metrics.events`; the default, `NO_EVENTS`, records nothing (unit tests, tools):
 
-    from cluster import metrics
-    metrics.stream_heartbeat("sent")        # or "received"; one call per Heartbeat frame
-    metrics.reconciler_retry("dial")        # one call per retried attempt; kind is a short word
-    metrics.raft_apply("establish", "ok", seconds)   # RaftNode.submit does this itself
+    self.events.stream_heartbeat("sent")     # or "received"; one call per Heartbeat frame
+    self.events.reconciler_retry("dial")     # one call per retried attempt; kind is a short word
+    self.events.raft_apply("establish", "ok", seconds)   # RaftNode.submit does this itself
 """
 
 from __future__ import annotations
@@ -153,6 +152,7 @@ class Metrics:
         for direction in ("sent", "received"):  # present (at 0) from the first scrape
             self.stream_heartbeats.labels(direction)
         self.registry.register(_LiveState(self))
+        self.events: Events = _Recorder(self)  # handed to the parts built without a context
 
     def _counter(self, dotted: str, doc: str, labels: tuple[str, ...]) -> Counter:
         self._dotted[prom_name(dotted)] = dotted
@@ -296,39 +296,44 @@ class Metrics:
         }
 
 
-# ---- the server's installed Metrics, for code that has no ServerContext ----
-
-_current: Metrics | None = None
+# ---- events reported by code without a ServerContext ----
 
 
-def install(m: Metrics | None) -> None:
-    global _current
-    _current = m
+class Events:
+    """What the Raft node, peer streams, reconciler and replication report. This base records
+    nothing (unit tests, tools); the composition root hands each part its server's
+    `Metrics.events`."""
+
+    def raft_apply(self, op: str, result: str, seconds: float) -> None:
+        """One proposal's outcome (ok, not_applied, unknown) and how long it took."""
+
+    def stream_heartbeat(self, direction: str) -> None:
+        """One peer-stream Heartbeat frame, `direction` "sent" or "received"."""
+
+    def reconciler_retry(self, kind: str) -> None:
+        """One retried reconciler attempt; `kind` is a short fixed word (dial, redirect,
+        exchange, write)."""
+
+    def replication(self, direction: str, resource: str, outcome: str) -> None:
+        """One replication response: `direction` export/import, `resource` the short type
+        name (ExportedService, ...), `outcome` sent/ack/nack (or batch, for purges)."""
 
 
-def raft_apply(op: str, result: str, seconds: float) -> None:
-    m = _current
-    if m is not None:
-        m.raft_apply.observe(seconds, op, result)
+NO_EVENTS = Events()
 
 
-def stream_heartbeat(direction: str) -> None:
-    """One peer-stream Heartbeat frame, `direction` "sent" or "received"."""
-    m = _current
-    if m is not None:
-        m.stream_heartbeats.labels(direction).inc()
+class _Recorder(Events):
+    def __init__(self, m: Metrics) -> None:
+        self._m = m
 
+    def raft_apply(self, op: str, result: str, seconds: float) -> None:
+        self._m.raft_apply.observe(seconds, op, result)
 
-def reconciler_retry(kind: str) -> None:
-    """One retried reconciler attempt; `kind` is a short fixed word (dial, redirect, write)."""
-    m = _current
-    if m is not None:
-        m.reconciler_retries.labels(kind).inc()
+    def stream_heartbeat(self, direction: str) -> None:
+        self._m.stream_heartbeats.labels(direction).inc()
 
+    def reconciler_retry(self, kind: str) -> None:
+        self._m.reconciler_retries.labels(kind).inc()
 
-def replication(direction: str, resource: str, outcome: str) -> None:
-    """One replication response: `direction` export/import, `resource` the short type name
-    (ExportedService, ...), `outcome` sent/ack/nack (or batch, for purges)."""
-    m = _current
-    if m is not None:
-        m.replication_messages.labels(direction, resource, outcome).inc()
+    def replication(self, direction: str, resource: str, outcome: str) -> None:
+        self._m.replication_messages.labels(direction, resource, outcome).inc()

@@ -18,11 +18,12 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
-from . import membership, metrics
+from . import membership
 from .commands import Command, encode
 from .fsm import FSM
 from .journal import JournalPath
 from .lease import LeaseTracker
+from .metrics import NO_EVENTS, Events
 from .raft_wall import KEEPALIVE, PeerplaneSyncObj
 
 log = logging.getLogger("peerplane.raft")
@@ -136,11 +137,13 @@ class RaftNode:
         fsm: FSM,
         timing: RaftTiming = RaftTiming(),
         compaction_entries: int = 50_000,
+        events: Events = NO_EVENTS,
     ) -> None:
         if not password:
             raise ValueError("a cluster password is required (PySyncObj unpickles its traffic)")
         os.makedirs(data_dir, exist_ok=True)
         self.fsm = fsm
+        self.events = events  # what Metrics records (cluster/metrics.py)
         self.self_addr = self_addr
         self.timing = timing
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -268,16 +271,16 @@ class RaftNode:
         try:
             res, err = await self._call(lambda cb: self._apply(raw, cb), timeout)
         except UnknownOutcome:
-            metrics.raft_apply(op, "unknown", time.perf_counter() - started)
+            self.events.raft_apply(op, "unknown", time.perf_counter() - started)
             raise
         if err == FAIL_REASON.SUCCESS:
-            metrics.raft_apply(op, "ok", time.perf_counter() - started)
+            self.events.raft_apply(op, "ok", time.perf_counter() - started)
             return res
         if err in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME, _JOURNAL_FAILED,
                    _LOST_QUORUM):
-            metrics.raft_apply(op, "unknown", time.perf_counter() - started)
+            self.events.raft_apply(op, "unknown", time.perf_counter() - started)
             raise UnknownOutcome(f"raft: {err}")
-        metrics.raft_apply(op, "not_applied", time.perf_counter() - started)
+        self.events.raft_apply(op, "not_applied", time.perf_counter() - started)
         raise NotApplied(f"raft: {err}")
 
     # ---- membership (one change at a time; PySyncObj refuses a second while one is pending) ----

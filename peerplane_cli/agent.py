@@ -66,6 +66,7 @@ class AgentConfig:
     https_port: int = -1  # -1: no HTTPS listener; http_port -1: no plain HTTP listener
     https: HTTPSFiles | None = None
     peering_wan: str = ""  # HOST:PORT peer clusters dial (default: advertise:peering_port)
+    log_format: str = "text"  # of the `ready` line (logs.setup configured the process's logging)
 
     @property
     def raft_addr(self) -> str:
@@ -133,6 +134,8 @@ async def run_agent(cfg: AgentConfig) -> None:
             catchup.catch_up, peers=peers, data_dir=cfg.data_dir,
             password=cfg.cluster_secret, bind_addr=f"{cfg.bind}:{cfg.raft_port}",
             timing=cfg.timing)
+    # This server's metrics, built first: each part that reports gets its `events`.
+    registry = metrics.Metrics()
     # Replication core: FSM, Raft node, the one proposer.
     fsm = FSM()
     node = RaftNode(
@@ -143,6 +146,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         password=cfg.cluster_secret,
         fsm=fsm,
         timing=cfg.timing,
+        events=registry.events,
     )
     node.attach(loop)
     proposer = Proposer(node, timeout=APPLY_TIMEOUT)
@@ -150,13 +154,13 @@ async def run_agent(cfg: AgentConfig) -> None:
     # the leader routines.
     replication = Replication(
         fsm, FSMCatalog(fsm), proposer.submit,
-        lambda pid, addrs: peering.set_server_addresses(pid, addrs),
+        lambda pid, addrs: peering.set_server_addresses(pid, addrs), events=registry.events,
     )
     peering = PeeringService(
         node=node, proposer=proposer, fsm=fsm, datacenter=cfg.datacenter,
         leaf=LeafCerts(lambda: fsm.identity, cfg.datacenter),
         heartbeat=cfg.peering_heartbeat, heartbeat_timeout=cfg.peering_heartbeat_timeout,
-        replication=replication,
+        replication=replication, events=registry.events,
     )
     leader = LeaderRoutines(node, fsm, proposer)
     leader.add(peering.run_leader)
@@ -168,8 +172,7 @@ async def run_agent(cfg: AgentConfig) -> None:
     leader.add(replication.run_cleanup)
     if cfg.acl_enabled:
         leader.enable_acls(cfg.acl_initial_management_token)
-    registry = metrics.Metrics().bind(node, fsm, peering.streams)
-    metrics.install(registry)  # for code without a context at hand (cluster/metrics.py)
+    registry.bind(node, fsm, peering.streams)  # the sources of its scrape-time gauges
     # The HTTP API's context, complete from the start.
     ctx = ServerContext(
         node=node,
@@ -237,7 +240,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         f"peerplane agent {cfg.node} ready: datacenter={cfg.datacenter} "
         f"http={'http://' + ctx.http_addr if ctx.http_addr else 'off'} "
         f"https={'https://' + ctx.https_addr if ctx.https_addr else 'off'} "
-        f"raft={cfg.raft_addr} peering={ctx.peering_addr}",
+        f"raft={cfg.raft_addr} peering={ctx.peering_addr}", cfg.log_format,
     )
     try:
         await stop.wait()

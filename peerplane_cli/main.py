@@ -79,6 +79,7 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
         autopilot=(v["autopilot_dead_server_after"], v["autopilot_min_quorum"])
         if v["autopilot_cleanup_dead_servers"] else None,
         consistent_reads=v["consistent_reads"],
+        log_format=v["log_format"],
         peering_heartbeat=v["peering_heartbeat"],
         peering_heartbeat_timeout=v["peering_heartbeat_timeout"],
         http_limits=HTTPLimits(read_timeout=v["http_read_timeout"],

@@ -115,7 +115,7 @@ class Acceptor(PeeringCore):
         live = LiveStream(
             peering_id=peer_id, role="acceptor", secret=given, ws=ws, status=entry,
             interval=self.heartbeat, timeout=self.heartbeat_timeout,
-            still_leader=self.node.is_leader,
+            still_leader=self.node.is_leader, events=self.events,
         )
         live.mark_receive(False)
         await self._install_live(live)

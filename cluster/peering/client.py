@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import WSMsgType
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
-from .. import metrics
+from ..metrics import NO_EVENTS, Events
 from .peerstream import (
     ABORTED,
     ERROR,
@@ -64,6 +64,7 @@ async def exchange_secret(
     peer_id: str,
     establishment_secret: str,
     window: float = EXCHANGE_WINDOW,
+    events: Events = NO_EVENTS,
 ) -> str:
     """Trade a token's establishment secret for a stream secret with the acceptor's leader.
 
@@ -115,7 +116,7 @@ async def exchange_secret(
         raise _AttemptFailed
 
     def wait(rs: RetryCallState) -> float:
-        metrics.reconciler_retry("exchange")
+        events.reconciler_retry("exchange")
         if rs.outcome is not None and isinstance(rs.outcome.exception(), _Redirect):
             return 0.0
         return random.uniform(0.1, 0.2)

@@ -17,6 +17,7 @@ import aiohttp
 
 from ..commands import PeeringEvent
 from ..fsm import FSM, Record
+from ..metrics import NO_EVENTS, Events
 from ..proposer import Proposer
 from ..raft import RaftNode
 from ..state.transitions import STREAM_FAILED, TERMINATED_BY_PEER, TRANSITIONS
@@ -43,8 +44,10 @@ class PeeringCore:
         heartbeat: float = DEFAULT_HEARTBEAT,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
         replication: Replication | None = None,
+        events: Events = NO_EVENTS,
     ) -> None:
         self.node = node
+        self.events = events  # what Metrics records (cluster/metrics.py)
         self.proposer = proposer
         self.fsm = fsm
         self.datacenter = datacenter

@@ -11,7 +11,6 @@ import random
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
-from .. import metrics
 from ..fsm import ACTIVE, DELETING, TERMINATED, Record, should_dial
 from ..state.transitions import ADDRESSES_RECEIVED, STREAM_OPEN
 from .client import dial_stream, exchange_secret
@@ -58,7 +57,8 @@ class Dialer(PeeringCore):
     async def exchange(self, addresses: list[str], server_name: str, ca_pems: list[str],
                        peer_id: str, establishment_secret: str) -> str:
         return await exchange_secret(
-            self.session, addresses, server_name, ca_pems, peer_id, establishment_secret
+            self.session, addresses, server_name, ca_pems, peer_id, establishment_secret,
+            events=self.events,
         )
 
     async def _dial_loop(self, peering_id: str, secret: str) -> None:
@@ -68,7 +68,7 @@ class Dialer(PeeringCore):
 
         def wait(rs: RetryCallState) -> float:
             exc = rs.outcome.exception() if rs.outcome else None
-            metrics.reconciler_retry(
+            self.events.reconciler_retry(
                 "redirect" if isinstance(exc, _Retry) and exc.redirect else "dial")
             log.debug("peering %s: dial attempt %d failed: %r", peering_id, rs.attempt_number,
                       exc.__cause__ or exc.__context__ if exc else None)
@@ -149,7 +149,7 @@ class Dialer(PeeringCore):
         live = LiveStream(
             peering_id=pid, role="dialer", secret=secret, ws=ws, status=entry,
             interval=self.heartbeat, timeout=self.heartbeat_timeout,
-            still_leader=self.node.is_leader,
+            still_leader=self.node.is_leader, events=self.events,
         )
         live.mark_receive(True)  # the acceptor's first Heartbeat accepted the Open
         live.status["LastSend"] = live.status["LastReceive"]

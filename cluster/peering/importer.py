@@ -23,8 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .. import metrics
 from ..commands import Command
+from ..metrics import NO_EVENTS, Events
 from .resources import (
     DELETE,
     INTERNAL,
@@ -79,8 +79,10 @@ class Importer:
     def __init__(self, target: ImportTarget, peering_id: str, peer_name: str,
                  status: dict[str, Any],
                  propose: Propose, reply: Reply,
-                 set_addresses: Callable[[list[str]], Awaitable[None]]) -> None:
+                 set_addresses: Callable[[list[str]], Awaitable[None]],
+                 events: Events = NO_EVENTS) -> None:
         self.target = target
+        self.events = events
         self.peering_id = peering_id
         self.peer_name = peer_name
         self.status = status
@@ -132,10 +134,10 @@ class Importer:
         self._busy = max(0, self._busy - 1)
         self._pending()
         if error is None:
-            metrics.replication("import", resp.url.rsplit(".", 1)[-1], "ack")
+            self.events.replication("import", resp.url.rsplit(".", 1)[-1], "ack")
             await self.reply(ack(resp.url, resp.nonce))
         else:
-            metrics.replication("import", resp.url.rsplit(".", 1)[-1], "nack")
+            self.events.replication("import", resp.url.rsplit(".", 1)[-1], "nack")
             log.info("peer %s: NACK %s %s: %s", self.peer_name, resp.url.rsplit(".", 1)[-1],
                      resp.resource_id, error[1])
             self.status["LastRecvError"] = error[1]

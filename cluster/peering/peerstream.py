@@ -36,8 +36,8 @@ import aiohttp
 import msgpack
 from aiohttp import WSMsgType, web
 
-from .. import metrics
 from ..gotime import rfc3339
+from ..metrics import NO_EVENTS, Events
 
 if TYPE_CHECKING:
     from .reconciler import PeeringService
@@ -140,6 +140,7 @@ class LiveStream:
     timeout: float
     still_leader: Callable[[], bool]
     on_frame: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    events: Events = NO_EVENTS
     last_receive: float = 0.0
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _closing: str = ""  # why we are closing it ourselves ("" while we are not)
@@ -156,7 +157,7 @@ class LiveStream:
         self.status["LastReceive"] = now
         if heartbeat:
             self.status["LastHeartbeat"] = now
-            metrics.stream_heartbeat("received")
+            self.events.stream_heartbeat("received")
 
     async def pump(self) -> str:
         """Heartbeat and receive until the stream ends. Returns why *we* closed it ("terminate",
@@ -231,7 +232,7 @@ class LiveStream:
                 return
             with contextlib.suppress(Exception):
                 await self.send({"Type": HEARTBEAT})
-                metrics.stream_heartbeat("sent")
+                self.events.stream_heartbeat("sent")
             await asyncio.sleep(self.interval)
 
     async def terminate(self, drain: float = 1.0) -> None:

@@ -29,9 +29,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .. import metrics
 from ..commands import Command
 from ..fsm import DELETING, FSM, TERMINATED
+from ..metrics import NO_EVENTS, Events
 from ..proposer import NotApplied, UnknownOutcome
 from ..state.base import Touched
 from .exporter import Exporter, ExportSource
@@ -90,6 +90,7 @@ class Session:
     def __init__(self, repl: Replication, live: Stream, peer_name: str) -> None:
         self.live = live
         self.peer_name = peer_name
+        self.events = repl.events
         self.status = live.status
         self._nonce = 0
         self._unacked: dict[str, tuple[str, str]] = {}  # nonce -> (url, resource id)
@@ -101,7 +102,7 @@ class Session:
             await repl.set_addresses(live.peering_id, addrs)
 
         self.importer = Importer(repl.catalog, live.peering_id, peer_name, self.status,
-                                 repl.propose_import, live.send, set_addresses)
+                                 repl.propose_import, live.send, set_addresses, repl.events)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -138,7 +139,7 @@ class Session:
         self._nonce += 1
         self._unacked[frame["Nonce"]] = (url, resource_id)
         self.status["ExportUnacked"] = len(self._unacked)
-        metrics.replication("export", url.rsplit(".", 1)[-1], "sent")
+        self.events.replication("export", url.rsplit(".", 1)[-1], "sent")
         await self.live.send(frame)
 
     async def on_frame(self, frame: dict[str, Any]) -> None:
@@ -173,12 +174,12 @@ class Session:
         if req.error is None:
             self.status["LastAck"] = _now()
             self.exporter.acked(url, rid)
-            metrics.replication("export", url.rsplit(".", 1)[-1], "ack")
+            self.events.replication("export", url.rsplit(".", 1)[-1], "ack")
             return
         code, message = req.error
         self.status["LastNack"] = _now()
         self.status["LastNackMessage"] = f"client peer was unable to apply resource: {message}"
-        metrics.replication("export", url.rsplit(".", 1)[-1], "nack")
+        self.events.replication("export", url.rsplit(".", 1)[-1], "nack")
         log.warning("peer %s could not apply %s %s: %s %s", self.peer_name, url, rid, code,
                     message)
         self.exporter.nacked(url, rid, retry=code != INVALID_ARGUMENT)
@@ -192,10 +193,12 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 class Replication:
     def __init__(self, fsm: FSM, catalog: Catalog,
                  submit: Callable[[Command], Awaitable[dict[str, Any]]],
-                 set_addresses: Callable[[str, list[str]], Awaitable[None]]) -> None:
+                 set_addresses: Callable[[str, list[str]], Awaitable[None]],
+                 events: Events = NO_EVENTS) -> None:
         """`submit`: the proposer's (the FSM's result, a refusal included; raises NotApplied
-        or UnknownOutcome)."""
+        or UnknownOutcome); `events`: what Metrics records (cluster/metrics.py)."""
         self.fsm = fsm
+        self.events = events
         self.catalog = catalog
         self.submit = submit
         self._set_addresses = set_addresses
@@ -271,7 +274,7 @@ class Replication:
             if "error" in res:
                 log.warning("purging imports of %s refused: %s", peer_name, res["error"])
                 return False
-            metrics.replication("import", "purge", "batch")
+            self.events.replication("import", "purge", "batch")
             await asyncio.sleep(PURGE_PAUSE)
         return True
 
