@@ -1,6 +1,6 @@
 """The leader lease's bookkeeping: which append_entries each follower acknowledged, by send time.
 
-Fed by cluster/raft_wall.py (send times from the transport, responses from the receive
+Fed by cluster/raft_wall/ (send times from the transport, responses from the receive
 handler); read by cluster/raft.py (default reads' lease, ReadIndex rounds).
 """
 

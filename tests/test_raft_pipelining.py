@@ -1,4 +1,4 @@
-"""Issue 15: the leader's write path in the Raft layer (cluster/raft_wall.py) - three real
+"""Issue 15: the leader's write path in the Raft layer (cluster/raft_wall/) - three real
 PySyncObj nodes in one process, fsync on:
 - appends in flight are not sent twice (an ack of an earlier append never moves PySyncObj's
   nextIndex back);

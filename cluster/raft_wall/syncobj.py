@@ -1,158 +1,21 @@
-"""The one place peerplane reaches into PySyncObj's internals.
-
-PySyncObj (pinned to PYSYNCOBJ_VERSION) lacks things a leader lease, fsync durability and group
-commit need, so this module overrides some of its name-mangled methods and reads some private
-attributes. Nothing else in peerplane may do either. `check_internals` runs before a node starts
-and raises `PySyncObjIncompatible`, naming every missing internal and the pinned version, if an
-upgrade renamed or removed one: an upgrade must fail loudly, never quietly drop an fsync.
-"""
+"""`PeerplaneSyncObj`: the SyncObj methods the wall overrides (see the class docstring)."""
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from typing import Any
 
-import pysyncobj.syncobj as _pysyncobj
 from pysyncobj import SyncObj
 from pysyncobj.monotonic import monotonic as raft_clock
-from pysyncobj.transport import TCPTransport
-from pysyncobj.version import VERSION
 
-from .journal import ChecksummedJournal, JournalError, JournalPath
-from .lease import LeaseTracker
+from ..journal import JournalError
+from ..lease import LeaseTracker
+from .hooks import HeldWakeups, timed_transport
+from .internals import check_internals
 
-log = logging.getLogger("peerplane.raft")
-
-PYSYNCOBJ_VERSION = "0.3.17"
 _FOLLOWER, _LEADER = 0, 2  # PySyncObj's _RAFT_STATE values
 KEEPALIVE = 1.0  # seconds between keepalives on links that carry no Raft traffic
-
-# Methods of SyncObj this module overrides or calls (they must exist on the class).
-_METHODS = (
-    "_SyncObj__sendNextNodeIdx",
-    "_SyncObj__sendAppendEntries",
-    "_SyncObj__onMessageReceived",
-    "_SyncObj__onNodeConnected",
-    "_SyncObj__onNodeDisconnected",
-    "_checkCommandsToApply",
-    "_onTick",
-    "_SyncObj__setState",
-    "_SyncObj__onLeaderChanged",
-    "_SyncObj__generateRaftTimeout",
-    "_SyncObj__doChangeCluster",
-    "_SyncObj__updateClusterConfiguration",
-)
-# Private fields, found as the names a constructor assigns (mangled at compile time).
-_FIELDS: tuple[tuple[type, str], ...] = (
-    (SyncObj, "_SyncObj__raftLog"),
-    (SyncObj, "_SyncObj__noopIDx"),
-    (SyncObj, "_SyncObj__raftState"),
-    (SyncObj, "_SyncObj__raftLeader"),
-    (SyncObj, "_SyncObj__raftElectionDeadline"),
-    (SyncObj, "_SyncObj__transport"),
-    (SyncObj, "_SyncObj__transferInProgress"),
-    (SyncObj, "_SyncObj__pipeNotifier"),
-    (SyncObj, "_SyncObj__raftNextIndex"),
-)
-# Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
-_MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term",
-                  "success", "reset")
-
-
-class PySyncObjIncompatible(RuntimeError):
-    """The installed PySyncObj lacks an internal peerplane depends on."""
-
-
-def _assigned_names(cls: type) -> set[str]:
-    init = cls.__dict__.get("__init__")
-    return set(getattr(getattr(init, "__code__", None), "co_names", ()))
-
-
-def missing_internals(
-    sync_cls: type = SyncObj, fields: tuple[tuple[type, str], ...] = _FIELDS,
-) -> list[str]:
-    """Every internal this module needs that `sync_cls` (and PySyncObj's journal) lacks."""
-    missing = [f"SyncObj.{m}" for m in _METHODS if not callable(getattr(sync_cls, m, None))]
-    missing += [f"{cls.__name__}.{name}" for cls, name in fields
-                if name not in _assigned_names(cls)]
-    receive = getattr(sync_cls, "_SyncObj__onMessageReceived", None)
-    words = set(getattr(getattr(receive, "__code__", None), "co_consts", ()))
-    missing += [f"message word {w!r}" for w in _MESSAGE_WORDS if receive and w not in words]
-    if "createJournal" not in vars(_pysyncobj):
-        missing.append("pysyncobj.syncobj.createJournal")
-    return missing
-
-
-def check_internals(sync_cls: type = SyncObj,
-                    fields: tuple[tuple[type, str], ...] = _FIELDS) -> None:
-    """Raise, naming what is missing and the version this wall was written against."""
-    missing = missing_internals(sync_cls, fields)
-    if missing:
-        raise PySyncObjIncompatible(
-            f"pysyncobj {VERSION} lacks internals peerplane overrides or reads: "
-            f"{', '.join(missing)}; cluster/raft_wall.py is written against pysyncobj "
-            f"{PYSYNCOBJ_VERSION} (the version pinned in pyproject.toml)"
-        )
-    if VERSION != PYSYNCOBJ_VERSION:
-        log.warning("pysyncobj %s installed, cluster/raft_wall.py is written against %s: "
-                    "its internals are present, but re-run the chaos suite", VERSION,
-                    PYSYNCOBJ_VERSION)
-
-
-def _timed_transport(lease: LeaseTracker) -> Any:
-    class _TimedTransport(TCPTransport):
-        def send(self, node: Any, message: Any) -> bool:
-            at = time.monotonic()
-            ok = super().send(node, message)
-            if ok and isinstance(message, dict) and message.get("type") == "append_entries":
-                lease.on_sent(node, at)
-            return ok
-
-    return _TimedTransport
-
-
-_create_journal = _pysyncobj.createJournal
-
-
-def _journal_for(journal_file: Any) -> Any:
-    """PySyncObj builds its journal itself (`createJournal(conf.journalFile)`); a JournalPath
-    gets ours: write() + fdatasync instead of an mmap, CRC per entry (cluster/journal.py)."""
-    if isinstance(journal_file, JournalPath):
-        return ChecksummedJournal(journal_file)
-    return _create_journal(journal_file)
-
-
-_pysyncobj.createJournal = _journal_for
-
-
-class _HeldWakeups:
-    """PySyncObj's wake-up pipe (written for every queued command), written once per batch
-    while the event loop holds it: commands submitted in one loop pass wake the tick thread
-    once and are drained - sent and synced - together, instead of a GIL hand-off each."""
-
-    def __init__(self, pipe: Any) -> None:
-        self.pipe = pipe
-        self.held = False
-        self.pending = False
-        self.written = 0  # wake-ups written to the pipe
-
-    def notify(self) -> None:
-        if self.held:
-            self.pending = True
-            return
-        self.written += 1
-        try:
-            self.pipe.notify()
-        except BlockingIOError:
-            pass  # the pipe is full: a wake-up is already pending
-
-    def release(self) -> None:
-        self.held = False
-        if self.pending:
-            self.pending = False
-            self.notify()
 
 
 class PeerplaneSyncObj(SyncObj):
@@ -192,13 +55,13 @@ class PeerplaneSyncObj(SyncObj):
         self._pre_vote_term = self._pre_vote_won = -1
         self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
-        self.wakeups: _HeldWakeups | None = None
+        self.wakeups: HeldWakeups | None = None
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
         self.on_membership = on_membership
-        super().__init__(*args, transportClass=_timed_transport(lease), **kwargs)
+        super().__init__(*args, transportClass=timed_transport(lease), **kwargs)
         pipe = getattr(self, "_SyncObj__pipeNotifier", None)  # None with batching on
-        self.wakeups = _HeldWakeups(pipe) if pipe is not None else None
+        self.wakeups = HeldWakeups(pipe) if pipe is not None else None
         if self.wakeups is not None:
             self._SyncObj__pipeNotifier = self.wakeups
 

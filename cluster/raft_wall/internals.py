@@ -1,0 +1,84 @@
+"""Every PySyncObj internal the wall uses, and the start-up check that they all exist."""
+
+from __future__ import annotations
+
+import logging
+
+import pysyncobj.syncobj as _pysyncobj
+from pysyncobj import SyncObj
+from pysyncobj.version import VERSION
+
+log = logging.getLogger("peerplane.raft")
+
+PYSYNCOBJ_VERSION = "0.3.17"
+
+# Methods of SyncObj the wall overrides or calls (they must exist on the class).
+_METHODS = (
+    "_SyncObj__sendNextNodeIdx",
+    "_SyncObj__sendAppendEntries",
+    "_SyncObj__onMessageReceived",
+    "_SyncObj__onNodeConnected",
+    "_SyncObj__onNodeDisconnected",
+    "_checkCommandsToApply",
+    "_onTick",
+    "_SyncObj__setState",
+    "_SyncObj__onLeaderChanged",
+    "_SyncObj__generateRaftTimeout",
+    "_SyncObj__doChangeCluster",
+    "_SyncObj__updateClusterConfiguration",
+)
+# Private fields, found as the names a constructor assigns (mangled at compile time).
+_FIELDS: tuple[tuple[type, str], ...] = (
+    (SyncObj, "_SyncObj__raftLog"),
+    (SyncObj, "_SyncObj__noopIDx"),
+    (SyncObj, "_SyncObj__raftState"),
+    (SyncObj, "_SyncObj__raftLeader"),
+    (SyncObj, "_SyncObj__raftElectionDeadline"),
+    (SyncObj, "_SyncObj__transport"),
+    (SyncObj, "_SyncObj__transferInProgress"),
+    (SyncObj, "_SyncObj__pipeNotifier"),
+    (SyncObj, "_SyncObj__raftNextIndex"),
+)
+# Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
+_MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term",
+                  "success", "reset")
+
+
+class PySyncObjIncompatible(RuntimeError):
+    """The installed PySyncObj lacks an internal peerplane depends on."""
+
+
+def _assigned_names(cls: type) -> set[str]:
+    init = cls.__dict__.get("__init__")
+    return set(getattr(getattr(init, "__code__", None), "co_names", ()))
+
+
+def missing_internals(
+    sync_cls: type = SyncObj, fields: tuple[tuple[type, str], ...] = _FIELDS,
+) -> list[str]:
+    """Every internal the wall needs that `sync_cls` (and PySyncObj's journal) lacks."""
+    missing = [f"SyncObj.{m}" for m in _METHODS if not callable(getattr(sync_cls, m, None))]
+    missing += [f"{cls.__name__}.{name}" for cls, name in fields
+                if name not in _assigned_names(cls)]
+    receive = getattr(sync_cls, "_SyncObj__onMessageReceived", None)
+    words = set(getattr(getattr(receive, "__code__", None), "co_consts", ()))
+    missing += [f"message word {w!r}" for w in _MESSAGE_WORDS if receive and w not in words]
+    if "createJournal" not in vars(_pysyncobj):
+        missing.append("pysyncobj.syncobj.createJournal")
+    return missing
+
+
+def check_internals(sync_cls: type = SyncObj,
+                    fields: tuple[tuple[type, str], ...] = _FIELDS) -> None:
+    """Raise, naming what is missing and the version this wall was written against."""
+    missing = missing_internals(sync_cls, fields)
+    if missing:
+        raise PySyncObjIncompatible(
+            f"pysyncobj {VERSION} lacks internals peerplane overrides or reads: "
+            f"{', '.join(missing)}; cluster/raft_wall/ is written against pysyncobj "
+            f"{PYSYNCOBJ_VERSION} (the version pinned in pyproject.toml)"
+        )
+    if VERSION != PYSYNCOBJ_VERSION:
+        log.warning("pysyncobj %s installed, cluster/raft_wall/ is written against %s: "
+                    "its internals are present, but re-run the chaos suite", VERSION,
+                    PYSYNCOBJ_VERSION)
