@@ -279,15 +279,18 @@ async def ui_cluster(request: web.Request, _: None) -> web.StreamResponse:
 
 
 ROUTES = [
-    Route("GET", "/v1/agent/self", LOCAL, AGENT_READ, agent_self, allow_head=True),
+    Route("GET", "/v1/agent/self", LOCAL, AGENT_READ, agent_self, allow_head=True,
+          without_journal=True),
     # Consul filters members by node:read instead
-    Route("GET", "/v1/agent/members", LOCAL, OPEN, agent_members, allow_head=True),
+    Route("GET", "/v1/agent/members", LOCAL, OPEN, agent_members, allow_head=True,
+          without_journal=True),
     Route("GET", "/v1/operator/autopilot/health", LOCAL, OPERATOR_READ, autopilot_health,
           allow_head=True),
-    Route("GET", "/v1/internal/ui/cluster", LOCAL, OPEN, ui_cluster, allow_head=True),
+    Route("GET", "/v1/internal/ui/cluster", LOCAL, OPEN, ui_cluster, allow_head=True,
+          without_journal=True),
     # what /v1/status/* tells, per server
     Route("GET", "/v1/internal/raft/stats", LOCAL, OPEN, internal_raft_stats,
-          allow_head=True),
+          allow_head=True, without_journal=True),
 ]
 
 

@@ -75,17 +75,16 @@ async def consul_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-# What operators need while a server sits out with an unwritable journal.
-_SERVED_WITHOUT_JOURNAL = ("/v1/status/", "/v1/agent/", "/v1/internal/", "/ui", "/v1/openapi")
-
-
 @web.middleware
 async def journal_guard(request: web.Request, handler) -> web.StreamResponse:
     """A server whose journal cannot be written (disk full, I/O errors) takes no part in Raft,
     so its state falls behind and it cannot be leader: it answers 503 with the reason. A
-    request forwarded to it is marked "not leader" so the sender keeps looking."""
+    request forwarded to it is marked "not leader" so the sender keeps looking. Routes marked
+    `without_journal` in the route table (api/pipeline.py) are still served, and so is what
+    has no row (the dashboard's files, 404/405 answers): none of it reads replicated state."""
     why = request.app[SERVER].node.disk_failure()
-    if why is None or request.path.startswith(_SERVED_WITHOUT_JOURNAL):
+    route = pipeline.route_of(request)
+    if why is None or route is None or route.without_journal:
         return await handler(request)
     err = disk_unavailable(why)
     if request.headers.get(FORWARDED):

@@ -83,5 +83,6 @@ async def agent_metrics(request: web.Request, _: None) -> web.StreamResponse:
 
 
 ROUTES = [
-    Route("GET", "/v1/agent/metrics", LOCAL, AGENT_READ, agent_metrics, allow_head=True),
+    Route("GET", "/v1/agent/metrics", LOCAL, AGENT_READ, agent_metrics, allow_head=True,
+          without_journal=True),
 ]

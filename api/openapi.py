@@ -69,7 +69,7 @@ async def openapi_json(request: web.Request, _: None) -> web.StreamResponse:
     return json_response(request, cache[0])
 
 
-ROUTES = [Route("GET", "/v1/openapi.json", LOCAL, OPEN, openapi_json)]
+ROUTES = [Route("GET", "/v1/openapi.json", LOCAL, OPEN, openapi_json, without_journal=True)]
 
 
 def install(app: web.Application) -> None:

@@ -57,6 +57,9 @@ class Route:
     # Blocking queries (?index=N) wait until this index (of the parsed input) passes N.
     index: Callable[[ServerContext, Any], int] | None = None
     allow_head: bool = False
+    # Served even while this server's journal cannot be written (api/app.py journal_guard):
+    # what operators need to see why (status, agent, internal views, the API description).
+    without_journal: bool = False
 
 
 _TABLE = web.AppKey("route_table", dict)  # aiohttp route -> Route

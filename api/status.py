@@ -85,8 +85,9 @@ async def remove_peer(request: web.Request, parsed: tuple[str, str]) -> web.Stre
 
 
 ROUTES = [
-    Route("GET", "/v1/status/leader", LOCAL, OPEN, leader, allow_head=True),
-    Route("GET", "/v1/status/peers", LOCAL, OPEN, peers, allow_head=True),
+    Route("GET", "/v1/status/leader", LOCAL, OPEN, leader, allow_head=True,
+          without_journal=True),
+    Route("GET", "/v1/status/peers", LOCAL, OPEN, peers, allow_head=True, without_journal=True),
     Route("GET", "/v1/operator/raft/configuration", LOCAL, OPERATOR_READ, raft_configuration,
           allow_head=True),
     Route("DELETE", "/v1/operator/raft/peer", WRITE, OPERATOR_WRITE, remove_peer, parse_peer),
