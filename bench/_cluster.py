@@ -9,11 +9,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# bench/establish.py uses the tests' peering helpers (tests/harness/peering.py).
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from lab.cluster import LocalCluster
 
-from lab.cluster import LocalCluster  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 __all__ = ["LocalCluster", "Result", "wrk", "machine", "cpu_seconds"]
 

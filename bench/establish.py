@@ -21,7 +21,7 @@ import time
 
 from _cluster import LocalCluster, machine
 
-from harness.peering import STREAM_ARGS, peering, token
+from lab.peering import STREAM_ARGS, peering, token
 
 POLL = 0.01
 

@@ -19,12 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from harness.cluster import Agent, eventually  # noqa: E402
-from harness.netns import NetnsCluster, missing_tools  # noqa: E402
+from lab.cluster import Agent, eventually
+from lab.netns import NetnsCluster, missing_tools
 
 WRITERS_PER_SERVER = 4
 CLIENT_TIMEOUT = 6.0

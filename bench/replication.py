@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from _cluster import LocalCluster, machine
 
-from harness.peering import STREAM_ARGS, establish, token, wait_state
+from lab.peering import STREAM_ARGS, establish, token, wait_state
 
 
 def pct(xs: list[float], p: float) -> float:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.peering import STREAM_ARGS
 from lab.cluster import LocalCluster
+from lab.peering import STREAM_ARGS
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from harness.peering import STREAM_ARGS, decode, encode, establish, peering, token, wait_state
 from lab.cluster import LocalCluster, eventually
+from lab.peering import STREAM_ARGS, decode, encode, establish, peering, token, wait_state
 
 pytestmark = pytest.mark.integration
 

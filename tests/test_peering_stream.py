@@ -1,7 +1,7 @@
 """Issue 4 acceptance: two real three-server clusters on loopback peer with each other.
 
 dc1 generates tokens (acceptor), dc2 establishes (dialer). Stream timings are fast
-(heartbeat 0.5 s, timeout 4 s; see harness/peering.py). Tests use distinct peering names and
+(heartbeat 0.5 s, timeout 4 s; see lab/peering.py). Tests use distinct peering names and
 leave both clusters whole (every killed server is restarted) for the next test.
 """
 
@@ -18,7 +18,8 @@ import msgpack
 import pytest
 
 from cluster.peering.identity import new_identity
-from harness.peering import (
+from lab.cluster import LocalCluster, eventually
+from lab.peering import (
     HEARTBEAT_TIMEOUT,
     decode,
     encode,
@@ -28,7 +29,6 @@ from harness.peering import (
     token,
     wait_state,
 )
-from lab.cluster import LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 dc1 generates the token for its peering `dc2` (acceptor); dc2 establishes it as `dc1` (dialer).
 Services registered on dc1 and exported to `dc2` appear on every dc2 server under `?peer=dc1`,
 in every read mode; changes, unexports, failovers and deletion follow. Stream timings are fast
-(harness/peering.py).
+(lab/peering.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import msgpack
 import pytest
 
 from cluster.peering import resources as r
-from harness.peering import decode, establish, peering, token, wait_state
 from lab.cluster import LocalCluster, eventually, free_ports
+from lab.peering import decode, establish, peering, token, wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from harness.browser import Browser
-from harness.peering import STREAM_ARGS, establish, token, wait_state
 from lab.cluster import LocalCluster, eventually
+from lab.peering import STREAM_ARGS, establish, token, wait_state
 
 pytestmark = pytest.mark.integration
 

@@ -43,15 +43,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ..commands import (
-    CatalogCommand,
-    CatalogDeregister,
-    CatalogImportDeletePeer,
-    CatalogImportDeleteService,
-    CatalogImportPrune,
-    CatalogImportService,
-    CatalogRegister,
-)
+from .. import commands as cmds
 from .catalog_reads import CatalogReads, ItemKey, NameKey, NodeKey
 from .catalog_records import (
     STATUSES,
@@ -269,12 +261,12 @@ class Catalog(CatalogReads):
 
     # ---- commands ----
 
-    def apply(self, cmd: CatalogCommand, index: int) -> dict[str, Any]:
+    def apply(self, cmd: cmds.CatalogCommand, index: int) -> dict[str, Any]:
         """Run a catalog command with the index it gets if it changes anything."""
         handler = _COMMANDS[type(cmd)]
         return handler(self, cmd, index)
 
-    def _register(self, cmd: CatalogRegister, index: int) -> dict[str, Any]:
+    def _register(self, cmd: cmds.CatalogRegister, index: int) -> dict[str, Any]:
         node = node_record(cmd.Node, "")
         key = ("", node["Node"].lower())
         skip = cmd.SkipNodeUpdate
@@ -302,7 +294,7 @@ class Catalog(CatalogReads):
             changed |= self._put_check(chk, index)
         return {"changed": changed}
 
-    def _deregister(self, cmd: CatalogDeregister, index: int) -> dict[str, Any]:
+    def _deregister(self, cmd: cmds.CatalogDeregister, index: int) -> dict[str, Any]:
         node = cmd.Node
         sid, cid = cmd.ServiceID or "", cmd.CheckID or ""
         if not isinstance(node, str) or not node:
@@ -318,7 +310,7 @@ class Catalog(CatalogReads):
             gone = self._del_node(key, index)
         return {"changed": bool(gone)}
 
-    def _import_service(self, cmd: CatalogImportService, index: int) -> dict[str, Any]:
+    def _import_service(self, cmd: cmds.CatalogImportService, index: int) -> dict[str, Any]:
         peer, name = peer_of(cmd.Peer), cmd.Service
         if not isinstance(name, str) or not name:
             raise CommandError("invalid command: Service must be a service name")
@@ -364,14 +356,14 @@ class Catalog(CatalogReads):
             gone += self._drop_if_empty(skey[:2], index)
         return gone
 
-    def _import_delete_service(self, cmd: CatalogImportDeleteService,
+    def _import_delete_service(self, cmd: cmds.CatalogImportDeleteService,
                                index: int) -> dict[str, Any]:
         peer, name = peer_of(cmd.Peer), cmd.Service
         if not isinstance(name, str):
             raise CommandError("invalid command: Service must be a service name")
         return {"changed": bool(self._remove_imported(peer, name, index))}
 
-    def _import_prune(self, cmd: CatalogImportPrune, index: int) -> dict[str, Any]:
+    def _import_prune(self, cmd: cmds.CatalogImportPrune, index: int) -> dict[str, Any]:
         peer = peer_of(cmd.Peer)
         keep = str_list(vars(cmd), "Keep", "command") or []
         wanted = {n.lower() for n in keep}
@@ -381,7 +373,7 @@ class Catalog(CatalogReads):
                 gone += self._remove_imported(peer, name, index)
         return {"changed": bool(gone), "deleted": gone}
 
-    def _import_delete_peer(self, cmd: CatalogImportDeletePeer, index: int) -> dict[str, Any]:
+    def _import_delete_peer(self, cmd: cmds.CatalogImportDeletePeer, index: int) -> dict[str, Any]:
         peer, limit = peer_of(cmd.Peer), int_field(vars(cmd), "Limit", "command")
         if limit <= 0:
             raise CommandError("invalid command: Limit must be positive")
@@ -445,11 +437,11 @@ class Catalog(CatalogReads):
 
 
 _COMMANDS: dict[type, Any] = {
-    CatalogRegister: Catalog._register,
-    CatalogDeregister: Catalog._deregister,
-    CatalogImportService: Catalog._import_service,
-    CatalogImportDeleteService: Catalog._import_delete_service,
-    CatalogImportPrune: Catalog._import_prune,
-    CatalogImportDeletePeer: Catalog._import_delete_peer,
+    cmds.CatalogRegister: Catalog._register,
+    cmds.CatalogDeregister: Catalog._deregister,
+    cmds.CatalogImportService: Catalog._import_service,
+    cmds.CatalogImportDeleteService: Catalog._import_delete_service,
+    cmds.CatalogImportPrune: Catalog._import_prune,
+    cmds.CatalogImportDeletePeer: Catalog._import_delete_peer,
 }
 COMMANDS = tuple(_COMMANDS)

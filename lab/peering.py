@@ -1,4 +1,5 @@
-"""Helpers for tests with two peered clusters: fast stream timings, states, token surgery."""
+"""Two peered clusters from the outside (tests and bench/): fast stream timings, a peering's
+state, tokens (and their surgery), establishing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from lab.cluster import Agent, LocalCluster, eventually
+from .cluster import Agent, LocalCluster, eventually
 
 HEARTBEAT = 0.5
 HEARTBEAT_TIMEOUT = 4.0
