@@ -9,36 +9,18 @@ import asyncio
 import time
 
 import pytest
+from raft_nodes import three_nodes, wait_leader
 
 from cluster.commands import Barrier
-from cluster.fsm import FSM
 from cluster.raft import RaftNode, RaftTiming
-from lab.cluster import free_ports
 
 TIMING = RaftTiming()  # election timeout 1-2 s, vote_guard 0.9 s
 
 
 @pytest.fixture
 def nodes(tmp_path):
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
-    made = [
-        RaftNode(self_addr=a, peers=[p for p in addrs if p != a], bind_addr=a,
-                 data_dir=str(tmp_path / str(i)), password="secret", fsm=FSM(), timing=TIMING)
-        for i, a in enumerate(addrs)
-    ]
-    yield made
-    for n in made:
-        n.destroy()
-
-
-async def _leader(nodes: list[RaftNode], timeout: float = 20) -> RaftNode:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for n in nodes:
-            if n.is_leader() and n.lease_holds():
-                return n
-        await asyncio.sleep(0.02)
-    raise AssertionError("no leader")
+    with three_nodes(tmp_path, TIMING) as made:
+        yield made
 
 
 def test_followers_campaign_just_after_vote_guard_when_the_leader_connection_closes(nodes):
@@ -46,7 +28,7 @@ def test_followers_campaign_just_after_vote_guard_when_the_leader_connection_clo
         loop = asyncio.get_running_loop()
         for n in nodes:
             n.attach(loop)
-        old = await _leader(nodes)
+        old = await wait_leader(nodes)
         await old.submit(Barrier(), 5.0)
         followers = [n for n in nodes if n is not old]
         old.destroy()
@@ -56,7 +38,7 @@ def test_followers_campaign_just_after_vote_guard_when_the_leader_connection_clo
                 break
             await asyncio.sleep(0.005)
         delays = [f.election_delay() for f in followers]
-        return delays, old, await _leader(followers)
+        return delays, old, await wait_leader(followers)
 
     delays, old, new = asyncio.run(go())
     nodes.remove(old)  # destroyed already

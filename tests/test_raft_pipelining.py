@@ -10,42 +10,20 @@ import asyncio
 import time
 
 import pytest
+from raft_nodes import three_nodes, wait_leader
 
 from cluster.commands import Barrier
-from cluster.fsm import FSM
-from cluster.raft import RaftNode
-from lab.cluster import free_ports
 
 
 @pytest.fixture
 def nodes(tmp_path):
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
-    made = [
-        RaftNode(self_addr=a, peers=[p for p in addrs if p != a], bind_addr=a,
-                 data_dir=str(tmp_path / str(i)), password="secret", fsm=FSM())
-        for i, a in enumerate(addrs)
-    ]
-    yield made
-    for n in made:
-        n.destroy()
-
-
-async def _leader(nodes: list[RaftNode]) -> RaftNode:
-    loop = asyncio.get_running_loop()
-    for n in nodes:
-        n.attach(loop)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for n in nodes:
-            if n.is_leader() and n.lease_holds():
-                return n
-        await asyncio.sleep(0.05)
-    raise AssertionError("no leader")
+    with three_nodes(tmp_path) as made:
+        yield made
 
 
 def test_followers_receive_each_entry_once_while_appends_are_pipelined(nodes):
     async def go() -> tuple[int, list[int]]:
-        leader = await _leader(nodes)
+        leader = await wait_leader(nodes)
         followers = [n for n in nodes if n is not leader]
         await leader.submit(Barrier(), 5.0)
         deadline = time.monotonic() + 10
@@ -75,7 +53,7 @@ def test_followers_receive_each_entry_once_while_appends_are_pipelined(nodes):
 
 def test_commands_submitted_in_one_loop_pass_wake_the_tick_thread_once(nodes):
     async def go() -> tuple[int, int]:
-        leader = await _leader(nodes)
+        leader = await wait_leader(nodes)
         await leader.submit(Barrier(), 5.0)
         before = leader.tick_wakeups()
         results = await asyncio.gather(*(leader.submit(Barrier(), 10.0) for _ in range(50)))

@@ -4,48 +4,27 @@ shared by the reads that arrive together - on three real PySyncObj nodes in one 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
+from raft_nodes import three_nodes, wait_leader
 
 from cluster.commands import Barrier
-from cluster.fsm import FSM
 from cluster.proposer import Proposer
-from cluster.raft import NotApplied, RaftNode, RaftTiming
-from lab.cluster import free_ports
+from cluster.raft import NotApplied, RaftTiming
+
+# A slow heartbeat, so a read answered quickly was answered by a round sent for it.
+TIMING = RaftTiming(heartbeat=0.25, election_min=1.5, election_max=2.5, lease=1.0)
 
 
 @pytest.fixture
 def nodes(tmp_path):
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
-    # A slow heartbeat, so a read answered quickly was answered by a round sent for it.
-    timing = RaftTiming(heartbeat=0.25, election_min=1.5, election_max=2.5, lease=1.0)
-    made = [
-        RaftNode(self_addr=a, peers=[p for p in addrs if p != a], bind_addr=a,
-                 data_dir=str(tmp_path / str(i)), password="secret", fsm=FSM(), timing=timing)
-        for i, a in enumerate(addrs)
-    ]
-    yield made
-    for n in made:
-        n.destroy()
-
-
-async def _leader(nodes: list[RaftNode]) -> RaftNode:
-    loop = asyncio.get_running_loop()
-    for n in nodes:
-        n.attach(loop)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for n in nodes:
-            if n.is_leader() and n.lease_holds():
-                return n
-        await asyncio.sleep(0.05)
-    raise AssertionError("no leader")
+    with three_nodes(tmp_path, TIMING) as made:
+        yield made
 
 
 def test_reads_arriving_together_share_one_heartbeat_round_sent_at_once(nodes):
     async def go() -> tuple[list[int], int, float]:
-        leader = await _leader(nodes)
+        leader = await wait_leader(nodes)
         await leader.submit(Barrier(), 5.0)
         await asyncio.sleep(0.3)
         rounds, sent = leader.read_rounds, leader._sync.rounds_sent
@@ -60,7 +39,7 @@ def test_reads_arriving_together_share_one_heartbeat_round_sent_at_once(nodes):
 
 def test_a_read_index_is_at_least_the_commit_index_when_the_read_arrived(nodes):
     async def go() -> tuple[int, int]:
-        leader = await _leader(nodes)
+        leader = await wait_leader(nodes)
         res = await leader.submit(Barrier(), 5.0)
         return int(res["index"]), await leader.read_index(5.0)
 
@@ -70,7 +49,7 @@ def test_a_read_index_is_at_least_the_commit_index_when_the_read_arrived(nodes):
 
 def test_a_follower_refuses_read_index(nodes):
     async def go() -> None:
-        leader = await _leader(nodes)
+        leader = await wait_leader(nodes)
         follower = next(n for n in nodes if n is not leader)
         with pytest.raises(NotApplied):
             await follower.read_index(1.0)
@@ -83,7 +62,7 @@ def test_barriers_arriving_together_share_one_no_op_through_the_log(nodes):
     the no-op in flight or the next one, and each answers an index at least the last write's."""
 
     async def go() -> tuple[int, list[int], int]:
-        leader = await _leader(nodes)
+        leader = await wait_leader(nodes)
         proposer = Proposer(leader)
         written = int((await proposer.apply(Barrier()))["index"])
         # PySyncObj runs the callback before it counts the entry as applied: let it count.
