@@ -248,15 +248,16 @@ def cpu_per_write(c: LocalCluster, run: Run, key: str, load: Callable[[], Result
 
 def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
     """One cluster: writes/s with SEED peerings; filled to `n`: list p50 and RSS, writes/s
-    again (same duration as at SEED, so both runs add about as many peerings: the ratio is
-    the flatness), then a cold restart with everything written."""
+    again (the ratio is the flatness), then a cold restart. Both write runs generate new
+    tokens for the SEED peerings, so the number of peerings stays SEED, then `n`."""
     n = args.peerings
     with tempfile.TemporaryDirectory(prefix="bench-pp-scale-") as tmp, LocalCluster(tmp) as c:
         nodes = [a.http_addr for a in c.agents]
         fill(c, SEED, timeout=args.fill_timeout, prefix="small")
+        pool = {"PEERPLANE_BENCH_POOL": str(SEED)}  # new tokens for the SEED peerings
         cpu_per_write(c, run, "small", lambda: run.load(
             "pp.write.small", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
-                                  args.connections)))
+                                  args.connections, env=pool)))
         have = list_count(c.leader(), "?consistent") or 0
         took = fill(c, max(0, n - have), timeout=args.fill_timeout)
         run.values["pp.fill"] = (n - have, took)
@@ -279,8 +280,8 @@ def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
         run.values["pp.rss"] = [rss_mb(a.proc.pid) for a in c.agents if a.proc is not None]
         cpu_per_write(c, run, "n", lambda: run.load(
             "pp.write.n", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
-                              args.connections)))
-        n = list_count(c.leader(), "?consistent") or 0  # wrk's writes added some
+                              args.connections, env=pool)))
+        n = list_count(c.leader(), "?consistent") or 0
         run.values["pp.restart.n"] = n
         # cold restart: SIGKILL everything, start everything, until a consistent list is whole
         for a in c.agents:

@@ -1,5 +1,8 @@
 -- wrk script: POST /v1/peering/token with a unique PeerName per request, spread over nodes;
--- with PEERPLANE_BENCH_WRITE=register, PUT /v1/catalog/register of a unique node instead.
+-- with PEERPLANE_BENCH_WRITE=register, PUT /v1/catalog/register of a unique node instead;
+-- with PEERPLANE_BENCH_POOL=N, new tokens for the existing peerings small-000000..N-1 (each
+-- thread cycles through its own share, so requests in flight never name the same peering and
+-- the number of peerings stays as it is).
 local nodes = {}
 for hp in string.gmatch(os.getenv("PEERPLANE_BENCH_NODES") or "", "[^,]+") do
   table.insert(nodes, hp)
@@ -17,6 +20,7 @@ end
 
 local n = 0
 local write = os.getenv("PEERPLANE_BENCH_WRITE") or "token"
+local pool = tonumber(os.getenv("PEERPLANE_BENCH_POOL") or "0")
 local json = {["Content-Type"] = "application/json"}
 function request()
   n = n + 1
@@ -25,6 +29,10 @@ function request()
     local body = string.format('{"Node":"%s","Address":"10.0.0.1",' ..
       '"Service":{"Service":"bench","Port":8080,"Tags":["v1"]}}', id)
     return wrk.format("PUT", "/v1/catalog/register", json, body)
+  end
+  if pool > 0 then
+    local share = math.floor(pool / #nodes)
+    id = string.format("small-%06d", (tid - 1) * share + (n % share))
   end
   return wrk.format("POST", "/v1/peering/token", json, string.format('{"PeerName":"%s"}', id))
 end
