@@ -1,8 +1,21 @@
-"""Where a read mode is decided: default (leader with a lease), ?consistent (quorum barrier after
-the request arrived), ?stale (local state, bounded by ?max_stale), and blocking ?index/&wait.
+"""Where a read mode is decided: default (Consul's "leader" mode: the leader's lease),
+?consistent (a quorum round after the request arrived), ?stale (local state, bounded by
+?max_stale), and blocking ?index/&wait.
+
+Every server serves reads from its own FSM. The leader confirms them itself (lease, or its
+batched ReadIndex round); a follower first asks the leader for a read index over the Raft link
+(etcd's follower ReadIndex, cluster/raft.py `follower_read_index`: the leader answers under its
+lease for default reads, after a quorum round for ?consistent), waits until it has applied
+that index, and then serves. So a follower never answers from state older than the leader's
+commit index when the read arrived, and only the read index crosses to the leader - never the
+HTTP request. Without a leader: 503 `No cluster leader` (at once when cut off, `in_touch`; else
+after the hold time), or `Not ready to serve consistent reads` when the leader does not confirm
+a ?consistent read in time. `--consistent-reads barrier` keeps the older way for ?consistent:
+forwarded to the leader, which commits a no-op.
 
 The pipeline (api/pipeline.py) calls `decide` for every read route, from the query string only
-(before any other input is parsed); handlers get the options back through `options(request)`."""
+(before any other input is parsed); handlers get the options back through `options(request)`.
+Reads with ?index get the read index first and then block here (pipeline)."""
 
 from __future__ import annotations
 

@@ -406,12 +406,18 @@ class RaftNode:
         self._remote_ids = itertools.count(1)
         self._remote_waiting: dict[bool, list[asyncio.Future[int]]] = {False: [], True: []}
         self._remote_sent: dict[bool, _ReadRequest | None] = {False: None, True: None}
+        self._remote_scheduled = {False: False, True: False}  # a send is due this loop pass
         # (index, seq, future) of reads waiting until this server has applied `index`
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._applied_wanted = 0  # lowest index waited for (0: none); read by the tick thread
         self._applied_check_scheduled = False
         self.read_requests_sent = 0  # read-index requests this follower sent (tests)
         self.read_requests_answered = 0  # read-index requests this leader answered (tests)
+        # Live state only the leader has (peering stream status): its answers carry a copy
+        # when it changed (or once a second), so a follower renders what the leader would.
+        self.leader_state: Callable[[], Any] | None = None  # the leader's side: a snapshot
+        self._leader_state_sent: dict[Any, tuple[Any, float]] = {}  # follower -> (copy, when)
+        self._leader_state_copy: tuple[Any, Any] | None = None  # (sender, copy), on a follower
         self._sync.on_read_message = self._on_read_message
         self._sync.addOnTickCallback(self._tick_applied)
 
@@ -431,8 +437,10 @@ class RaftNode:
             # Asked a server that no longer leads: ask the new leader, for those reads too.
             self._remote_sent[lease] = None
             self._remote_waiting[lease].extend(sent.waiters)
-        if self._remote_sent[lease] is None:
-            self._send_read_request(lease)
+        if self._remote_sent[lease] is None and not self._remote_scheduled[lease]:
+            # Sent at the end of this pass of the event loop: reads arriving together share it.
+            self._remote_scheduled[lease] = True
+            loop.call_soon(self._flush_read_request, lease)
         try:
             index = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
@@ -442,6 +450,11 @@ class RaftNode:
                 fut.cancel()
         await self.wait_applied(index, deadline - loop.time())
         return index
+
+    def _flush_read_request(self, lease: bool) -> None:
+        self._remote_scheduled[lease] = False
+        if self._remote_sent[lease] is None:
+            self._send_read_request(lease)
 
     def _send_read_request(self, lease: bool) -> None:
         waiters = [f for f in self._remote_waiting[lease] if not f.done()]
@@ -497,16 +510,20 @@ class RaftNode:
     def _read_message(self, node: Any, message: dict[str, Any]) -> None:
         lease, request_id = bool(message.get("lease")), message.get("id")
         if message["type"] == "read_index_response":
+            if "state" in message:
+                self._leader_state_copy = (node, message["state"])
             index = message.get("index")
             self._answer_read_request(lease, request_id, index if isinstance(index, int) else None,
                                       node)
             return
         # A follower asks this server, which believes it leads.
         def reply(index: int | None) -> None:
+            answer = {"type": "read_index_response", "id": request_id, "lease": lease,
+                      "index": index}
             if index is not None:
                 self.read_requests_answered += 1
-            self._sync.send_read_message(node, {"type": "read_index_response", "id": request_id,
-                                                "lease": lease, "index": index})
+                self._add_leader_state(node, answer)
+            self._sync.send_read_message(node, answer)
 
         if not self.is_leader():
             reply(None)
@@ -524,6 +541,23 @@ class RaftNode:
             # lease; this bounds the wait whatever happens.
             asyncio.get_running_loop().call_later(
                 max(2.0, 4 * self.timing.lease), read.done.cancel)
+
+    def _add_leader_state(self, node: Any, answer: dict[str, Any]) -> None:
+        if self.leader_state is None:
+            return
+        state, now = self.leader_state(), time.monotonic()
+        sent = self._leader_state_sent.get(node)
+        if sent is None or sent[0] != state or now - sent[1] > 1.0:
+            self._leader_state_sent[node] = (state, now)
+            answer["state"] = state
+
+    def leader_state_seen(self) -> Any:
+        """On a follower: the leader's live state as its last read-index answer carried it
+        (None when that came from a server that no longer leads, or never came)."""
+        copy = self._leader_state_copy
+        if copy is None or copy[0] != self._sync._getLeader():
+            return None
+        return copy[1]
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         """Return once this server has applied the log up to `index` (UnknownOutcome when it
