@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pysyncobj.syncobj as _pysyncobj
+import pysyncobj.tcp_connection as _tcp_connection
 from pysyncobj import SyncObj
 from pysyncobj.version import VERSION
 
@@ -65,6 +66,24 @@ def missing_internals(
     missing += [f"message word {w!r}" for w in _MESSAGE_WORDS if receive and w not in words]
     if "createJournal" not in vars(_pysyncobj):
         missing.append("pysyncobj.syncobj.createJournal")
+    missing += _codec_missing()
+    return missing
+
+
+def _codec_missing() -> list[str]:
+    """What hooks.py's codec swaps in: `getEncryptor` and `pickle` as SyncObj uses them, and
+    the `pickle`, `zlib` and encryptor calls of TcpConnection's send and receive."""
+    missing = [f"pysyncobj.syncobj.{name}" for name in ("getEncryptor", "pickle")
+               if name not in vars(_pysyncobj)]
+    missing += [f"pysyncobj.tcp_connection.{name}" for name in ("zlib", "pickle")
+                if name not in vars(_tcp_connection)]
+    conn = _tcp_connection.TcpConnection
+    for method, names in (("send", ("compress", "encrypt_at_time")),
+                          ("_TcpConnection__processParseMessage",
+                           ("decompress", "extract_timestamp", "decrypt"))):
+        code = getattr(getattr(conn, method, None), "__code__", None)
+        if code is None or not set(names) <= set(code.co_names):
+            missing.append(f"TcpConnection.{method} calling {', '.join(names)}")
     return missing
 
 
