@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,32 +91,39 @@ def body_timeout_text(timeout: float) -> str:
     return f"Timed out reading the request body (limit: {timeout:g} s)"
 
 
-@web.middleware
-async def read_body_in_time(request: web.Request, handler) -> web.StreamResponse:
-    """Read (and cache) the whole body before the handler runs, within the read timeout. Too
-    large a body raises HTTPRequestEntityTooLarge here, which becomes the 413."""
-    if request.method in _BODY_METHODS and request.can_read_body:
-        timeout = request.app[LIMITS].read_timeout
-        try:
-            await asyncio.wait_for(request.read(), timeout)
-        except TimeoutError:
-            response = web.Response(status=408, text=body_timeout_text(timeout))
-            response.force_close()
-            return response
-    return await handler(request)
+async def read_body_in_time(request: web.Request) -> web.Response | None:
+    """Read (and cache) the whole body before the handler runs, within the read timeout: None,
+    or the 408 answer. Too large a body raises HTTPRequestEntityTooLarge here, which becomes
+    the 413."""
+    if request.method not in _BODY_METHODS or not request.can_read_body:
+        return None
+    timeout = request.app[LIMITS].read_timeout
+    try:
+        async with asyncio.timeout(timeout):  # no task per body, unlike wait_for
+            await request.read()
+    except TimeoutError:
+        response = web.Response(status=408, text=body_timeout_text(timeout))
+        response.force_close()
+        return response
+    return None
 
 
-@web.middleware
-async def cap_blocking_queries(request: web.Request, handler) -> web.StreamResponse:
-    if request.method != "GET" or "index" not in request.query:
-        return await handler(request)
+def is_blocking(request: web.Request) -> bool:
+    return request.method == "GET" and "index" in request.query
+
+
+async def capped(
+    request: web.Request, serve: Coroutine[Any, Any, web.StreamResponse]
+) -> web.StreamResponse:
+    """Run `serve` (a blocking query) if fewer than the cap wait on this server, else 429."""
     limit = request.app[LIMITS].max_blocking_queries
     active = request.app[_BLOCKING]
     if active[0] >= limit:
+        serve.close()  # never started
         return web.Response(status=429, text=too_many_blocking(limit))
     active[0] += 1
     try:
-        return await handler(request)
+        return await serve
     finally:
         active[0] -= 1
 

@@ -1,15 +1,16 @@
-"""Observability of the front end: the request middleware (request ID, metrics, request log line)
-and `GET /v1/agent/metrics` (Consul's JSON, or Prometheus text with `?format=prometheus`)."""
+"""Observability of the front end: what the front middleware (api/app.py) does first and last for
+every request (request ID, metrics, request log line), and `GET /v1/agent/metrics` (Consul's
+JSON, or Prometheus text with `?format=prometheus`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from aiohttp import web
 
 from cluster import logs
+from cluster.metrics import Metrics
 
 from .authz import AGENT_READ
 from .context import SERVER
@@ -30,32 +31,40 @@ def route_of(request: web.Request) -> str:
     return resource.canonical
 
 
-@web.middleware
-async def observe(request: web.Request, handler) -> web.StreamResponse:
-    """Outermost middleware: sees the final status of every request, whatever answered it."""
-    rid = logs.request_id(request.headers.get(REQUEST_ID))
-    token = logs.REQUEST_ID.set(rid)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
+class Observed:
+    """One request as the front middleware (api/app.py) sees it, outermost: its request ID
+    (set for everything logged while serving it), its final status whatever answered it, and
+    at the end its metrics and its request log line."""
+
+    __slots__ = ("request", "metrics", "rid", "token", "started", "status")
+
+    def __init__(self, request: web.Request, metrics: Metrics | None) -> None:
+        self.request = request
+        self.metrics = metrics
+        self.rid = logs.request_id(request.headers.get(REQUEST_ID))
+        self.token = logs.REQUEST_ID.set(self.rid)
+        self.started = time.perf_counter()
+        self.status = 500
+
+    def answered(self, response: web.StreamResponse) -> web.StreamResponse:
+        self.status = response.status
         if not response.prepared:
-            response.headers[REQUEST_ID] = rid
+            response.headers[REQUEST_ID] = self.rid
         return response
-    except web.HTTPException as e:
-        status = e.status
-        e.headers[REQUEST_ID] = rid
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client went away before the answer
-        raise
-    finally:
-        elapsed = time.perf_counter() - started
+
+    def raised(self, e: web.HTTPException) -> None:
+        self.status = e.status
+        e.headers[REQUEST_ID] = self.rid
+
+    def cancelled(self) -> None:
+        self.status = 499  # the client went away before the answer
+
+    def finish(self) -> None:
+        request, status = self.request, self.status
+        elapsed = time.perf_counter() - self.started
         route = route_of(request)
-        metrics = request.app[SERVER].metrics
-        if metrics is not None:
-            metrics.observe_http(route, request.method, status, elapsed)
+        if self.metrics is not None:
+            self.metrics.observe_http(route, request.method, status, elapsed)
         if log.isEnabledFor(logging.DEBUG):
             # Consul's "Request finished" line, at debug level as in Consul; a request this
             # server forwarded names the leader that answered it.
@@ -68,7 +77,7 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
                 request.method, logs.redact_url(request.path_qs), request.remote, status,
                 elapsed * 1000, extra=extra,
             )
-        logs.REQUEST_ID.reset(token)
+        logs.REQUEST_ID.reset(self.token)
 
 
 async def agent_metrics(request: web.Request, _: None) -> web.StreamResponse:

@@ -4,7 +4,6 @@ the route table (api/pipeline.py)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +12,7 @@ from cluster import gotime
 from cluster.commands import Delete, Establish, GenerateToken, PeeringEvent
 from cluster.fsm import Record
 from cluster.gojson import go_quote
+from cluster.ids import new_uuid
 from cluster.peering.identity import server_name
 from cluster.peering.status import empty_status
 from cluster.peering.token import PeeringToken, TokenError, decode_token
@@ -95,7 +95,7 @@ async def generate_token(
     body, partition = parsed
     name = body["PeerName"]
     identity = await _identity(ctx)
-    secret, new_id, rid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    secret, new_id, rid = new_uuid(), new_uuid(), new_uuid()
 
     def build() -> GenerateToken:
         existing = ctx.fsm.get(partition, name)
@@ -154,7 +154,7 @@ async def establish(
                 "`exported-services` documentation if you want to export between partitions "
                 "without peering"
             )
-    new_id, rid = str(uuid.uuid4()), str(uuid.uuid4())
+    new_id, rid = new_uuid(), new_uuid()
 
     def build() -> Establish:
         existing = ctx.fsm.get(partition, name)
@@ -224,7 +224,7 @@ async def list_peerings(request: web.Request, partition: str) -> web.StreamRespo
 async def delete(request: web.Request, parsed: tuple[str, str]) -> web.StreamResponse:
     ctx = request.app[SERVER]
     partition, name = parsed
-    rid = str(uuid.uuid4())
+    rid = new_uuid()
 
     def build() -> Delete:
         existing = ctx.fsm.get(partition, name)

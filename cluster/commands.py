@@ -279,6 +279,7 @@ def register(cls: type[Command]) -> type[Command]:
     """Make a command class decodable (tables in cluster/state/ declare theirs here)."""
     COMMANDS[cls.op] = cls
     _FIELDS[cls] = [] if cls.table_checked else _field_checks(cls)
+    _DEFAULTS[cls] = tuple((f.name, f.default) for f in dataclasses.fields(cls))
     return cls
 
 
@@ -295,13 +296,14 @@ def _is_bool(v: Any) -> bool:
 
 
 def _is_str_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    return isinstance(v, list) and (not v or all(isinstance(x, str) for x in v))
 
 
 def _is_str_map(v: Any) -> bool:
-    return isinstance(v, dict) and all(
+    # the empty map (a write without Meta) skips building a generator
+    return isinstance(v, dict) and (not v or all(
         isinstance(k, str) and isinstance(x, str) for k, x in v.items()
-    )
+    ))
 
 
 def _is_map(v: Any) -> bool:
@@ -311,6 +313,8 @@ def _is_map(v: Any) -> bool:
 _CHECKS = {str: _is_str, int: _is_int, bool: _is_bool, list[str]: _is_str_list,
            dict[str, str]: _is_str_map, Map: _is_map}
 _FIELDS: dict[type[Command], list[tuple[str, Any, bool]]] = {}
+# (name, default) per field: dataclasses.fields() per command was a visible cost per write.
+_DEFAULTS: dict[type[Command], tuple[tuple[str, Any], ...]] = {}
 
 
 def _field_checks(cls: type[Command]) -> list[tuple[str, Any, bool]]:
@@ -332,10 +336,13 @@ def encode(cmd: Command | Mapping[str, Any]) -> bytes:
     through as it is (tests and fuzzers send what a damaged or hostile peer might)."""
     if isinstance(cmd, Command):
         body: dict[str, Any] = {"op": cmd.op}
-        for f in dataclasses.fields(cmd):
-            value = getattr(cmd, f.name)
-            if value is not None and value != f.default:
-                body[f.name] = value
+        fields = _DEFAULTS.get(type(cmd))
+        if fields is None:  # not registered (tests): the same, from the class
+            fields = tuple((f.name, f.default) for f in dataclasses.fields(cmd))
+        for name, default in fields:
+            value = getattr(cmd, name)
+            if value is not None and value != default:
+                body[name] = value
         return msgpack.packb(body, use_bin_type=True)
     return msgpack.packb(dict(cmd), use_bin_type=True)
 
@@ -369,7 +376,7 @@ def decode(raw: bytes) -> Command:
     if cls is None:
         raise CommandError(f"unknown command {op!r}")
     if cls.table_checked:  # values as they came (None too): the table checks them
-        return cls(**{f.name: body[f.name] for f in dataclasses.fields(cls) if f.name in body})
+        return cls(**{name: body[name] for name, _ in _DEFAULTS[cls] if name in body})
     kwargs = {}
     for name, check, required in _FIELDS[cls]:
         if name not in body:

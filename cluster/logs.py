@@ -15,8 +15,9 @@ import json
 import logging
 import re
 import sys
-import uuid
 from typing import Any
+
+from .ids import new_uuid
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "peerplane_request_id", default=None
@@ -31,7 +32,7 @@ def request_id(incoming: str | None) -> str:
     """The client's X-Request-Id when it is a sane token, else a new UUID."""
     if incoming and _VALID_ID.fullmatch(incoming):
         return incoming
-    return str(uuid.uuid4())
+    return new_uuid()
 
 
 def redact_url(path_qs: str) -> str:

@@ -57,8 +57,10 @@ class _Stats:
         self.count += 1
         self.sum += v
         self.sumsq += v * v
-        self.min = min(self.min, v)
-        self.max = max(self.max, v)
+        if v < self.min:
+            self.min = v
+        if v > self.max:
+            self.max = v
 
     def json(self, name: str, labels: dict[str, str]) -> dict[str, Any]:
         mean = self.sum / self.count if self.count else 0.0
@@ -68,6 +70,20 @@ class _Stats:
             "Min": self.min if self.count else 0.0, "Max": self.max if self.count else 0.0,
             "Mean": mean, "Stddev": math.sqrt(var), "Labels": labels,
         }
+
+
+class _Series:
+    """One label set of a timer: its histogram child and its JSON stats."""
+
+    __slots__ = ("histogram", "stats", "lock")
+
+    def __init__(self, histogram: Any, stats: _Stats, lock: threading.Lock) -> None:
+        self.histogram, self.stats, self.lock = histogram, stats, lock
+
+    def observe(self, seconds: float) -> None:
+        self.histogram.observe(seconds)
+        with self.lock:
+            self.stats.add(seconds)
 
 
 class _Timer:
@@ -80,12 +96,21 @@ class _Timer:
         self.histogram = Histogram(prom_name(dotted), doc, labels, registry=registry,
                                    buckets=BUCKETS)
         self._stats: dict[tuple[str, ...], _Stats] = {}
+        self._series: dict[tuple[str, ...], _Series] = {}
         self._lock = threading.Lock()
 
+    def series(self, *values: str) -> _Series:
+        """The label set's series, made once: `Histogram.labels()` costs more than observing."""
+        found = self._series.get(values)
+        if found is None:
+            with self._lock:
+                stats = self._stats.setdefault(values, _Stats())
+            found = self._series.setdefault(
+                values, _Series(self.histogram.labels(*values), stats, self._lock))
+        return found
+
     def observe(self, seconds: float, *values: str) -> None:
-        self.histogram.labels(*values).observe(seconds)
-        with self._lock:
-            self._stats.setdefault(values, _Stats()).add(seconds)
+        self.series(*values).observe(seconds)
 
     def samples(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -119,6 +144,8 @@ class Metrics:
         self.fsm: Any = None
         self.streams: dict[str, Any] | None = None
         self._dotted: dict[str, str] = {}
+        self._http: dict[tuple[str, str, int], tuple[Any, _Series]] = {}
+        self._parsed: dict[tuple[str, str], Any] = {}
         self.http_requests = self._counter(
             "peerplane.http.requests", "HTTP requests answered, by route, method and status",
             ("route", "method", "code"))
@@ -167,11 +194,22 @@ class Metrics:
 
     def observe_http(self, route: str, method: str, code: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else "OTHER"
-        self.http_requests.labels(route, method, str(code)).inc()
-        self.http_latency.observe(seconds, route, method)
+        key = (route, method, code)  # bounded: route patterns, known methods, status codes
+        series = self._http.get(key)
+        if series is None:  # labelled children made once per label set, not per request
+            series = self._http.setdefault(key, (
+                self.http_requests.labels(route, method, str(code)),
+                self.http_latency.series(route, method)))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def observe_parsed(self, route: str, method: str) -> None:
-        self.http_parsed.labels(route, method if method in HTTP_METHODS else "OTHER").inc()
+        method = method if method in HTTP_METHODS else "OTHER"
+        child = self._parsed.get((route, method))
+        if child is None:
+            child = self._parsed.setdefault((route, method),
+                                            self.http_parsed.labels(route, method))
+        child.inc()
 
     def observe_forward(self, method: str, code: int | str) -> None:
         method = method if method in HTTP_METHODS else "OTHER"

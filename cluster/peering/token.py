@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from cryptography import x509
 
 from ..gojson import GoJSONError, go_unmarshal
@@ -42,7 +43,13 @@ class PeeringToken:
             "EstablishmentSecret": self.EstablishmentSecret,
             "Remote": self.Remote,
         }
-        return base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
+        try:  # orjson writes ASCII-only documents as json.dumps does, ~4x faster
+            data = orjson.dumps(doc)
+        except TypeError:  # unpaired surrogates
+            data = b"\x80"
+        if not data.isascii() or b"\x7f" in data:  # json.dumps escapes these (\uXXXX)
+            data = json.dumps(doc, separators=(",", ":")).encode()
+        return base64.b64encode(data).decode()
 
 
 _TOKEN_SCHEMA = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pysyncobj.syncobj as _pysyncobj
+import pysyncobj.tcp_connection as _tcp_connection
 from pysyncobj import SyncObj
 from pysyncobj.version import VERSION
 
@@ -70,6 +71,23 @@ def missing_internals(
     missing += [f"message word {w!r}" for w in _MESSAGE_WORDS if receive and w not in words]
     if "createJournal" not in vars(_pysyncobj):
         missing.append("pysyncobj.syncobj.createJournal")
+    missing += _codec_missing()
+    return missing
+
+
+def _codec_missing() -> list[str]:
+    """What hooks.py's message codec swaps in: `getEncryptor` as SyncObj calls it, and the
+    `zlib` and encryptor calls of TcpConnection's send and receive."""
+    missing = [] if "getEncryptor" in vars(_pysyncobj) else ["pysyncobj.syncobj.getEncryptor"]
+    if "zlib" not in vars(_tcp_connection):
+        missing.append("pysyncobj.tcp_connection.zlib")
+    conn = _tcp_connection.TcpConnection
+    for method, names in (("send", ("compress", "encrypt_at_time")),
+                          ("_TcpConnection__processParseMessage",
+                           ("decompress", "extract_timestamp", "decrypt"))):
+        code = getattr(getattr(conn, method, None), "__code__", None)
+        if code is None or not set(names) <= set(code.co_names):
+            missing.append(f"TcpConnection.{method} calling {', '.join(names)}")
     return missing
 
 
