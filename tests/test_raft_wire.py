@@ -9,7 +9,7 @@ import zlib
 import pytest
 from cryptography.fernet import InvalidToken
 from pysyncobj import pickle as pysyncobj_pickle
-from pysyncobj import tcp_connection
+from pysyncobj import syncobj, tcp_connection
 from pysyncobj.encryptor import getEncryptor
 
 from cluster.raft_wall.hooks import StoredZlib, VerifyOnceFernet, WirePickle
@@ -19,9 +19,10 @@ MESSAGE = (os.urandom(32), {"type": "append_entries", "term": 3, "commit_index":
                             "prevLogIdx": 41, "prevLogTerm": 3})
 
 
-def test_tcp_connection_uses_the_wall_codec():
+def test_tcp_connection_and_the_log_use_the_wall_codec():
     assert tcp_connection.zlib is StoredZlib
     assert tcp_connection.pickle is WirePickle
+    assert syncobj.pickle is WirePickle
 
 
 @pytest.mark.parametrize("size", [0, 1, 300, 16 * 1024, 16 * 1024 + 1, 200_000])

@@ -76,11 +76,12 @@ def missing_internals(
 
 
 def _codec_missing() -> list[str]:
-    """What hooks.py's message codec swaps in: `getEncryptor` as SyncObj calls it, and the
-    `zlib` and encryptor calls of TcpConnection's send and receive."""
-    missing = [] if "getEncryptor" in vars(_pysyncobj) else ["pysyncobj.syncobj.getEncryptor"]
-    if "zlib" not in vars(_tcp_connection):
-        missing.append("pysyncobj.tcp_connection.zlib")
+    """What hooks.py's codec swaps in: `getEncryptor` and `pickle` as SyncObj uses them, and
+    the `pickle`, `zlib` and encryptor calls of TcpConnection's send and receive."""
+    missing = [f"pysyncobj.syncobj.{name}" for name in ("getEncryptor", "pickle")
+               if name not in vars(_pysyncobj)]
+    missing += [f"pysyncobj.tcp_connection.{name}" for name in ("zlib", "pickle")
+                if name not in vars(_tcp_connection)]
     conn = _tcp_connection.TcpConnection
     for method, names in (("send", ("compress", "encrypt_at_time")),
                           ("_TcpConnection__processParseMessage",
