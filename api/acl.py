@@ -33,7 +33,7 @@ from .authz import ACL_READ, ACL_WRITE, IDENTITY, OPEN, Identity
 from .commit import commit
 from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
-from .pipeline import READ, WRITE, Route
+from .pipeline import LEADER, READ, WRITE, Route
 from .reads import read_headers
 from .render import json_response
 
@@ -318,7 +318,8 @@ async def policy_delete(request: web.Request, policy_id: str) -> web.StreamRespo
 
 _policy_id = path_value("id", "Missing policy ID")
 ROUTES = [
-    Route("PUT", "/v1/acl/bootstrap", WRITE, OPEN, bootstrap, parse_bootstrap),  # allowed once
+    # Allowed once; LEADER: Consul reads the reset file from the leader's data dir.
+    Route("PUT", "/v1/acl/bootstrap", LEADER, OPEN, bootstrap, parse_bootstrap),
     Route("PUT", "/v1/acl/policy", WRITE, ACL_WRITE, policy_create, parse_policy_create),
     Route("GET", "/v1/acl/policies", READ, ACL_READ, policy_list, acls_enabled,
           policies_index),

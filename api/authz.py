@@ -4,8 +4,10 @@ Which permission a route needs is written in its row of the route table (`ROUTES
 module); the pipeline (api/pipeline.py) calls `decide` once, on the server that serves the
 request, after the handler parsed its input (400 comes before 403, as in Consul, whose HTTP
 layer validates before the RPC that checks the token), and never on a follower that forwards it
-(the request carries the caller's token - query string and headers - to the leader). With ACLs
-disabled nothing here runs.
+(the request carries the caller's token - query string and headers - to the leader). A write is
+decided by the server that got it, follower or not, from its replicated ACL tables; its command
+carries the ACL revision of that decision, so the FSM refuses it if the ACLs changed before it
+applied (api/commit.py, api/pipeline.py). With ACLs disabled nothing here runs.
 """
 
 from __future__ import annotations
@@ -118,11 +120,13 @@ class ACLResolver:
                         Authorizer(merge(rules), self.default_policy), token)
 
 
-async def decide(request: web.Request, access: Access) -> None:
-    """The one ACL decision of a request, on the server that serves it."""
+async def decide(request: web.Request, access: Access) -> int | None:
+    """The one ACL decision of a request, on the server that serves it; the ACL revision it
+    was made on (None when no ACLs were looked at), which a write's command carries."""
     ctx = request.app[SERVER]
     if ctx.acl is None or access == OPEN:
-        return
+        return None
+    revision = ctx.fsm.acl_revision  # before resolving: a change meanwhile makes it older
     identity = await ctx.acl.resolve(token_of(request))
     request[IDENTITY] = identity
     if isinstance(access, Permission):
@@ -131,3 +135,4 @@ async def decide(request: web.Request, access: Access) -> None:
             perm = Permission("agent", perm.access, ctx.node_name)
         if not identity.authorizer.allows(perm):
             raise APIError(403, denied_text(identity.accessor, perm))
+    return revision

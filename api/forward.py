@@ -1,10 +1,12 @@
 """Where a request is forwarded: to the leader's HTTP address, learned from replicated membership.
 
-The pipeline (api/pipeline.py) calls `to_leader` for writes and leader reads before anything of
-the request is decoded; the raw body and the caller's headers go to the leader, which runs the
-pipeline once. A node that receives a forwarded request but is not
-leader (any more) answers 503 with a marker header, so the original node keeps trying until its
-hold time ends, as Consul's RPC layer does. Leaderless periods end in 503 `No cluster leader`.
+The pipeline (api/pipeline.py) calls `to_leader` for LEADER routes (whose serve needs the
+leader's own memory or disk; ordinary writes are served where they arrive and reach the leader as
+Raft commands) and for reads served by the leader, before anything of the request is decoded;
+the raw body and the caller's headers go to the leader, which runs the pipeline once. A node that
+receives a forwarded request but is not leader (any more) answers 503 with a marker header, so
+the original node keeps trying until its hold time ends, as Consul's RPC layer does. Leaderless
+periods end in 503 `No cluster leader`.
 """
 
 from __future__ import annotations

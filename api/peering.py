@@ -23,7 +23,7 @@ from .commit import commit
 from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
 from .establish import exchange_secret
-from .pipeline import LOCAL, READ, WRITE, Route
+from .pipeline import LEADER, LOCAL, READ, WRITE, Route
 from .reads import read_headers
 from .render import json_response
 from .validate import (
@@ -250,7 +250,8 @@ ROUTES = [
     Route("POST", "/v1/peering/token", WRITE, PEERING_WRITE, generate_token,
           parse_token_request),
     Route("*", "/v1/peering/token", LOCAL, UNLISTED, _post_only),
-    Route("POST", "/v1/peering/establish", WRITE, PEERING_WRITE, establish,
+    # LEADER: the secret exchange's failure is kept in the leader's stream status (LastError).
+    Route("POST", "/v1/peering/establish", LEADER, PEERING_WRITE, establish,
           parse_establish_request),
     Route("*", "/v1/peering/establish", LOCAL, UNLISTED, _post_only),
     *(row for path in _NAMED for row in (

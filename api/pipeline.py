@@ -5,14 +5,19 @@ permission, where it is served, and a handler in two halves - `parse` (read the 
 validate: 400s) and `serve` (act and answer). For each request, `pipeline` does, in this order
 and nowhere else:
 
-1. **where**: forward the raw request to the leader, before anything is decoded
-   (api/forward.py `to_leader`; writes) or send a read where its mode says (api/reads.py
-   `decide`; reads); LOCAL routes are answered by the server that got them. A follower that
-   forwards stops here: it never parses, checks ACLs or serves the request.
+1. **where**: WRITE and LOCAL routes are served by the server that got them; a read goes where
+   its mode says (api/reads.py `decide`); the few LEADER routes, whose serve needs the leader's
+   own memory or disk, are forwarded raw to the leader (api/forward.py `to_leader`) before
+   anything is decoded, and the forwarding server stops there;
 2. **parse**, on the server that serves the request (counted: `peerplane.http.parsed`);
-3. **ACL** (api/authz.py `decide`), once, on that server;
+3. **ACL** (api/authz.py `decide`), once, on that server, from its replicated ACL state;
 4. **blocking query** (`?index=`): wait until the route's index passes it;
-5. **serve**.
+5. **serve**. A write's serve builds typed commands and commits them (api/commit.py): on a
+   follower they reach the leader only as Raft commands over the Raft link, and the follower
+   answers once the entry is committed and applied by its own FSM. A command carries the ACL
+   revision its decision was made on; if the ACL table changed before it applied, the FSM
+   refuses it and steps 3 and 5 run again. A follower that refuses a write (4xx) from its own
+   state before anything applied first catches up with the leader and decides once more.
 
 Adding an endpoint is one row: `Route("GET", "/v1/thing/{id}", READ, PERM, serve=..., parse=...)`.
 """
@@ -26,17 +31,20 @@ from typing import Any
 
 from aiohttp import web
 
-from . import authz, forward, reads
+from . import authz, commit, forward, reads
 from .context import SERVER, ServerContext
+from .errors import APIError
 
 
 class Where(enum.Enum):
-    WRITE = "write"  # the leader serves it
+    WRITE = "write"  # served here; its commands go through Raft (to the leader from a follower)
+    LEADER = "leader"  # forwarded to the leader's HTTP API: serve needs the leader's own state
     READ = "read"  # a read: served where its read mode says (?stale, ?consistent, default)
     LOCAL = "local"  # this server's own view (status, agent, operator): served here
 
 
-WRITE, READ, LOCAL = Where.WRITE, Where.READ, Where.LOCAL
+WRITE, LEADER, READ, LOCAL = Where.WRITE, Where.LEADER, Where.READ, Where.LOCAL
+ACL_RETRIES = 5  # decisions per write whose commands met a changed ACL table
 
 Serve = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 Parse = Callable[[web.Request], Awaitable[Any]]
@@ -92,7 +100,7 @@ def route_of(request: web.Request) -> Route | None:
 
 async def _where(request: web.Request, route: Route) -> web.StreamResponse | None:
     """The leader's (or another server's) answer, or None to serve the request here."""
-    if route.where is WRITE:
+    if route.where is LEADER:
         return await forward.to_leader(request)
     if route.where is READ:
         return await reads.decide(request)
@@ -115,9 +123,38 @@ async def pipeline(request: web.Request, handler) -> web.StreamResponse:
     if ctx.metrics is not None and route.parse is not no_input:
         ctx.metrics.observe_parsed(request.match_info.route.resource.canonical, request.method)
     request[_INPUT] = await route.parse(request)
+    if route.where is WRITE or route.where is LEADER:
+        return await _write(request, route, handler)
     await authz.decide(request, route.access)
     opts = request.get(reads.READ)
     if opts is not None and opts.index is not None and route.index is not None:
         parsed = request[_INPUT]
         await ctx.watch.wait_past(lambda: route.index(ctx, parsed), opts.index, opts.wait)
     return await handler(request)
+
+
+async def _write(request: web.Request, route: Route, handler) -> web.StreamResponse:
+    """ACL decision and serve of a write, on whichever server got it (steps 3 and 5)."""
+    ctx = request.app[SERVER]
+    caught_up = False
+    for _ in range(ACL_RETRIES):
+        scope = commit.WriteScope()
+        reset = commit.SCOPE.set(scope)
+        try:
+            scope.acl_index = await authz.decide(request, route.access)
+            return await handler(request)
+        except commit.ACLChanged:
+            continue  # nothing was applied: decide again on the newer ACLs
+        except APIError as e:
+            # Refused from this follower's own state: it may lack a write another server
+            # already acknowledged (a token, a policy), so catch up and decide once more.
+            if (caught_up or scope.settled or not 400 <= e.status < 500
+                    or ctx.node.is_leader()):
+                raise
+            caught_up = True
+            if not await commit.catch_up(ctx):
+                raise
+        finally:
+            commit.SCOPE.reset(reset)
+    raise APIError(503, "ACLs kept changing while the request was being authorized; "
+                        "retry the request")

@@ -13,7 +13,7 @@ from cluster.raft import NotApplied, UnknownOutcome
 from .authz import OPEN, OPERATOR_READ
 from .context import SERVER, ServerContext
 from .errors import APIError, bad_request
-from .pipeline import LOCAL, WRITE, Route
+from .pipeline import LEADER, LOCAL, Route
 from .render import json_response
 
 OPERATOR_WRITE = Permission("operator", "write")
@@ -90,5 +90,6 @@ ROUTES = [
     Route("GET", "/v1/status/peers", LOCAL, OPEN, peers, allow_head=True, without_journal=True),
     Route("GET", "/v1/operator/raft/configuration", LOCAL, OPERATOR_READ, raft_configuration,
           allow_head=True),
-    Route("DELETE", "/v1/operator/raft/peer", WRITE, OPERATOR_WRITE, remove_peer, parse_peer),
+    Route("DELETE", "/v1/operator/raft/peer", LEADER, OPERATOR_WRITE, remove_peer,
+          parse_peer),  # a Raft configuration change is the leader's
 ]

@@ -27,6 +27,10 @@ Map = dict[str, Any]  # a record carried whole (ACL policy/token: the ACL table 
 @dataclass(frozen=True)
 class Command:
     op: ClassVar[str] = ""
+    # The ACL table's revision (cluster/state/acl.py `ACL.revision`) the request's ACL decision
+    # was made on, when ACLs decided it: the FSM refuses the command (kind "acl_changed") if
+    # the ACL table changed since, and the API decides again (etcd's auth revision).
+    acl_index: int | None = dataclasses.field(default=None, kw_only=True)
     # True for tables that check every field themselves with their own messages (catalog,
     # config entries): `decode` then passes the fields through unchecked, so every field has
     # a default and the annotations say what the table accepts.

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 T = TypeVar("T", bound=Table)
+ACL_CHANGED = "ACLs changed after the request was authorized"
 # Called after an apply with the new index and the (table, key) pairs it touched; after a
 # restore with `touched=None` (everything may have changed).
 Subscriber = Callable[[int, Touched | None], None]
@@ -118,6 +119,8 @@ class FSM:
             cmd = decode(raw)
             with self._lock:
                 try:
+                    if cmd.acl_index is not None and cmd.acl_index != self.acl.revision:
+                        raise CommandError(ACL_CHANGED, "acl_changed")
                     result = self._handlers[type(cmd)](cmd)
                 finally:
                     touched = self._changes.take()
@@ -230,6 +233,12 @@ class FSM:
     @property
     def acl_tokens_index(self) -> int:
         return self.acl.tokens_index
+
+    @property
+    def acl_revision(self) -> int:
+        """What a command's `acl_index` is compared with (cluster/commands.py)."""
+        with self._lock:
+            return self.acl.revision
 
     def acl_policy(self, policy_id: str) -> Record | None:
         with self._lock:

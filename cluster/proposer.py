@@ -29,7 +29,7 @@ CAS_RETRIES = 5
 
 class Refused(Exception):
     """The FSM refused the command; nothing changed. `kind`: invalid, conflict, not_found,
-    permission, bootstrap."""
+    permission, bootstrap, acl_changed (its `acl_index` is older than the ACL table)."""
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)

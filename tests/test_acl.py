@@ -4,8 +4,10 @@ management across nodes, and a check that no secret ever reaches a log line.
 
 dc1 runs with `--acl-default-policy deny` and an initial management token (ROOT, Consul's
 `root` of the Go tests); dc2 runs default-deny without one and is bootstrapped by a race of two
-nodes. Every peering call is made through every node: followers forward, and the leader decides
-with the caller's token.
+nodes. Every peering call is made through every node. A write is decided by the server that
+gets it, from its replicated ACLs: its command carries the ACL revision of the decision (the FSM
+refuses it if the ACLs changed since, and the server decides again), and a follower that would
+refuse it first catches up with the leader. Reads served by the leader are decided there.
 """
 
 from __future__ import annotations
@@ -211,6 +213,43 @@ def test_policy_changes_apply_on_every_node(dc1: LocalCluster) -> None:
     reply = b.call("GET", "/v1/acl/token/self", headers=h(tok["SecretID"]))
     assert reply.status == 200 and "Policies" not in reply.json()
     assert a.call("DELETE", "/v1/peering/grows-1", headers=h(ROOT)).status == 200
+
+
+def test_a_write_a_lagging_follower_would_allow_on_older_acls_is_denied(
+        dc1: LocalCluster) -> None:
+    leader = dc1.leader()
+    follower, other = [a for a in dc1.agents if a is not leader]
+    policy = make_policy(leader, "revoked-meanwhile", 'peering = "write"')
+    tok = make_token(leader, ["revoked-meanwhile"])
+    eventually(lambda: follower.call("GET", "/v1/acl/token/self?stale",
+                                     headers=h(tok["SecretID"])).status == 200)
+    follower.pause()  # it keeps the grant until it hears of the change
+    try:
+        reply = leader.call("PUT", f"/v1/acl/policy/{policy['ID']}",
+                            {"Name": "revoked-meanwhile", "Rules": 'peering = "read"'},
+                            headers=h(ROOT))
+        assert reply.status == 200, reply.text
+    finally:
+        follower.resume()
+    assert_denied(generate(follower, "revoked-1", tok["SecretID"]), tok["AccessorID"],
+                  "peering:write")
+    assert other.call("GET", "/v1/peering/revoked-1", headers=h(ROOT)).status == 404
+
+
+def test_a_token_created_elsewhere_works_at_once_on_a_lagging_follower(
+        dc1: LocalCluster) -> None:
+    leader = dc1.leader()
+    follower = next(a for a in dc1.agents if a is not leader)
+    make_policy(leader, "granted-meanwhile", 'peering = "write"')
+    follower.pause()  # it has not heard of the token when the write arrives
+    try:
+        tok = make_token(leader, ["granted-meanwhile"])
+    finally:
+        follower.resume()
+    reply = generate(follower, "granted-1", tok["SecretID"])
+    assert reply.status == 200, reply.text
+    assert reply.headers["X-Peerplane-Served-By"] == follower.name
+    assert leader.call("DELETE", "/v1/peering/granted-1", headers=h(ROOT)).status == 200
 
 
 # ---- token sources ----

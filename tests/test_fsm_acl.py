@@ -341,3 +341,48 @@ def test_replicas_agree_and_invariants_hold(commands: list[dict[str, Any]]) -> N
         assert not set(a.acl.secret_ids) & set(a.acl.tokens)  # no ID is both accessor and secret
     assert bootstraps <= 1
     assert state(a) == state(b) == state(snapshot_roundtrip(a))
+
+
+# ---- a command carries the ACL revision its decision was made on (cluster/commands.py) ----
+
+
+def test_a_command_decided_on_older_acls_is_refused_and_changes_nothing() -> None:
+    f = FSM()
+    init(f)
+    decided_on = f.acl_revision
+    assert run(f, op="acl_policy_set", Policy=pol(), create=True)["changed"]
+    before = f.snapshot()
+    res = run(f, op="generate_token", Partition="default", Name="p", ID="id",
+              EstablishmentSecret="s", acl_index=decided_on)
+    assert res == {"error": "ACLs changed after the request was authorized",
+                   "kind": "acl_changed"}
+    assert f.snapshot() == before
+
+
+def test_a_command_decided_on_the_current_acls_applies() -> None:
+    f = FSM()
+    init(f)
+    run(f, op="acl_policy_set", Policy=pol(), create=True)
+    res = run(f, op="catalog_register", Node={"Node": "n", "Address": "10.0.0.1"},
+              acl_index=f.acl_revision)
+    assert res["changed"] and "error" not in res
+    assert f.catalog.node("n") is not None
+
+
+def test_every_acl_change_moves_the_revision_and_nothing_else_does() -> None:
+    f = FSM()
+    revisions = [f.acl_revision]
+    init(f)
+    revisions.append(f.acl_revision)
+    run(f, op="acl_policy_set", Policy=pol(), create=True)
+    revisions.append(f.acl_revision)
+    run(f, op="acl_token_set", Token=tok(policies=[POL1]), create=True)
+    revisions.append(f.acl_revision)
+    run(f, op="acl_token_delete", AccessorID=ACC1)
+    revisions.append(f.acl_revision)
+    run(f, op="acl_policy_delete", ID=POL1)
+    revisions.append(f.acl_revision)
+    assert revisions == sorted(set(revisions))  # strictly increasing
+    run(f, op="generate_token", Partition="default", Name="p", ID="id", EstablishmentSecret="s")
+    assert f.acl_revision == revisions[-1]
+    assert snapshot_roundtrip(f).acl_revision == revisions[-1]

@@ -208,7 +208,7 @@ def test_plain_http_is_off(cluster: LocalCluster) -> None:
         urllib.request.urlopen(cluster.agents[0].url("/v1/status/leader"), timeout=3)
 
 
-def test_writes_through_followers_are_forwarded_to_the_leader_over_https(
+def test_writes_through_followers_commit_and_are_read_everywhere_over_https(
     pki: Path, cluster: LocalCluster
 ) -> None:
     ctx = client_context(pki)
@@ -283,8 +283,9 @@ def test_curl_is_installed() -> None:
 def test_a_leader_certificate_the_follower_does_not_trust_is_named_in_its_log(
     pki: Path, tmp_path: Path
 ) -> None:
-    """Every server trusts only the *other* CA: nobody can forward. A write through a follower
-    ends in 503 after the hold time, and the follower's log says why (not just "no leader")."""
+    """Every server trusts only the *other* CA: nobody can forward. A request the leader must
+    serve (removing a Raft peer), sent to a follower, ends in 503 after the hold time, and the
+    follower's log says why (not just "no leader")."""
     c = LocalCluster(str(tmp_path / "c"), datacenter="dc1")
     for agent, port in zip(c.agents, free_ports(len(c.agents)), strict=True):
         agent.https_port = port  # type: ignore[attr-defined]
@@ -302,12 +303,14 @@ def test_a_leader_certificate_the_follower_does_not_trust_is_named_in_its_log(
             return True
 
         eventually(registered, 30, 0.2)
-        status, body = https(follower, "POST", "/v1/peering/token", ctx, {"PeerName": "x"})
+        remove = "/v1/operator/raft/peer?address=127.0.0.1:1"
+        status, body = https(follower, "DELETE", remove, ctx)
         assert (status, body) == (503, "No cluster leader")
         assert any("cannot forward to the leader at https://127.0.0.1:" in line and
                    "its certificate is refused" in line for line in follower.log_lines)
-        status, _ = https(leader, "POST", "/v1/peering/token", ctx, {"PeerName": "y"})
-        assert status == 200
+        status, body = https(leader, "DELETE", remove, ctx)
+        assert (status, body) == (400, 'address "127.0.0.1:1" was not found in the Raft '
+                                       "configuration")
 
 
 def test_cli_tls_server_name_is_the_name_verified(pki: Path, cluster: LocalCluster) -> None:

@@ -121,7 +121,9 @@ def test_http_requests_counted_by_route_method_and_status(obs):
         assert "no-such-peering" not in s.labels["route"]
 
 
-def test_writes_are_forwarded_applied_and_counted_by_state(obs):
+def test_writes_through_a_follower_are_applied_there_and_counted_by_state(obs):
+    """The follower commits the write itself through Raft: it counts the apply, forwards
+    nothing over HTTP, and the leader proposes nothing."""
     leader = obs.leader()
     follower = next(a for a in obs.agents if a is not leader)
     f_before, l_before = scrape(follower), scrape(leader)
@@ -130,20 +132,24 @@ def test_writes_are_forwarded_applied_and_counted_by_state(obs):
     f_after, l_after = scrape(follower), scrape(leader)
     fwd = {"method": "POST", "code": "200"}
     assert value(f_after, "peerplane_http_forwarded_total", **fwd) - \
-        value(f_before, "peerplane_http_forwarded_total", **fwd) == 1
+        value(f_before, "peerplane_http_forwarded_total", **fwd) == 0
     applied = {"op": "generate_token", "result": "ok"}
-    assert value(l_after, "peerplane_raft_apply_duration_seconds_count", **applied) - \
-        value(l_before, "peerplane_raft_apply_duration_seconds_count", **applied) == 1
-    assert value(l_after, "peerplane_raft_apply_duration_seconds_bucket", le="+Inf",
+    assert value(f_after, "peerplane_raft_apply_duration_seconds_count", **applied) - \
+        value(f_before, "peerplane_raft_apply_duration_seconds_count", **applied) == 1
+    assert value(f_after, "peerplane_raft_apply_duration_seconds_bucket", le="+Inf",
                  **applied) >= 1
+    assert value(l_after, "peerplane_raft_apply_duration_seconds_count", **applied) - \
+        value(l_before, "peerplane_raft_apply_duration_seconds_count", **applied) == 0
     # The state gauge comes from the replicated table: every server counts the new peering.
     for a in obs.agents:
         eventually(lambda a=a: value(scrape(a), "peerplane_peerings", state="PENDING") >= 1)
 
 
-def test_a_forwarded_write_is_decoded_and_validated_once_by_the_leader(obs):
-    """The follower forwards the raw request before decoding it (api/pipeline.py); only the
-    leader parses and validates the body - valid or not."""
+def test_a_write_to_a_follower_is_parsed_once_there_and_reaches_the_leader_only_through_raft(
+        obs):
+    """A follower parses, validates (and ACL-checks) a write itself (api/pipeline.py) and
+    commits it through Raft: the leader parses nothing, serves no HTTP request for it, and no
+    server forwards anything over HTTP - valid request or not."""
     leader = obs.leader()
     followers = [a for a in obs.agents if a is not leader]
     before = {a.name: scrape(a) for a in obs.agents}
@@ -154,16 +160,21 @@ def test_a_forwarded_write_is_decoded_and_validated_once_by_the_leader(obs):
     after = {a.name: scrape(a) for a in obs.agents}
     route = {"route": "/v1/peering/token", "method": "POST"}
 
-    def parsed(agent: Agent) -> float:
-        return (value(after[agent.name], "peerplane_http_parsed_total", **route)
-                - value(before[agent.name], "peerplane_http_parsed_total", **route))
+    def delta(agent: Agent, name: str, **labels: str) -> float:
+        return value(after[agent.name], name, **labels) - value(before[agent.name], name,
+                                                                **labels)
 
-    assert parsed(leader) == 2
-    assert [parsed(f) for f in followers] == [0, 0]
-    for follower, code in zip(followers, ("200", "400"), strict=True):
-        fwd = {"method": "POST", "code": code}
-        assert value(after[follower.name], "peerplane_http_forwarded_total", **fwd) - \
-            value(before[follower.name], "peerplane_http_forwarded_total", **fwd) == 1
+    assert delta(leader, "peerplane_http_parsed_total", **route) == 0
+    assert [delta(f, "peerplane_http_parsed_total", **route) for f in followers] == [1, 1]
+    assert delta(leader, "peerplane_http_requests_total", code="200", **route) == 0
+    assert delta(leader, "peerplane_http_requests_total", code="400", **route) == 0
+    for agent in obs.agents:
+        for code in ("200", "400", "error"):
+            assert delta(agent, "peerplane_http_forwarded_total", method="POST",
+                         code=code) == 0
+    # The write reached the leader as a Raft command: it applied it like every server.
+    assert eventually(lambda: leader.call(
+        "GET", "/v1/peering/parsed-once?stale").status == 200)
 
 
 def test_peer_stream_heartbeats_and_retries_are_counted(obs, tmp_path):

@@ -154,11 +154,12 @@ def test_isolated_leader_is_replaced_and_steps_down(netns_cluster, record_proper
     assert new_at is not None and new is not None, "the majority elected no new leader in 20 s"
     assert down_at is not None, "the isolated old leader still names itself after 20 s"
 
-    # Writes through either majority node commit (a follower forwards across the bridge).
+    # Writes through either majority node commit (a follower's command crosses the bridge
+    # over the Raft link; it answers itself).
     for i, a in enumerate(rest):
         reply = a.call("POST", "/v1/peering/token", {"PeerName": f"during-{i}"}, timeout=10)
         assert reply.status == 200, reply.text
-        assert reply.headers["X-Peerplane-Served-By"] == new.name
+        assert reply.headers["X-Peerplane-Served-By"] == a.name
     assert names(new.call("GET", "/v1/peerings", timeout=5)) == ["before", "during-0", "during-1"]
 
     # What the cut-off old leader answers, in every read mode and for a write (concurrently:

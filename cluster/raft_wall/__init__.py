@@ -11,6 +11,7 @@ upgrade renamed or removed one: an upgrade must fail loudly, never quietly drop 
   the lease, the batched wake-up pipe);
 - syncobj.py: `PeerplaneSyncObj`, the overridden methods (lease, vote stickiness, PreVote,
   ReadIndex rounds, read-index messages for follower reads, membership, fsync, group commit,
+  a follower's commands sent to the leader,
   sitting out on a disk fault).
 """
 

@@ -39,10 +39,15 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__transferInProgress"),
     (SyncObj, "_SyncObj__pipeNotifier"),
     (SyncObj, "_SyncObj__raftNextIndex"),
+    (SyncObj, "_SyncObj__commandsQueue"),
+    (SyncObj, "_SyncObj__commandsLocalCounter"),
+    (SyncObj, "_SyncObj__commandsWaitingReply"),
+    (SyncObj, "_SyncObj__conf"),
 )
 # Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
 _MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term",
-                  "success", "reset")
+                  "success", "reset", "apply_command", "apply_command_response", "request_id",
+                  "command", "error", "log_idx", "log_term")
 
 
 class PySyncObjIncompatible(RuntimeError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import queue
 import random
 import time
 from collections import deque
 from typing import Any
 
-from pysyncobj import SyncObj
+from pysyncobj import FAIL_REASON, SyncObj
 from pysyncobj.monotonic import monotonic as raft_clock
 
 from ..journal import JournalError
@@ -253,6 +254,8 @@ class PeerplaneSyncObj(SyncObj):
     # one fsync and one message per follower for the whole batch.
 
     def _checkCommandsToApply(self) -> None:
+        if self._SyncObj__raftState != _LEADER and self._SyncObj__raftLeader is not None:
+            self._forward_commands(self._SyncObj__raftLeader)
         self.draining = True
         try:
             SyncObj._checkCommandsToApply(self)
@@ -265,6 +268,43 @@ class PeerplaneSyncObj(SyncObj):
             self.send_deferred = False
             self.rounds_sent += round_requested
             self._SyncObj__sendAppendEntries()
+
+    # ---- a follower's own commands: sent to the leader over the Raft link ----
+    # As PySyncObj does (apply_command; the leader appends it and answers with its log index
+    # and term; the callback fires when this server applies that entry, with its own FSM's
+    # result), except that a command that could not even be sent fails at once as "not
+    # applied" instead of waiting for a leader change or the caller's timeout.
+
+    def _forward_commands(self, leader: Any) -> None:
+        commands = self._SyncObj__commandsQueue
+        waiting = self._SyncObj__commandsWaitingReply
+        transport = self._SyncObj__transport
+        deadline = raft_clock() + self._SyncObj__conf.appendEntriesPeriod
+        while raft_clock() < deadline:
+            try:
+                command, callback = commands.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(callback, tuple):  # another follower's, sent to us: not the leader
+                transport.send(callback[0], {"type": "apply_command_response",
+                                             "request_id": callback[1],
+                                             "error": FAIL_REASON.NOT_LEADER})
+                continue
+            message: dict[str, Any] = {"type": "apply_command", "command": command}
+            request_id = None
+            if callback is not None:
+                self._SyncObj__commandsLocalCounter += 1
+                request_id = self._SyncObj__commandsLocalCounter
+                waiting[request_id] = callback
+                message["request_id"] = request_id
+            was_connected = self.isNodeConnected(leader)
+            if transport.send(leader, message):
+                continue
+            # Never sent (no connection): certainly not applied. Lost while sending: unknown.
+            failed = waiting.pop(request_id, None) if request_id is not None else None
+            if failed is not None:
+                failed(None, FAIL_REASON.UNKNOWN_OUTCOME if was_connected
+                       else FAIL_REASON.MISSING_LEADER)
 
     # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
     # A follower syncs its journal before acknowledging entries. The leader syncs right after

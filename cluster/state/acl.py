@@ -276,6 +276,11 @@ class ACL(Table):
 
     # ---- reads ----
 
+    @property
+    def revision(self) -> int:
+        """The index of the last change to any ACL record: what an ACL decision depends on."""
+        return max(self.policies_index, self.tokens_index, self.bootstrap_index)
+
     def policy_list(self) -> tuple[list[Record], int]:
         """Policies sorted by ID (Consul's memdb order) and the policies table index."""
         return sorted(self.policies.values(), key=lambda r: r["ID"]), self.policies_index
