@@ -206,6 +206,8 @@ class RaftNode:
         return self._sync.journal_failure()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is None:
+            loop.call_soon_threadsafe(self._refresh_leader_state)
         self._loop = loop
 
     def _on_state_changed(self, old: int, new: int) -> None:  # tick thread
@@ -353,6 +355,7 @@ class RaftNode:
         self._sync.request_round()
 
     def _poke_reads(self, *_: Any) -> None:  # tick thread: an ack, an apply, a state change
+        self._check_follower_requests()
         loop = self._loop
         if self._reads and not self._reads_check_scheduled and loop is not None:
             self._reads_check_scheduled = True
@@ -397,7 +400,9 @@ class RaftNode:
     # PySyncObj link (cluster/raft_wall/ carries the messages), waits until it has applied that
     # index, and serves from its own FSM. The leader answers a `lease` request at once with its
     # commit index while its lease holds; otherwise, and for ?consistent, after a quorum round
-    # that started after the request arrived (the same batched round as its own reads). Either
+    # that started after the request arrived (rounds are requested with the same flag as its
+    # own reads', so one send serves both). It does so in the tick thread, where requests
+    # arrive and answers leave: a busy event loop on the leader delays no follower. Either
     # way the index is at least the commit index of every write acknowledged before the read
     # arrived at the follower, and a deposed leader cannot answer (no lease, no quorum). Which
     # server answers does not matter beyond that: committed entries are the same everywhere.
@@ -418,6 +423,12 @@ class RaftNode:
         self.leader_state: Callable[[], Any] | None = None  # the leader's side: a snapshot
         self._leader_state_sent: dict[Any, tuple[Any, float]] = {}  # follower -> (copy, when)
         self._leader_state_copy: tuple[Any, Any] | None = None  # (sender, copy), on a follower
+        self._leader_state_snapshot: Any = None  # the leader's, refreshed by the event loop
+        # On the leader, tick thread only: requests waiting for a quorum round (follower node,
+        # request id, lease, commit index on arrival, arrival time), and when the round in
+        # flight for them was requested.
+        self._follower_requests: list[tuple[Any, Any, bool, int, float]] = []
+        self._follower_round: float | None = None
         self._sync.on_read_message = self._on_read_message
         self._sync.addOnTickCallback(self._tick_applied)
 
@@ -499,6 +510,9 @@ class RaftNode:
             self._send_read_request(lease)
 
     def _on_read_message(self, node: Any, message: dict[str, Any]) -> None:  # tick thread
+        if message["type"] == "read_index":
+            self._on_follower_request(node, message)  # answered here, without the event loop
+            return
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -508,46 +522,88 @@ class RaftNode:
             pass  # loop closed during shutdown
 
     def _read_message(self, node: Any, message: dict[str, Any]) -> None:
-        lease, request_id = bool(message.get("lease")), message.get("id")
-        if message["type"] == "read_index_response":
-            if "state" in message:
-                self._leader_state_copy = (node, message["state"])
-            index = message.get("index")
-            self._answer_read_request(lease, request_id, index if isinstance(index, int) else None,
-                                      node)
-            return
-        # A follower asks this server, which believes it leads.
-        def reply(index: int | None) -> None:
-            answer = {"type": "read_index_response", "id": request_id, "lease": lease,
-                      "index": index}
-            if index is not None:
-                self.read_requests_answered += 1
-                self._add_leader_state(node, answer)
-            self._sync.send_read_message(node, answer)
+        """A leader's answer to this follower's request (on the event loop)."""
+        if "state" in message:
+            self._leader_state_copy = (node, message["state"])
+        index = message.get("index")
+        self._answer_read_request(bool(message.get("lease")), message.get("id"),
+                                  index if isinstance(index, int) else None, node)
 
-        if not self.is_leader():
-            reply(None)
+    def _answer_follower(self, node: Any, request_id: Any, lease: bool,
+                         index: int | None) -> None:  # tick thread
+        answer = {"type": "read_index_response", "id": request_id, "lease": lease,
+                  "index": index}
+        if index is not None:
+            self.read_requests_answered += 1
+            self._add_leader_state(node, answer)
+        self._sync.send_read_message_now(node, answer)
+
+    def _on_follower_request(self, node: Any, message: dict[str, Any]) -> None:  # tick thread
+        request_id, lease, s = message.get("id"), bool(message.get("lease")), self._sync
+        if not s._isLeader():
+            self._answer_follower(node, request_id, lease, None)
         elif lease and self.lease_holds():
-            reply(int(self._sync.raftCommitIndex))
+            self._answer_follower(node, request_id, lease, int(s.raftCommitIndex))
         else:
-            read = self._queue_read()
+            self._follower_requests.append(
+                (node, request_id, lease, int(s.raftCommitIndex), time.monotonic()))
+            if self._follower_round is None:  # else the next round, with those arriving meanwhile
+                self._start_follower_round()
 
-            def answered(done: asyncio.Future[int]) -> None:
-                ok = not done.cancelled() and done.exception() is None
-                reply(done.result() if ok else None)
+    def _start_follower_round(self) -> None:  # tick thread
+        self._follower_round = time.monotonic()
+        self._sync.request_round()
 
-            read.done.add_done_callback(answered)
-            # A leader that can reach no quorum steps down (and fails the read) within the
-            # lease; this bounds the wait whatever happens.
-            asyncio.get_running_loop().call_later(
-                max(2.0, 4 * self.timing.lease), read.done.cancel)
-
-    def _add_leader_state(self, node: Any, answer: dict[str, Any]) -> None:
-        if self.leader_state is None:
+    def _check_follower_requests(self) -> None:  # tick thread: an ack, a state change, a tick
+        waiting = self._follower_requests
+        if not waiting:
             return
-        state, now = self.leader_state(), time.monotonic()
+        s, now = self._sync, time.monotonic()
+        if not s._isLeader():
+            self._follower_requests, self._follower_round = [], None
+            for node, request_id, lease, _, _ in waiting:
+                self._answer_follower(node, request_id, lease, None)
+            return
+        if not s.own_term_noop_applied():
+            return
+        # As for the leader's own reads: never below this leader's own no-op (`_check_reads`).
+        others, floor, still = s.otherNodes, s.noop_index(), []
+        give_up = max(2.0, 4 * self.timing.lease)  # a leader without a quorum steps down sooner
+        for request in waiting:
+            node, request_id, lease, commit, started = request
+            if self._lease.majority_since(others, started):
+                self._answer_follower(node, request_id, lease, max(commit, floor))
+            elif now - started > give_up:
+                self._answer_follower(node, request_id, lease, None)
+            else:
+                still.append(request)
+        self._follower_requests = still
+        if self._follower_round is not None and self._lease.majority_since(
+                others, self._follower_round):
+            self._follower_round = None
+        if still and self._follower_round is None:
+            self._start_follower_round()
+
+    def _refresh_leader_state(self) -> None:
+        """The event loop's copy of the leader's live state (it changes on the loop), which
+        the tick thread sends along with its answers; refreshed every 0.2 s while leading."""
+        loop = self._loop
+        if self.leader_state is not None and self.is_leader():
+            state = self.leader_state()
+            if state != self._leader_state_snapshot:
+                self._leader_state_snapshot = state
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_later(0.2, self._refresh_leader_state)
+            except RuntimeError:
+                pass  # another loop runs now (tests attach one per asyncio.run)
+
+    def _add_leader_state(self, node: Any, answer: dict[str, Any]) -> None:  # tick thread
+        state, now = self._leader_state_snapshot, time.monotonic()
+        if state is None:
+            return
         sent = self._leader_state_sent.get(node)
-        if sent is None or sent[0] != state or now - sent[1] > 1.0:
+        if sent is None or sent[0] is not state or now - sent[1] > 1.0:
             self._leader_state_sent[node] = (state, now)
             answer["state"] = state
 
@@ -576,6 +632,7 @@ class RaftNode:
             raise UnknownOutcome("this server did not apply the read index in time") from None
 
     def _tick_applied(self) -> None:  # tick thread: after each tick's applies
+        self._check_follower_requests()  # (those given up on)
         wanted, loop = self._applied_wanted, self._loop
         if (wanted and not self._applied_check_scheduled and loop is not None
                 and self._sync.raftLastApplied >= wanted):

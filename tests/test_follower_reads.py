@@ -60,7 +60,7 @@ def test_reads_at_every_server_share_the_leaders_rounds(nodes):
     written, indexes, requests, rounds = asyncio.run(go())
     assert min(indexes) >= written
     assert requests <= 4  # each follower: one request, two if reads kept arriving meanwhile
-    assert rounds <= requests + 1  # never more than one round per request (+ the leader's own)
+    assert rounds <= requests + 2  # at most a round per request (+ the leader's own one or two)
 
 
 def test_a_default_read_at_a_follower_is_answered_under_the_lease_without_a_round(nodes):

@@ -230,6 +230,10 @@ class PeerplaneSyncObj(SyncObj):
         if self.wakeups is not None:
             self.wakeups.notify()
 
+    def send_read_message_now(self, node: Any, message: dict[str, Any]) -> None:
+        """Send at once (tick thread only: the leader answers requests where they arrive)."""
+        self._SyncObj__transport.send(node, message)
+
     def _send_read_messages(self) -> None:  # tick thread
         outbox = self.read_outbox
         while outbox:
