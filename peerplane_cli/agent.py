@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ from cluster.peering.reconciler import (
     PeeringService,
 )
 from cluster.peering.replication import Replication
+from cluster.peering.status import SeenStreams
+from cluster.peering.status import snapshot as stream_snapshot
 from cluster.peering.tls import LeafCerts
 from cluster.proposer import Proposer
 from cluster.raft import RaftNode, RaftTiming
@@ -101,15 +104,32 @@ APPLY_TIMEOUT = 5.0  # one replicated command
 def _changes_to_loop(
     loop: asyncio.AbstractEventLoop, *targets: Callable[[int, Touched | None], None],
 ) -> Callable[[int, Touched | None], None]:
-    """An FSM subscriber (tick thread) that hands each change to `targets` on the loop."""
+    """An FSM subscriber (tick thread) that hands each change, in order, to `targets` on the
+    loop. Changes applied while a hand-over is already scheduled ride along with it: one
+    loop wake-up per batch of applies (a group commit applies many), not one per apply. A
+    change is still delivered before the callback that resolves its command's future, which
+    is scheduled after it."""
+    pending: list[tuple[int, Touched | None]] = []
+    lock = threading.Lock()
 
-    def deliver(index: int, touched: Touched | None) -> None:
-        for target in targets:
-            target(index, touched)
+    def deliver() -> None:
+        with lock:
+            batch = pending[:]
+            pending.clear()
+        for index, touched in batch:
+            for target in targets:
+                target(index, touched)
 
     def changed(index: int, touched: Touched | None) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(deliver, index, touched)
+        with lock:
+            pending.append((index, touched))
+            if len(pending) > 1:
+                return  # a hand-over is scheduled and has not taken the list yet
+        if loop.is_closed():
+            with lock:
+                pending.clear()
+            return
+        loop.call_soon_threadsafe(deliver)
 
     return changed
 
@@ -172,6 +192,7 @@ async def run_agent(cfg: AgentConfig) -> None:
     leader.add(replication.run_cleanup)
     if cfg.acl_enabled:
         leader.enable_acls(cfg.acl_initial_management_token)
+    node.leader_state = lambda: stream_snapshot(peering.streams)  # for follower reads
     registry.bind(node, fsm, peering.streams)  # the sources of its scrape-time gauges
     # The HTTP API's context, complete from the start.
     ctx = ServerContext(
@@ -189,7 +210,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         consistent_reads=cfg.consistent_reads,
         limits=cfg.http_limits,
         proposer=proposer,
-        streams=peering.streams,
+        streams=SeenStreams(node, peering.streams),  # the leader's, at a follower too
         session=aiohttp.ClientSession(connector=cfg.http_limits.client_connector()),
         peering=peering,
         metrics=registry,

@@ -10,6 +10,7 @@ import uuid
 from cluster.ids import new_uuid
 from cluster.metrics import Metrics
 from cluster.peering.token import PeeringToken
+from cluster.state.ordered import Ordered
 
 _CHARS = [chr(i) for i in range(0x80)] + ["é", "\u2028", "\ud800", "😀", "<", ">", "&"]
 
@@ -64,3 +65,22 @@ def test_cached_metric_children_count_as_labels_did():
     samples = {(s["Labels"]["method"], s["Count"]) for s in m.json()["Samples"]
                if s["Name"] == "peerplane.http.request.duration_seconds"}
     assert samples == {("GET", 3), ("OTHER", 1)}
+
+
+def test_ordered_blocks_keep_every_record_in_key_order_through_puts_and_drops():
+    rnd = random.Random(15)
+    for size in (10, 300, 3000):
+        ordered = Ordered(lambda rec: rec["k"])
+        model: dict[int, dict[str, int]] = {}
+        for step in range(size):
+            k = rnd.randint(0, size // 3)
+            if k in model and rnd.random() < 0.4:
+                ordered.drop(model.pop(k))
+            else:
+                new = {"k": k, "v": step}
+                ordered.put(model.get(k), new)
+                model[k] = new
+            ordered.drop({"k": -1})  # not there: nothing changes
+        records = ordered.records()
+        assert [r["k"] for r in records] == sorted(model) and len(ordered) == len(model)
+        assert all(r is model[r["k"]] for r in records)
