@@ -1,11 +1,25 @@
-"""Where a read mode is decided: default (leader with a lease), ?consistent (quorum barrier after
-the request arrived), ?stale (local state, bounded by ?max_stale), and blocking ?index/&wait.
+"""Where a read mode is decided: default (Consul's "leader" mode: the leader's lease),
+?consistent (a quorum round after the request arrived), ?stale (local state, bounded by
+?max_stale), and blocking ?index/&wait.
+
+Every server serves reads from its own FSM. The leader confirms them itself (lease, or its
+batched ReadIndex round); a follower first asks the leader for a read index over the Raft link
+(etcd's follower ReadIndex, cluster/raft.py `follower_read_index`: the leader answers under its
+lease for default reads, after a quorum round for ?consistent), waits until it has applied
+that index, and then serves. So a follower never answers from state older than the leader's
+commit index when the read arrived, and only the read index crosses to the leader - never the
+HTTP request. Without a leader: 503 `No cluster leader` (at once when cut off, `in_touch`; else
+after the hold time), or `Not ready to serve consistent reads` when the leader does not confirm
+a ?consistent read in time. `--consistent-reads barrier` keeps the older way for ?consistent:
+forwarded to the leader, which commits a no-op.
 
 The pipeline (api/pipeline.py) calls `decide` for every read route, from the query string only
-(before any other input is parsed); handlers get the options back through `options(request)`."""
+(before any other input is parsed); handlers get the options back through `options(request)`.
+Reads with ?index get the read index first and then block here (pipeline)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 
@@ -14,8 +28,8 @@ from multidict import MultiMapping
 
 from cluster.raft import NotApplied, UnknownOutcome
 
-from .context import SERVER
-from .errors import APIError, bad_request
+from .context import SERVER, ServerContext
+from .errors import APIError, bad_request, no_leader
 from .forward import to_leader
 
 DEFAULT_WAIT = 300.0
@@ -128,29 +142,75 @@ READ = "read_options"  # request key: the ReadOptions `decide` served the reques
 
 
 async def decide(request: web.Request) -> web.StreamResponse | None:
-    """Parse the read options and send the read where its mode says: the leader's response,
-    or None to serve it here from the local FSM (after the quorum round for ?consistent)."""
+    """Parse the read options and make sure this server may serve the read from its own FSM
+    (None), or answer for it (the leader's response, with `--consistent-reads barrier`)."""
     ctx = request.app[SERVER]
     opts = request[READ] = parse_read_options(request.query)
-    extra = opts.wait * 1.07 if opts.index is not None else 0.0
     if opts.mode == "stale":
         if opts.max_stale is None or ctx.node.last_contact_ms() <= opts.max_stale * 1000:
             return None  # a stale read is served from this server's state
-        # Too far behind: the leader answers instead (or 503 when there is none).
-        return await to_leader(request, extra_time=extra)
-    forwarded = await to_leader(request, need_lease=opts.mode == "leader", extra_time=extra)
-    if forwarded is not None:
-        return forwarded
-    if opts.mode == "consistent":
-        if ctx.consistent_reads == "readindex" or ctx.proposer is None:
-            confirm = ctx.node.read_index
-        else:
-            confirm = ctx.proposer.barrier
+        # Too far behind: catch up to the leader's lease read index first (503 without one).
+        await _confirm(ctx, "leader")
+        return None
+    if opts.mode == "consistent" and ctx.consistent_reads == "barrier" \
+            and ctx.proposer is not None:
+        # Reads through the log: the leader commits a no-op for them (bench/read_modes.py).
+        extra = opts.wait * 1.07 if opts.index is not None else 0.0
+        forwarded = await to_leader(request, extra_time=extra)
+        if forwarded is not None:
+            return forwarded
         try:
-            await confirm(ctx.hold_timeout)
+            await ctx.proposer.barrier(ctx.hold_timeout)
         except (NotApplied, UnknownOutcome):
-            raise APIError(503, "Not ready to serve consistent reads") from None
+            raise APIError(503, NOT_READY) from None
+        return None
+    await _confirm(ctx, opts.mode)
     return None
+
+
+NOT_READY = "Not ready to serve consistent reads"
+_POLL = 0.02
+
+
+async def _confirm(ctx: ServerContext, mode: str) -> None:
+    """Return once this server's FSM holds every write acknowledged before now: on the leader,
+    its lease (default mode) or a quorum round (?consistent); on a follower, the leader's read
+    index for this read, applied here. Waits up to the hold time for a leader; 503 after it,
+    at once when cut off from the leader and a quorum (`in_touch`)."""
+    node = ctx.node
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.hold_timeout
+    while True:
+        if node.is_leader():
+            if mode == "consistent":
+                try:
+                    await node.read_index(ctx.hold_timeout)
+                except (NotApplied, UnknownOutcome):
+                    raise APIError(503, NOT_READY) from None
+                return
+            if node.lease_holds():
+                return
+        else:
+            leader = node.leader()
+            if not node.in_touch(leader):
+                # Cut off from the leader and a quorum: nothing changes here before the network
+                # does, so answer now (Consul's text) rather than after the hold time.
+                raise no_leader()
+            if leader is not None:
+                try:
+                    await node.follower_read_index(mode != "consistent", deadline - loop.time())
+                    return
+                except NotApplied:
+                    pass  # no leader to ask, or it refused (it no longer leads): retry
+                except UnknownOutcome:
+                    # The leader did not confirm in time: for ?consistent the text a leader
+                    # gives when its own quorum round does not complete.
+                    if mode == "consistent":
+                        raise APIError(503, NOT_READY) from None
+                    raise no_leader() from None
+        if loop.time() >= deadline:
+            raise no_leader()
+        await asyncio.sleep(_POLL)
 
 
 def options(request: web.Request) -> ReadOptions:
@@ -162,7 +222,11 @@ def read_headers(request: web.Request, index: int | None) -> dict[str, str]:
     opts = options(request)
     headers = {
         "X-Consul-KnownLeader": "true" if node.leader() is not None else "false",
-        "X-Consul-LastContact": str(node.last_contact_ms()),
+        # A default or ?consistent read was confirmed current by the leader during this request
+        # (its lease or a quorum round, directly or through the read index a follower asked
+        # for): 0, as Consul reports for the leader-served reads these are. ?stale: how long
+        # since this server last heard from a leader.
+        "X-Consul-LastContact": str(node.last_contact_ms()) if opts.mode == "stale" else "0",
         "X-Consul-Effective-Consistency": opts.mode,
         "X-Consul-Query-Backend": "blocking-query",
     }

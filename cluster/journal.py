@@ -126,6 +126,9 @@ class ChecksummedJournal(Journal):
         self.failure: str | None = None  # why the journal cannot be written, while it cannot
         self._meta: dict[str, Any] = self._read_meta()
         self._meta_dirty = False
+        # Written or truncated since the last fdatasync: heartbeats (every ReadIndex round, on
+        # the leader and each follower) sync nothing new and skip the syscall.
+        self._unsynced = False
         self._entries: list[Entry] = []
         self._offsets: list[int] = []
         self._open()
@@ -224,6 +227,7 @@ class ChecksummedJournal(Journal):
                 written += os.pwrite(self._fd, rec[written:], self._end + written)
         except OSError as e:
             raise self._fail(e) from None
+        self._unsynced = True
         self._entries.append((command, idx, term))
         self._offsets.append(self._end)
         self._end += len(rec)
@@ -231,10 +235,13 @@ class ChecksummedJournal(Journal):
     def sync(self) -> None:
         """Everything added so far is on disk when this returns (raises otherwise)."""
         self._check()
+        if not self._unsynced:
+            return
         try:
             os.fdatasync(self._fd)
         except OSError as e:
             raise self._fail(e) from None
+        self._unsynced = False
 
     flush = sync
 
@@ -245,6 +252,7 @@ class ChecksummedJournal(Journal):
             os.ftruncate(self._fd, end)
         except OSError as e:
             raise self._fail(e) from None
+        self._unsynced = True
         del self._entries[keep:]
         del self._offsets[keep:]
         self._end = end

@@ -9,6 +9,8 @@ FSM and hands results back with `loop.call_soon_threadsafe`. Every replicated ca
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import os
 import time
@@ -74,6 +76,16 @@ class _PendingRead:
     started: float  # monotonic time the read arrived
     commit: int  # the leader's commit index then
     done: asyncio.Future[int]
+
+
+@dataclass
+class _ReadRequest:
+    """One read-index request a follower sent to its leader: it covers every read that arrived
+    before it was sent (`waiters`); reads arriving later wait for the next one."""
+
+    id: int
+    leader: Any  # the PySyncObj Node it went to
+    waiters: list[asyncio.Future[int]]
 
 
 class Replica(SyncObjConsumer):
@@ -172,6 +184,7 @@ class RaftNode:
             on_membership=self._membership_changed,
         )
         fsm.add_listener(self._poke_reads)
+        self._init_follower_reads()
         self._pending: set[asyncio.Future[tuple[Any, Any]]] = set()
         self._sync.on_journal_failure = self._on_journal_failure
 
@@ -314,14 +327,9 @@ class RaftNode:
         commit index, have a heartbeat round sent at once, and return when a majority has
         acknowledged a heartbeat sent after this call began and the noted index is applied
         here. Reads arriving together share one round; no log entry, no fsync."""
-        s = self._sync
-        if not s._isLeader():
+        if not self._sync._isLeader():
             raise NotApplied("not leader")
-        loop = asyncio.get_running_loop()
-        read = _PendingRead(time.monotonic(), s.raftCommitIndex, loop.create_future())
-        self._reads.append(read)
-        if self._round_started is None:  # else it waits for the next round, with others
-            self._start_round()
+        read = self._queue_read()
         try:
             return await asyncio.wait_for(asyncio.shield(read.done), timeout)
         except TimeoutError:
@@ -329,6 +337,15 @@ class RaftNode:
         finally:
             if not read.done.done():
                 read.done.cancel()
+
+    def _queue_read(self) -> _PendingRead:
+        """A read waiting for the next quorum round (started now unless one is in flight)."""
+        loop = asyncio.get_running_loop()
+        read = _PendingRead(time.monotonic(), self._sync.raftCommitIndex, loop.create_future())
+        self._reads.append(read)
+        if self._round_started is None:  # else it waits for the next round, with others
+            self._start_round()
+        return read
 
     def _start_round(self) -> None:
         self._round_started = time.monotonic()
@@ -356,12 +373,15 @@ class RaftNode:
         if not s.own_term_noop_applied():
             return
         others, applied = s.otherNodes, s.raftLastApplied
+        # A leader's commit index may lag what earlier leaders committed until its own no-op
+        # commits: the index answered is never below that no-op (a follower serves from it).
+        floor = s.noop_index()
         waiting = []
         for read in self._reads:
             if read.done.done():
                 continue
             if applied >= read.commit and self._lease.majority_since(others, read.started):
-                read.done.set_result(read.commit)
+                read.done.set_result(max(read.commit, floor))
             else:
                 waiting.append(read)
         self._reads = waiting
@@ -371,6 +391,208 @@ class RaftNode:
             self._round_started = None
         if waiting and self._round_started is None:
             self._start_round()
+
+    # ---- follower reads (etcd's follower ReadIndex, Raft thesis §6.4) ----
+    # A follower serving a default or ?consistent read asks the leader for a read index over the
+    # PySyncObj link (cluster/raft_wall/ carries the messages), waits until it has applied that
+    # index, and serves from its own FSM. The leader answers a `lease` request at once with its
+    # commit index while its lease holds; otherwise, and for ?consistent, after a quorum round
+    # that started after the request arrived (the same batched round as its own reads). Either
+    # way the index is at least the commit index of every write acknowledged before the read
+    # arrived at the follower, and a deposed leader cannot answer (no lease, no quorum). Which
+    # server answers does not matter beyond that: committed entries are the same everywhere.
+
+    def _init_follower_reads(self) -> None:
+        self._remote_ids = itertools.count(1)
+        self._remote_waiting: dict[bool, list[asyncio.Future[int]]] = {False: [], True: []}
+        self._remote_sent: dict[bool, _ReadRequest | None] = {False: None, True: None}
+        self._remote_scheduled = {False: False, True: False}  # a send is due this loop pass
+        # (index, seq, future) of reads waiting until this server has applied `index`
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._applied_wanted = 0  # lowest index waited for (0: none); read by the tick thread
+        self._applied_check_scheduled = False
+        self.read_requests_sent = 0  # read-index requests this follower sent (tests)
+        self.read_requests_answered = 0  # read-index requests this leader answered (tests)
+        # Live state only the leader has (peering stream status): its answers carry a copy
+        # when it changed (or once a second), so a follower renders what the leader would.
+        self.leader_state: Callable[[], Any] | None = None  # the leader's side: a snapshot
+        self._leader_state_sent: dict[Any, tuple[Any, float]] = {}  # follower -> (copy, when)
+        self._leader_state_copy: tuple[Any, Any] | None = None  # (sender, copy), on a follower
+        self._sync.on_read_message = self._on_read_message
+        self._sync.addOnTickCallback(self._tick_applied)
+
+    async def follower_read_index(self, lease: bool, timeout: float) -> int:
+        """The leader's read index for a read that arrived now, once this server has applied it
+        (`lease`: a default-mode read, answered under the leader's lease when it holds).
+        NotApplied when there is no leader to ask, or it refused (retry); UnknownOutcome when
+        no answer came within `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._sync._getLeader() is None or self.is_leader():
+            raise NotApplied("no leader to ask")
+        fut: asyncio.Future[int] = loop.create_future()
+        self._remote_waiting[lease].append(fut)
+        sent = self._remote_sent[lease]
+        if sent is not None and sent.leader != self._sync._getLeader():
+            # Asked a server that no longer leads: ask the new leader, for those reads too.
+            self._remote_sent[lease] = None
+            self._remote_waiting[lease].extend(sent.waiters)
+        if self._remote_sent[lease] is None and not self._remote_scheduled[lease]:
+            # Sent at the end of this pass of the event loop: reads arriving together share it.
+            self._remote_scheduled[lease] = True
+            loop.call_soon(self._flush_read_request, lease)
+        try:
+            index = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise UnknownOutcome("the leader did not answer the read-index request") from None
+        finally:
+            if not fut.done():
+                fut.cancel()
+        await self.wait_applied(index, deadline - loop.time())
+        return index
+
+    def _flush_read_request(self, lease: bool) -> None:
+        self._remote_scheduled[lease] = False
+        if self._remote_sent[lease] is None:
+            self._send_read_request(lease)
+
+    def _send_read_request(self, lease: bool) -> None:
+        waiters = [f for f in self._remote_waiting[lease] if not f.done()]
+        self._remote_waiting[lease] = []
+        leader = self._sync._getLeader()
+        if not waiters:
+            return
+        if leader is None or self.is_leader():
+            for f in waiters:
+                f.set_exception(NotApplied("no leader to ask"))
+            return
+        request = _ReadRequest(next(self._remote_ids), leader, waiters)
+        self._remote_sent[lease] = request
+        self.read_requests_sent += 1
+        self._sync.send_read_message(
+            leader, {"type": "read_index", "id": request.id, "lease": lease})
+        # An answer lost with its connection never comes: give up on it after a while (the
+        # reads retry, within their hold time).
+        asyncio.get_running_loop().call_later(
+            max(1.0, 2 * self.timing.lease), self._read_request_lost, lease, request.id)
+
+    def _read_request_lost(self, lease: bool, request_id: int) -> None:
+        self._answer_read_request(lease, request_id, None, None)
+
+    def _answer_read_request(self, lease: bool, request_id: int, index: int | None,
+                             node: Any) -> None:
+        """The answer to an outstanding request (index None: refused or lost)."""
+        request = self._remote_sent[lease]
+        if request is None or request.id != request_id:
+            return  # an answer to a request given up on
+        if node is not None and node != request.leader:
+            return
+        self._remote_sent[lease] = None
+        for f in request.waiters:
+            if f.done():
+                continue
+            if index is None:
+                f.set_exception(NotApplied("the leader refused the read-index request"))
+            else:
+                f.set_result(index)
+        if self._remote_waiting[lease]:
+            self._send_read_request(lease)
+
+    def _on_read_message(self, node: Any, message: dict[str, Any]) -> None:  # tick thread
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._read_message, node, message)
+        except RuntimeError:
+            pass  # loop closed during shutdown
+
+    def _read_message(self, node: Any, message: dict[str, Any]) -> None:
+        lease, request_id = bool(message.get("lease")), message.get("id")
+        if message["type"] == "read_index_response":
+            if "state" in message:
+                self._leader_state_copy = (node, message["state"])
+            index = message.get("index")
+            self._answer_read_request(lease, request_id, index if isinstance(index, int) else None,
+                                      node)
+            return
+        # A follower asks this server, which believes it leads.
+        def reply(index: int | None) -> None:
+            answer = {"type": "read_index_response", "id": request_id, "lease": lease,
+                      "index": index}
+            if index is not None:
+                self.read_requests_answered += 1
+                self._add_leader_state(node, answer)
+            self._sync.send_read_message(node, answer)
+
+        if not self.is_leader():
+            reply(None)
+        elif lease and self.lease_holds():
+            reply(int(self._sync.raftCommitIndex))
+        else:
+            read = self._queue_read()
+
+            def answered(done: asyncio.Future[int]) -> None:
+                ok = not done.cancelled() and done.exception() is None
+                reply(done.result() if ok else None)
+
+            read.done.add_done_callback(answered)
+            # A leader that can reach no quorum steps down (and fails the read) within the
+            # lease; this bounds the wait whatever happens.
+            asyncio.get_running_loop().call_later(
+                max(2.0, 4 * self.timing.lease), read.done.cancel)
+
+    def _add_leader_state(self, node: Any, answer: dict[str, Any]) -> None:
+        if self.leader_state is None:
+            return
+        state, now = self.leader_state(), time.monotonic()
+        sent = self._leader_state_sent.get(node)
+        if sent is None or sent[0] != state or now - sent[1] > 1.0:
+            self._leader_state_sent[node] = (state, now)
+            answer["state"] = state
+
+    def leader_state_seen(self) -> Any:
+        """On a follower: the leader's live state as its last read-index answer carried it
+        (None when that came from a server that no longer leads, or never came)."""
+        copy = self._leader_state_copy
+        if copy is None or copy[0] != self._sync._getLeader():
+            return None
+        return copy[1]
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        """Return once this server has applied the log up to `index` (UnknownOutcome when it
+        has not within `timeout`)."""
+        s = self._sync
+        if s.raftLastApplied >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waiters, (index, id(fut), fut))
+        self._applied_wanted = self._applied_waiters[0][0]
+        if s.raftLastApplied >= index:  # applied meanwhile (the tick thread saw no waiter)
+            self._check_applied()
+        try:
+            await asyncio.wait_for(fut, max(timeout, 0.0))
+        except TimeoutError:
+            raise UnknownOutcome("this server did not apply the read index in time") from None
+
+    def _tick_applied(self) -> None:  # tick thread: after each tick's applies
+        wanted, loop = self._applied_wanted, self._loop
+        if (wanted and not self._applied_check_scheduled and loop is not None
+                and self._sync.raftLastApplied >= wanted):
+            self._applied_check_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._check_applied)
+            except RuntimeError:
+                pass  # loop closed during shutdown
+
+    def _check_applied(self) -> None:
+        self._applied_check_scheduled = False
+        applied, waiters = self._sync.raftLastApplied, self._applied_waiters
+        while waiters and (waiters[0][0] <= applied or waiters[0][2].done()):
+            _, _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
+        self._applied_wanted = waiters[0][0] if waiters else 0
 
     # ---- the node's view of the cluster ----
 

@@ -156,10 +156,11 @@ def _round_timeline(rnd: dict[str, Any], ops: Sequence[Any],
     lost = next((t for t, who in changes if who != old), None)
     new = next(((t, who) for t, who in changes if who and who != old), None)
     if new is not None:
-        # First seen: by the monitor's polls, or by an answer the new leader gave (a write it
-        # acknowledged, a default or consistent read it served), whichever came first.
+        # First seen: by the monitor's polls, or by a write the new leader acknowledged,
+        # whichever came first. (Not by reads: followers serve default and consistent reads
+        # too, so a read served by that server does not show it was leading.)
         served = [o.ret for o in ops if o.ret is not None and fault < o.ret <= new[0]
-                  and o.served_by == new[1] and o.outcome == "ok" and o.mode != "stale"]
+                  and o.served_by == new[1] and o.outcome == "ok" and o.kind == "write"]
         new = (min([new[0], *served]), new[1])
     stepped_down = None
     if rnd["victim_was_leader"] and rnd["victim_survives"]:

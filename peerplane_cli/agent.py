@@ -31,6 +31,8 @@ from cluster.peering.reconciler import (
     PeeringService,
 )
 from cluster.peering.replication import Replication
+from cluster.peering.status import SeenStreams
+from cluster.peering.status import snapshot as stream_snapshot
 from cluster.peering.tls import LeafCerts
 from cluster.proposer import Proposer
 from cluster.raft import RaftNode, RaftTiming
@@ -190,6 +192,7 @@ async def run_agent(cfg: AgentConfig) -> None:
     leader.add(replication.run_cleanup)
     if cfg.acl_enabled:
         leader.enable_acls(cfg.acl_initial_management_token)
+    node.leader_state = lambda: stream_snapshot(peering.streams)  # for follower reads
     registry.bind(node, fsm, peering.streams)  # the sources of its scrape-time gauges
     # The HTTP API's context, complete from the start.
     ctx = ServerContext(
@@ -207,7 +210,7 @@ async def run_agent(cfg: AgentConfig) -> None:
         consistent_reads=cfg.consistent_reads,
         limits=cfg.http_limits,
         proposer=proposer,
-        streams=peering.streams,
+        streams=SeenStreams(node, peering.streams),  # the leader's, at a follower too
         session=aiohttp.ClientSession(connector=cfg.http_limits.client_connector()),
         peering=peering,
         metrics=registry,

@@ -7,7 +7,8 @@ dc1 runs with `--acl-default-policy deny` and an initial management token (ROOT,
 nodes. Every peering call is made through every node. A write is decided by the server that
 gets it, from its replicated ACLs: its command carries the ACL revision of the decision (the FSM
 refuses it if the ACLs changed since, and the server decides again), and a follower that would
-refuse it first catches up with the leader. Reads served by the leader are decided there.
+refuse it first catches up with the leader. A read is decided by the server that serves it (every
+server does, once it has applied the leader's read index).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def test_tokens_generated_through_each_node_are_listed_by_every_node(fresh_clust
         assert reply.status == 200, reply.text
         assert reply.headers["X-Peerplane-Served-By"] == a.name  # committed through Raft
         for b in c.agents:
-            # default reads are served by the leader, so a write is visible at once
+            # default reads wait for the leader's read index, so a write is visible at once
             assert names(b) == [f"peer-{j}" for j in range(1, i + 1)]
     assert c.leader() is leader
     for a in c.agents:

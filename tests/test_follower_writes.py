@@ -45,10 +45,11 @@ def test_a_catalog_write_through_a_follower_is_answered_there_as_the_leader_woul
     assert (on_leader.status, on_leader.body) == (200, b"true")
     assert on_leader.headers["X-Peerplane-Served-By"] == leader.name
     assert _same_answer_headers(reply.headers, on_leader.headers)
-    # Acknowledged means committed: a default read (served by the leader) sees it at once.
+    # Acknowledged means committed: a default read (served by the follower once it applied the
+    # leader's read index) sees it at once.
     nodes = follower.call("GET", "/v1/catalog/nodes")
     assert nodes.status == 200, nodes.text
-    assert nodes.headers["X-Peerplane-Served-By"] == leader.name
+    assert nodes.headers["X-Peerplane-Served-By"] == follower.name
     assert {n["Node"]: n["Address"] for n in nodes.json()}["via-follower"] == "10.0.0.7"
 
 

@@ -214,7 +214,7 @@ def test_healed_old_leader_rejoins_as_follower_with_majority_data(netns_cluster,
     report(record_property, "raft_term_after_heal", term(leader))
     stats = old.call("GET", "/v1/agent/self", timeout=5).json()["Stats"]["raft"]
     assert stats["state"] == "Follower", stats
-    # And it forwards again: a default read through it is served by the leader.
+    # And it serves default reads again, at the new leader's read index.
     assert "written-in-partition" in names(old.call("GET", "/v1/peerings", timeout=10))
 
 

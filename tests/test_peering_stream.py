@@ -133,6 +133,29 @@ def test_generate_token_read_establish_delete(dc1, dc2):
     no_tracebacks(dc1, dc2)
 
 
+@pytest.mark.parametrize("query", ["", "?consistent"])
+def test_a_follower_read_shows_the_leaders_stream_status(dc1, dc2, query):
+    """Issue 15: followers serve default and ?consistent reads themselves; the stream status
+    (live, on the leader only) comes with the leader's read-index answer."""
+    name = f"follower-status{query[1:]}"
+    peer(dc1, dc2, name)
+    for cluster in (dc1, dc2):
+        for follower in cluster.followers():
+            reply = follower.call("GET", f"/v1/peering/{name}{query}")
+            assert reply.status == 200
+            assert reply.headers["X-Peerplane-Served-By"] == follower.name
+            ss = reply.json()["StreamStatus"]
+            assert ss["LastHeartbeat"] and ss["LastReceive"] and ss["LastSend"], ss
+            [row] = [r for r in follower.call("GET", f"/v1/peerings{query}").json()
+                     if r["Name"] == name]
+            assert row["StreamStatus"]["LastHeartbeat"], row
+    assert dc1.agents[0].call("DELETE", f"/v1/peering/{name}").status == 200
+    wait_state(dc2, name, "TERMINATED")
+    wait_state(dc1, name, None)
+    assert dc2.agents[0].call("DELETE", f"/v1/peering/{name}").status == 200
+    wait_state(dc2, name, None)
+
+
 def test_dialer_deletion_terminates_the_acceptor(dc1, dc2):
     peer(dc1, dc2, "dialer-deletes")
     assert dc2.agents[0].call("DELETE", "/v1/peering/dialer-deletes").status == 200

@@ -22,12 +22,13 @@ def probe(cluster):
 
 
 @pytest.mark.parametrize("path", READ_PATHS)
-def test_default_read_is_served_by_the_leader_with_leader_consistency(cluster, path):
-    leader = cluster.leader()
+def test_default_read_at_a_follower_is_served_there_with_leader_consistency(cluster, path):
+    """Issue 15: the follower asks the leader for a read index (answered under its lease) and
+    serves from its own FSM once applied; LastContact 0: the leader confirmed it just now."""
     follower = cluster.followers()[0]
     reply = follower.call("GET", path)
     assert reply.status == 200
-    assert reply.headers["X-Peerplane-Served-By"] == leader.name
+    assert reply.headers["X-Peerplane-Served-By"] == follower.name
     assert reply.headers["X-Consul-Effective-Consistency"] == "leader"
     assert reply.headers["X-Consul-KnownLeader"] == "true"
     assert reply.headers["X-Consul-LastContact"] == "0"
@@ -36,12 +37,27 @@ def test_default_read_is_served_by_the_leader_with_leader_consistency(cluster, p
 
 
 @pytest.mark.parametrize("path", READ_PATHS)
-def test_consistent_read_is_served_by_the_leader_with_consistent_consistency(cluster, path):
+def test_consistent_read_at_a_follower_is_served_there_with_consistent_consistency(
+    cluster, path,
+):
+    follower = cluster.followers()[0]
+    reply = follower.call("GET", path + "?consistent")
+    assert reply.status == 200
+    assert reply.headers["X-Peerplane-Served-By"] == follower.name
+    assert reply.headers["X-Consul-Effective-Consistency"] == "consistent"
+    assert reply.headers["X-Consul-KnownLeader"] == "true"
+    assert reply.headers["X-Consul-LastContact"] == "0"
+    assert reply.headers["X-Consul-Query-Backend"] == "blocking-query"
+    assert int(reply.headers["X-Consul-Index"]) >= 1
+
+
+@pytest.mark.parametrize("query", ["", "?consistent"])
+def test_the_leader_serves_its_own_reads(cluster, query):
     leader = cluster.leader()
-    reply = cluster.followers()[0].call("GET", path + "?consistent")
+    reply = leader.call("GET", "/v1/peerings" + query)
     assert reply.status == 200
     assert reply.headers["X-Peerplane-Served-By"] == leader.name
-    assert reply.headers["X-Consul-Effective-Consistency"] == "consistent"
+    assert reply.headers["X-Consul-Effective-Consistency"] == (query[1:] or "leader")
     assert reply.headers["X-Consul-LastContact"] == "0"
 
 
@@ -67,7 +83,7 @@ def test_max_stale_within_bound_is_served_locally(cluster):
 def test_leader_param_forces_the_default_mode(cluster):
     reply = cluster.followers()[0].call("GET", "/v1/peerings?stale&leader")
     assert reply.headers["X-Consul-Effective-Consistency"] == "leader"
-    assert reply.headers["X-Peerplane-Served-By"] == cluster.leader().name
+    assert reply.headers["X-Consul-LastContact"] == "0"
 
 
 @pytest.mark.parametrize(

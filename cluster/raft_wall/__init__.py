@@ -10,7 +10,8 @@ upgrade renamed or removed one: an upgrade must fail loudly, never quietly drop 
 - hooks.py: what is swapped into PySyncObj (our journal, a transport that stamps send times for
   the lease, the batched wake-up pipe);
 - syncobj.py: `PeerplaneSyncObj`, the overridden methods (lease, vote stickiness, PreVote,
-  ReadIndex rounds, membership, fsync, group commit, a follower's commands sent to the leader,
+  ReadIndex rounds, read-index messages for follower reads, membership, fsync, group commit,
+  a follower's commands sent to the leader,
   sitting out on a disk fault).
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import random
 import time
+from collections import deque
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj
@@ -17,6 +18,7 @@ from .internals import check_internals
 
 _FOLLOWER, _LEADER = 0, 2  # PySyncObj's _RAFT_STATE values
 KEEPALIVE = 1.0  # seconds between keepalives on links that carry no Raft traffic
+READ_MESSAGES = ("read_index", "read_index_response")  # follower reads (ours, not PySyncObj's)
 
 
 class PeerplaneSyncObj(SyncObj):
@@ -60,6 +62,7 @@ class PeerplaneSyncObj(SyncObj):
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
         self.on_membership = on_membership
+        self._init_follower_reads()
         super().__init__(*args, transportClass=timed_transport(lease), **kwargs)
         pipe = getattr(self, "_SyncObj__pipeNotifier", None)  # None with batching on
         self.wakeups = HeldWakeups(pipe) if pipe is not None else None
@@ -88,6 +91,7 @@ class PeerplaneSyncObj(SyncObj):
     def _onTick(self, timeToWait: float = 0.0) -> None:
         if self._SyncObj__raftLog.failure is not None:
             self._sit_out()
+        self._send_read_messages()
         now = time.monotonic()
         if now >= self._next_keepalive:
             self._next_keepalive = now + KEEPALIVE
@@ -208,6 +212,42 @@ class PeerplaneSyncObj(SyncObj):
         if self.wakeups is not None:
             self.wakeups.release()
 
+    # ---- follower reads: read-index requests and answers over the PySyncObj link ----
+    # A follower asks the leader for a read index ({"type": "read_index"}); the leader answers
+    # ({"type": "read_index_response"}). Both travel on PySyncObj's encrypted connections, which
+    # only the tick thread may use: the event loop queues messages with `send_read_message`
+    # (any thread; wakes the tick thread through the command pipe) and they are sent at the
+    # start of the next tick. Arriving ones go to `on_read_message` (tick thread). What they
+    # mean is cluster/raft.py's business (RaftNode's "follower reads" section).
+
+    def _init_follower_reads(self) -> None:
+        self.read_outbox: deque[tuple[Any, dict[str, Any]]] = deque()
+        self.on_read_message: Any = None  # called (node, message) in the tick thread
+
+    def send_read_message(self, node: Any, message: dict[str, Any]) -> None:
+        """Queue a read-index message for `node` (a PySyncObj Node) and wake the tick thread."""
+        self.read_outbox.append((node, message))
+        if self.wakeups is not None:
+            self.wakeups.notify()
+
+    def _send_read_messages(self) -> None:  # tick thread
+        outbox = self.read_outbox
+        while outbox:
+            node, message = outbox.popleft()
+            if not self._SyncObj__transport.send(node, message) and \
+                    message["type"] == "read_index" and self.on_read_message is not None:
+                # Not connected: the request is lost, say so at once (the reads retry).
+                self.on_read_message(node, {"type": "read_index_response", "id": message["id"],
+                                            "lease": message["lease"], "index": None})
+
+    def _on_read_message(self, node: Any, message: dict[str, Any]) -> None:  # tick thread
+        if self.on_read_message is not None:
+            self.on_read_message(node, message)
+
+    def noop_index(self) -> int:
+        """The log index of this leader's own-term no-op (0 before it has one)."""
+        return int(self._SyncObj__noopIDx or 0)
+
     # ---- group commit ----
     # With batching off PySyncObj sends append_entries once per queued command. Commands
     # drained in one tick are sent (and, when durable, synced) together instead: same latency,
@@ -296,6 +336,8 @@ class PeerplaneSyncObj(SyncObj):
             return
         if kind in ("pre_vote", "pre_vote_response"):
             return self._on_pre_vote(node, message)  # ours: PySyncObj never sees them
+        if kind in READ_MESSAGES:
+            return self._on_read_message(node, message)  # ours too
         if kind == "next_node_idx":
             self.lease.on_response(node)
             if self.on_ack is not None:
