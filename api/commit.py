@@ -96,13 +96,15 @@ async def commit(
 
 
 async def catch_up(ctx: ServerContext) -> bool:
-    """Apply here everything the cluster committed before this call (a barrier through the
-    log); False when that cannot be done now. A follower confirms a refusal it decided from
-    its own state this way: its state may lack a write another server just acknowledged."""
-    if ctx.proposer is None or not ctx.node.in_touch(ctx.node.leader()):
+    """On a follower: apply here everything the cluster committed before this call (the
+    leader's read index, as a follower read gets it: no log entry); False when that cannot be
+    done now. A follower confirms a refusal it decided from its own state this way: its state
+    may lack a write another server just acknowledged."""
+    node = ctx.node
+    if node.is_leader() or not node.in_touch(node.leader()):
         return False
     try:
-        await ctx.proposer.barrier(ctx.apply_timeout)
+        await node.follower_read_index(True, ctx.apply_timeout)
     except (NotApplied, UnknownOutcome):
         return False
     return True

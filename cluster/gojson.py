@@ -197,8 +197,22 @@ def _type_error(value: Any, path: str, go_type: str, what: str = "") -> GoJSONEr
     )
 
 
+_FOLDED: dict[int, tuple[Schema, dict[str, str]]] = {}  # id(schema) -> (schema, folded names)
+
+
+def _folded(schema: Schema) -> dict[str, str]:
+    """A schema's field names by folded name, made once per schema (schemas are constants;
+    the entry keeps its schema alive, so an id is never reused for another)."""
+    hit = _FOLDED.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        if len(_FOLDED) > 1024:  # schemas made on the fly (tests): keep the cache bounded
+            _FOLDED.clear()
+        hit = _FOLDED[id(schema)] = (schema, {_fold(name): name for name in schema})
+    return hit[1]
+
+
 def _struct(obj: dict[str, Any], schema: Schema, path: str, strict: bool) -> dict[str, Any]:
-    folded = {_fold(name): name for name in schema}
+    folded = _folded(schema)
     out: dict[str, Any] = {}
     for key, value in obj.items():
         name = key if key in schema else folded.get(_fold(key))

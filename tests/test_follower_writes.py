@@ -216,3 +216,25 @@ def test_a_followers_command_decided_on_older_acls_is_refused_and_decided_again(
         assert leader.fsm.catalog.node("n1") is not None
 
     asyncio.run(run())
+
+
+def test_commands_a_follower_drains_together_travel_together_both_ways(nodes):
+    """One message to the leader for the commands a follower's tick drains, one answer back
+    for those the leader's tick drains (each message costs a pickle, a Fernet token and a
+    send). Submitted in one loop pass, they are drained together - unless a periodic tick
+    happens to fall inside that pass and splits them in two."""
+
+    async def run() -> tuple[int, int, int]:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        await follower.submit(Barrier(), 5.0)
+        sent, answered = (follower._sync.command_messages_sent,
+                          leader._sync.response_messages_sent)
+        results = await asyncio.gather(*(follower.submit(Barrier(), 10.0) for _ in range(50)))
+        assert all("index" in r for r in results)
+        return (len(results), follower._sync.command_messages_sent - sent,
+                leader._sync.response_messages_sent - answered)
+
+    committed, sent, answered = asyncio.run(run())
+    assert committed == 50
+    assert sent in (1, 2) and answered in (1, 2), (sent, answered)

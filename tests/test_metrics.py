@@ -323,9 +323,11 @@ def test_request_ids_are_echoed_generated_and_follow_forwarding(obs):
     leader = obs.leader()
     follower = next(a for a in obs.agents if a is not leader)
     rid = f"test-{uuid.uuid4()}"
-    # A default-mode read on a follower is forwarded to the leader.
-    reply = follower.call("GET", "/v1/peerings", headers={"X-Request-Id": rid})
-    assert reply.status == 200 and reply.headers["X-Request-Id"] == rid
+    # An establish on a follower is forwarded to the leader (a LEADER row; reads and other
+    # writes are served where they arrive): the leader refuses this one's empty token.
+    reply = follower.call("POST", "/v1/peering/establish", {"PeerName": "rid-check"},
+                          headers={"X-Request-Id": rid})
+    assert reply.status == 400 and reply.headers["X-Request-Id"] == rid
 
     generated = follower.call("GET", "/v1/status/leader").headers["X-Request-Id"]
     uuid.UUID(generated)
@@ -340,8 +342,9 @@ def test_request_ids_are_echoed_generated_and_follow_forwarding(obs):
     for agent in (follower, leader):  # one line per server: the stack runs once on each
         (line,) = eventually(lambda agent=agent: logged(agent))
         assert line["@level"] == "debug"
-        assert line["route"] == "/v1/peerings" and line["status"] == 200
-        assert line["@message"].startswith("Request finished: method=GET url=/v1/peerings ")
+        assert line["route"] == "/v1/peering/establish" and line["status"] == 400
+        assert line["@message"].startswith(
+            "Request finished: method=POST url=/v1/peering/establish ")
         assert line["node"] == agent.name
         # The follower's line says which leader answered; the leader served it itself.
         assert line.get("forwarded_to") == (leader.raft_addr if agent is follower else None)

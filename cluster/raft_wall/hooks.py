@@ -22,7 +22,16 @@ from ..lease import LeaseTracker
 
 def timed_transport(lease: LeaseTracker) -> Any:
     class _TimedTransport(TCPTransport):
+        # While the leader drains its command queue: answers to followers' commands, kept to
+        # go out as one message per follower (PeerplaneSyncObj._checkCommandsToApply).
+        held_responses: dict[Any, list[Any]] | None = None
+
         def send(self, node: Any, message: Any) -> bool:
+            held = self.held_responses
+            if (held is not None and isinstance(message, dict)
+                    and message.get("type") == "apply_command_response"):
+                held.setdefault(node, []).append(message)
+                return True
             at = time.monotonic()
             ok = super().send(node, message)
             if ok and isinstance(message, dict) and message.get("type") == "append_entries":

@@ -58,6 +58,8 @@ class PeerplaneSyncObj(SyncObj):
         self._pre_vote_term = self._pre_vote_won = -1
         self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
+        self.command_messages_sent = 0  # messages carrying this follower's commands (tests)
+        self.response_messages_sent = 0  # messages answering followers' commands (tests)
         self.wakeups: HeldWakeups | None = None
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
@@ -261,10 +263,16 @@ class PeerplaneSyncObj(SyncObj):
         if self._SyncObj__raftState != _LEADER and self._SyncObj__raftLeader is not None:
             self._forward_commands(self._SyncObj__raftLeader)
         self.draining = True
+        transport = self._SyncObj__transport
+        transport.held_responses = held = {}
         try:
             SyncObj._checkCommandsToApply(self)
         finally:
             self.draining = False
+            transport.held_responses = None
+            # Before the appends that carry these entries: a follower must know an entry is
+            # its command before it can apply it.
+            self._send_responses(held)
         # Cleared before the send: a read stamped before this point is covered by it, and a
         # request made after it sets the flag again for the next tick.
         round_requested, self.round_requested = self.round_requested, False
@@ -276,13 +284,19 @@ class PeerplaneSyncObj(SyncObj):
     # ---- a follower's own commands: sent to the leader over the Raft link ----
     # As PySyncObj does (apply_command; the leader appends it and answers with its log index
     # and term; the callback fires when this server applies that entry, with its own FSM's
-    # result), except that a command that could not even be sent fails at once as "not
-    # applied" instead of waiting for a leader change or the caller's timeout.
+    # result), except that:
+    # - the commands drained in one tick travel in one message (`apply_commands`), and the
+    #   leader's answers to the commands it drained in one tick in one message per follower
+    #   (`apply_command_responses`): each message costs a pickle, a Fernet token and a send;
+    #   a single command still goes as PySyncObj's own `apply_command`;
+    # - a command that could not even be sent fails at once as "not applied" instead of
+    #   waiting for a leader change or the caller's timeout.
 
     def _forward_commands(self, leader: Any) -> None:
         commands = self._SyncObj__commandsQueue
         waiting = self._SyncObj__commandsWaitingReply
         transport = self._SyncObj__transport
+        batch: list[tuple[int | None, bytes]] = []
         deadline = raft_clock() + self._SyncObj__conf.appendEntriesPeriod
         while raft_clock() < deadline:
             try:
@@ -294,21 +308,56 @@ class PeerplaneSyncObj(SyncObj):
                                              "request_id": callback[1],
                                              "error": FAIL_REASON.NOT_LEADER})
                 continue
-            message: dict[str, Any] = {"type": "apply_command", "command": command}
             request_id = None
             if callback is not None:
                 self._SyncObj__commandsLocalCounter += 1
                 request_id = self._SyncObj__commandsLocalCounter
                 waiting[request_id] = callback
+            batch.append((request_id, command))
+        if not batch:
+            return
+        if len(batch) == 1:
+            request_id, command = batch[0]
+            message: dict[str, Any] = {"type": "apply_command", "command": command}
+            if request_id is not None:
                 message["request_id"] = request_id
-            was_connected = self.isNodeConnected(leader)
-            if transport.send(leader, message):
-                continue
-            # Never sent (no connection): certainly not applied. Lost while sending: unknown.
+        else:
+            message = {"type": "apply_commands", "commands": batch}
+        was_connected = self.isNodeConnected(leader)
+        self.command_messages_sent += 1
+        if transport.send(leader, message):
+            return
+        # Never sent (no connection): certainly not applied. Lost while sending: unknown.
+        why = FAIL_REASON.UNKNOWN_OUTCOME if was_connected else FAIL_REASON.MISSING_LEADER
+        for request_id, _ in batch:
             failed = waiting.pop(request_id, None) if request_id is not None else None
             if failed is not None:
-                failed(None, FAIL_REASON.UNKNOWN_OUTCOME if was_connected
-                       else FAIL_REASON.MISSING_LEADER)
+                failed(None, why)
+
+    def _on_apply_commands(self, node: Any, message: dict[str, Any]) -> None:
+        """A follower's batch: queued as PySyncObj queues one `apply_command` (drained by the
+        next tick of this thread, which is the one running now: no wake-up needed)."""
+        commands = self._SyncObj__commandsQueue
+        transport = self._SyncObj__transport
+        for request_id, command in message.get("commands") or ():
+            try:
+                commands.put_nowait((command, (node, request_id) if request_id is not None
+                                     else None))
+            except queue.Full:
+                if request_id is not None:
+                    transport.send(node, {"type": "apply_command_response",
+                                          "request_id": request_id,
+                                          "error": FAIL_REASON.QUEUE_FULL})
+
+    def _send_responses(self, held: dict[Any, list[dict[str, Any]]]) -> None:
+        transport = self._SyncObj__transport
+        for node, responses in held.items():
+            self.response_messages_sent += 1
+            if len(responses) == 1:
+                transport.send(node, responses[0])
+            else:
+                transport.send(node, {"type": "apply_command_responses",
+                                      "responses": responses})
 
     # ---- durability="fsync": nothing counts toward a quorum before it is on disk ----
     # A follower syncs its journal before acknowledging entries. The leader syncs right after
@@ -340,6 +389,12 @@ class PeerplaneSyncObj(SyncObj):
             return
         if kind in ("pre_vote", "pre_vote_response"):
             return self._on_pre_vote(node, message)  # ours: PySyncObj never sees them
+        if kind == "apply_commands":  # ours, as are the responses: one message per batch
+            return self._on_apply_commands(node, message)
+        if kind == "apply_command_responses":
+            for response in message.get("responses") or ():
+                SyncObj._SyncObj__onMessageReceived(self, node, response)
+            return
         if kind in READ_MESSAGES:
             return self._on_read_message(node, message)  # ours too
         if kind == "next_node_idx":
