@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 
-from _cluster import LocalCluster, cpu_seconds, wrk
+from _cluster import LocalCluster, cpu_seconds, kernel_seconds, wrk
 from compare import fill
 
 LOADS = {
@@ -112,6 +112,7 @@ def main() -> int:
 
         pids = {a.name: a.proc.pid for a in c.agents if a.proc is not None}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        kernel_before = {name: kernel_seconds(pid) for name, pid in pids.items()}
         t = threading.Thread(target=load)
         t.start()
         if args.no_spy:
@@ -121,6 +122,7 @@ def main() -> int:
             subprocess.run(spy_cmd, check=True, capture_output=True)
             t.join()
         cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        kernel = sum(kernel_seconds(pid) - kernel_before[name] for name, pid in pids.items())
         with open(raw_path) as f:
             collapsed = f.read()
     r = result["wrk"]
@@ -129,7 +131,8 @@ def main() -> int:
     per = {name: 1000 * s / max(1, r.requests) for name, s in cpu.items()}
     print("CPU ms per request: " + ", ".join(
         f"{name}{' (leader)' if name == leader.name else ''} {ms:.2f}"
-        for name, ms in per.items()) + f"; all servers {sum(per.values()):.2f}")
+        for name, ms in per.items()) + f"; all servers {sum(per.values()):.3f} "
+        f"(kernel {100 * kernel / max(sum(cpu.values()), 1e-9):.0f}%)")
     print("\n".join(summarize(collapsed, args.top)))
     return 0
 

@@ -1,7 +1,8 @@
 """The Raft node: PySyncObj on its own tick thread, bridged to asyncio.
 
 Data flows one way: the event loop submits msgpack commands; the tick thread applies them to the
-FSM and hands results back with `loop.call_soon_threadsafe`. Every replicated call has a timeout
+FSM and hands results back through one ordered queue (`to_loop`: one loop wake-up per batch
+of applies, a command's FSM change before its result). Every replicated call has a timeout
 (PySyncObj's callback mode has none, and callbacks can be lost), and every failure is sorted into
 "not applied" (safe to retry) or "unknown outcome" (it may still commit later).
 """
@@ -14,6 +15,7 @@ import itertools
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,14 @@ log = logging.getLogger("peerplane.raft")
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
 # A submit's outcome when the journal failed meanwhile, or when this leader lost its quorum.
 _JOURNAL_FAILED, _LOST_QUORUM = "journal-failed", "leader-lost-quorum"
+
+
+_TIMED_OUT = (None, "timed-out")  # a call's outcome when its timeout passed first
+
+
+def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
 
 
 class NotApplied(Exception):
@@ -159,6 +169,9 @@ class RaftNode:
         self.self_addr = self_addr
         self.timing = timing
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Tick thread -> loop hand-over (`to_loop`): deque append/popleft are atomic.
+        self._outbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._outbox_scheduled = False
         self._wakeups_held = False
         self._state_listeners: list[Callable[[], None]] = []
         self._reads: list[_PendingRead] = []
@@ -208,6 +221,9 @@ class RaftNode:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is None:
             loop.call_soon_threadsafe(self._refresh_leader_state)
+        if loop is not self._loop:  # what was handed to another loop is moot
+            self._outbox.clear()
+            self._outbox_scheduled = False
         self._loop = loop
 
     def _on_state_changed(self, old: int, new: int) -> None:  # tick thread
@@ -236,6 +252,37 @@ class RaftNode:
         and stop on these; they read `is_leader()` when called)."""
         self._state_listeners.append(fn)
 
+    # ---- tick thread -> event loop ----
+
+    def to_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn(*args)` on the event loop (from any thread), in order with every other
+        `to_loop` call. Calls made while a drain is already scheduled ride along with it: one
+        loop wake-up per batch of applies (a group commit applies many), not one per call."""
+        self._outbox.append((fn, args))
+        if self._outbox_scheduled:
+            # Read after the append: a drain that cleared the flag after that still finds it.
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._outbox.clear()
+            return
+        self._outbox_scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._drain_outbox)
+        except RuntimeError:  # loop closed during shutdown
+            self._outbox.clear()
+            self._outbox_scheduled = False
+
+    def _drain_outbox(self) -> None:
+        self._outbox_scheduled = False  # before draining: a later append schedules a drain
+        box = self._outbox
+        while box:
+            fn, args = box.popleft()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one failing callback must not drop the rest
+                log.exception("callback from the tick thread failed")
+
     # ---- writes ----
 
     async def _call(self, start: Callable[[Callable[[Any, int], None]], None],
@@ -245,24 +292,27 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
 
-        def _set(res: Any, err: int) -> None:
-            if not fut.done():
-                fut.set_result((res, err))
-
         def _callback(res: Any, err: int) -> None:  # tick thread, or caller on QUEUE_FULL
-            try:
-                loop.call_soon_threadsafe(_set, res, err)
+            if self._loop is loop:
+                self.to_loop(_set_result, fut, (res, err))
+                return
+            try:  # a loop this node was not attached to (tests)
+                loop.call_soon_threadsafe(_set_result, fut, (res, err))
             except RuntimeError:
                 pass  # loop closed during shutdown
 
         self._pending.add(fut)
         start(_callback)
+        # One timer, not wait_for's (a waiter future, a done-callback and a timer per call).
+        timer = loop.call_later(timeout, _set_result, fut, _TIMED_OUT)
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise UnknownOutcome("timed out waiting for the command to commit") from None
+            outcome = await fut
         finally:
+            timer.cancel()
             self._pending.discard(fut)
+        if outcome is _TIMED_OUT:
+            raise UnknownOutcome("timed out waiting for the command to commit")
+        return outcome
 
     def _apply(self, raw: bytes, callback: Callable[[Any, int], None]) -> None:
         """Queue a command; the tick thread is woken once for all commands queued in this

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -102,34 +101,19 @@ APPLY_TIMEOUT = 5.0  # one replicated command
 
 
 def _changes_to_loop(
-    loop: asyncio.AbstractEventLoop, *targets: Callable[[int, Touched | None], None],
+    node: RaftNode, *targets: Callable[[int, Touched | None], None],
 ) -> Callable[[int, Touched | None], None]:
     """An FSM subscriber (tick thread) that hands each change, in order, to `targets` on the
-    loop. Changes applied while a hand-over is already scheduled ride along with it: one
-    loop wake-up per batch of applies (a group commit applies many), not one per apply. A
-    change is still delivered before the callback that resolves its command's future, which
-    is scheduled after it."""
-    pending: list[tuple[int, Touched | None]] = []
-    lock = threading.Lock()
+    loop, through the Raft node's hand-over: changes and command results applied together
+    share one loop wake-up, and a change is delivered before the result of its command
+    (which is handed over after it)."""
 
-    def deliver() -> None:
-        with lock:
-            batch = pending[:]
-            pending.clear()
-        for index, touched in batch:
-            for target in targets:
-                target(index, touched)
+    def deliver(index: int, touched: Touched | None) -> None:
+        for target in targets:
+            target(index, touched)
 
     def changed(index: int, touched: Touched | None) -> None:
-        with lock:
-            pending.append((index, touched))
-            if len(pending) > 1:
-                return  # a hand-over is scheduled and has not taken the list yet
-        if loop.is_closed():
-            with lock:
-                pending.clear()
-            return
-        loop.call_soon_threadsafe(deliver)
+        node.to_loop(deliver, index, touched)
 
     return changed
 
@@ -224,7 +208,7 @@ async def run_agent(cfg: AgentConfig) -> None:
     # Wiring: what the FSM applied reaches blocking queries, the reconciler and the deletion
     # routine; Raft state changes start and stop the leader routines (leader.supervise).
     fsm.subscribe(_changes_to_loop(
-        loop,
+        node,
         lambda index, _touched: ctx.watch.notify(index),
         lambda _index, touched: peering.on_change(touched),
         lambda _index, touched: leader.on_change(touched),

@@ -2,7 +2,9 @@
 PySyncObj nodes in one process, fsync on:
 - appends in flight are not sent twice (an ack of an earlier append never moves PySyncObj's
   nextIndex back);
-- commands submitted in one pass of the event loop wake the tick thread once."""
+- commands submitted in one pass of the event loop wake the tick thread once;
+- a command's FSM change reaches the event loop before its result does (one hand-over queue),
+  on the leader and on a follower."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import time
 import pytest
 from raft_nodes import three_nodes, wait_leader
 
-from cluster.commands import Barrier
+from cluster.commands import Barrier, GenerateToken
+from peerplane_cli.agent import _changes_to_loop
 
 
 @pytest.fixture
@@ -61,3 +64,29 @@ def test_commands_submitted_in_one_loop_pass_wake_the_tick_thread_once(nodes):
 
     wakeups, committed = asyncio.run(go())
     assert (wakeups, committed) == (1, 50)
+
+
+def test_a_commands_change_reaches_the_loop_before_its_result(nodes):
+    async def go() -> list[tuple[int, int]]:
+        seen: dict[int, int] = {}  # node number -> highest change index delivered on the loop
+        for i, n in enumerate(nodes):
+            seen[i] = 0
+            n.fsm.subscribe(_changes_to_loop(
+                n, lambda index, _touched, i=i: seen.__setitem__(i, max(seen[i], index))))
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        late: list[tuple[int, int]] = []  # (result index, change index seen) out of order
+
+        async def write(node_number: int, k: int) -> None:
+            node = nodes[node_number]
+            res = await node.submit(GenerateToken(
+                Partition="default", Name=f"p-{node_number}-{k}", ID=f"id-{node_number}-{k}",
+                EstablishmentSecret="s"), 10.0)
+            if seen[node_number] < res["index"]:
+                late.append((res["index"], seen[node_number]))
+
+        await asyncio.gather(*(write(nodes.index(n), k) for n in (leader, follower)
+                               for k in range(40)))
+        return late
+
+    assert asyncio.run(go()) == []
