@@ -180,6 +180,7 @@ async def _confirm(ctx: ServerContext, mode: str) -> None:
     node = ctx.node
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.hold_timeout
+    asked = False
     while True:
         if node.is_leader():
             if mode == "consistent":
@@ -197,11 +198,12 @@ async def _confirm(ctx: ServerContext, mode: str) -> None:
                 # does, so answer now (Consul's text) rather than after the hold time.
                 raise no_leader()
             if leader is not None:
+                asked = True
                 try:
                     await node.follower_read_index(mode != "consistent", deadline - loop.time())
                     return
                 except NotApplied:
-                    pass  # no leader to ask, or it refused (it no longer leads): retry
+                    pass  # it refused (no longer leads) or did not answer: retry
                 except UnknownOutcome:
                     # The leader did not confirm in time: for ?consistent the text a leader
                     # gives when its own quorum round does not complete.
@@ -209,6 +211,10 @@ async def _confirm(ctx: ServerContext, mode: str) -> None:
                         raise APIError(503, NOT_READY) from None
                     raise no_leader() from None
         if loop.time() >= deadline:
+            # A leader was there to ask but never confirmed a ?consistent read: as a leader
+            # whose quorum round does not complete answers.
+            if mode == "consistent" and asked:
+                raise APIError(503, NOT_READY)
             raise no_leader()
         await asyncio.sleep(_POLL)
 

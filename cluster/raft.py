@@ -435,8 +435,9 @@ class RaftNode:
     async def follower_read_index(self, lease: bool, timeout: float) -> int:
         """The leader's read index for a read that arrived now, once this server has applied it
         (`lease`: a default-mode read, answered under the leader's lease when it holds).
-        NotApplied when there is no leader to ask, or it refused (retry); UnknownOutcome when
-        no answer came within `timeout`."""
+        NotApplied when there is no leader to ask, or it refused or did not answer within
+        about a second (retry); UnknownOutcome when the answer, or applying it here, took
+        longer than `timeout`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._sync._getLeader() is None or self.is_leader():
@@ -452,14 +453,13 @@ class RaftNode:
             # Sent at the end of this pass of the event loop: reads arriving together share it.
             self._remote_scheduled[lease] = True
             loop.call_soon(self._flush_read_request, lease)
-        try:
-            index = await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise UnknownOutcome("the leader did not answer the read-index request") from None
-        finally:
-            if not fut.done():
-                fut.cancel()
-        await self.wait_applied(index, deadline - loop.time())
+        # No timer per read: a request unanswered for a while is given up as a whole
+        # (`_read_request_lost`), and its reads retry within the caller's hold time.
+        index = await fut
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise UnknownOutcome("the leader did not answer the read-index request in time")
+        await self.wait_applied(index, remaining)
         return index
 
     def _flush_read_request(self, lease: bool) -> None:
