@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 
-from _cluster import LocalCluster, cpu_seconds, kernel_seconds, wrk
+from _cluster import LocalCluster, cpu_seconds, cpu_split, wrk
 from compare import fill
 
 LOADS = {
@@ -85,6 +85,8 @@ def main() -> int:
                    help="only samples holding the GIL (CPU spent in Python, not waits)")
     p.add_argument("--no-spy", action="store_true",
                    help="only the load and CPU per request (py-spy slows the leader a little)")
+    p.add_argument("--spy-on", choices=("leader", "follower"), default="leader",
+                   help="which server py-spy records")
     p.add_argument("--agent-arg", action="append", default=[],
                    help="extra argument for every agent (repeatable)")
     args = p.parse_args()
@@ -99,9 +101,10 @@ def main() -> int:
         if args.peerings > 100:
             fill(c, args.peerings - 100, timeout=600)
         leader = c.leader()
-        assert leader.proc is not None
+        spied = leader if args.spy_on == "leader" else next(a for a in c.agents if a is not leader)
+        assert spied.proc is not None
         raw_path = args.raw or os.path.join(tmp, "stacks.txt")
-        spy_cmd = [spy, "record", "--pid", str(leader.proc.pid), "--rate", str(args.rate),
+        spy_cmd = [spy, "record", "--pid", str(spied.proc.pid), "--rate", str(args.rate),
                    "--duration", str(max(1, int(args.duration) - 1)), "--format", "raw",
                    "--threads", "--nonblocking", "--output", raw_path,
                    *(["--gil"] if args.gil else [])]
@@ -112,7 +115,7 @@ def main() -> int:
 
         pids = {a.name: a.proc.pid for a in c.agents if a.proc is not None}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        kernel_before = {name: kernel_seconds(pid) for name, pid in pids.items()}
+        split0 = {name: cpu_split(pid) for name, pid in pids.items()}
         t = threading.Thread(target=load)
         t.start()
         if args.no_spy:
@@ -122,7 +125,8 @@ def main() -> int:
             subprocess.run(spy_cmd, check=True, capture_output=True)
             t.join()
         cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-        kernel = sum(kernel_seconds(pid) - kernel_before[name] for name, pid in pids.items())
+        sys_share = {name: (cpu_split(pid)[1] - split0[name][1]) / max(1e-9, cpu[name])
+                     for name, pid in pids.items()}
         with open(raw_path) as f:
             collapsed = f.read()
     r = result["wrk"]
@@ -131,8 +135,10 @@ def main() -> int:
     per = {name: 1000 * s / max(1, r.requests) for name, s in cpu.items()}
     print("CPU ms per request: " + ", ".join(
         f"{name}{' (leader)' if name == leader.name else ''} {ms:.2f}"
-        for name, ms in per.items()) + f"; all servers {sum(per.values()):.3f} "
-        f"(kernel {100 * kernel / max(sum(cpu.values()), 1e-9):.0f}%)")
+        for name, ms in per.items()) + f"; all servers {sum(per.values()):.2f}")
+    print("system (kernel) share of that CPU: " + ", ".join(
+        f"{name} {100 * share:.0f}%" for name, share in sys_share.items()))
+    print(f"py-spy on {spied.name}")
     print("\n".join(summarize(collapsed, args.top)))
     return 0
 
