@@ -16,7 +16,7 @@ import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .cluster import Agent, LocalCluster
+from .cluster import Agent, LocalCluster, eventually
 from .history import HistoryRecorder
 from .http import call
 from .threads import Background
@@ -190,13 +190,18 @@ def verify(cluster: LocalCluster, workload: Workload, report: ScenarioReport) ->
     creates + non-stale reads (plus a final read per key) is linearizable."""
     running = [a for a in cluster.agents if a.running]
     cluster.wait_converged()
-    index = max(int(a.call("GET", "/v1/peerings?consistent").headers["X-Consul-Index"])
-                for a in running[:1])
+    # A server just healed may still be catching up (its consistent read waits for that up to
+    # its hold time, then answers 503): ask until one answers.
+    def consistent_index() -> int:
+        reply = running[0].call("GET", "/v1/peerings?consistent")
+        return int(reply.headers["X-Consul-Index"]) if reply.status == 200 else 0
+
+    index = eventually(consistent_index, 60)
     final: dict[str, str | None] = {}
     names_by_node = {}
     for a in running:
         # wait until this node has applied everything the leader had at `index`
-        a.call("GET", f"/v1/peerings?stale&index={index - 1}&wait=10s")
+        a.call("GET", f"/v1/peerings?stale&index={index - 1}&wait=30s", timeout=40)
         names_by_node[a.name] = {p["Name"] for p in a.call("GET", "/v1/peerings?stale").json()}
     leader_names = next(iter(names_by_node.values()))
     for name in {op.key for op in workload.recorder.operations()}:
