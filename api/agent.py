@@ -81,6 +81,8 @@ def raft_stats(ctx: ServerContext) -> dict[str, str]:
         "protocol_version": "3",
         # peerplane's own: why this server's Raft journal cannot be written ("" when it can)
         "journal_failure": ctx.node.disk_failure() or "",
+        # peerplane's own: appends refused because this server's log diverged there
+        "log_backtracks": str(ctx.node.backtracks()),
     }
 
 

@@ -755,6 +755,10 @@ class RaftNode:
         """Times the event loop woke PySyncObj's tick thread for queued commands (or rounds)."""
         return self._sync.wakeups.written if self._sync.wakeups is not None else 0
 
+    def backtracks(self) -> int:
+        """Appends this server refused because its log diverged from the leader's there."""
+        return int(self._sync.backtracks)
+
     def entries_received(self) -> int:
         """Log entries this node received from leaders, resent ones included."""
         return int(self._sync.entries_received)

@@ -374,3 +374,34 @@ def test_healing_the_isolated_old_leader_keeps_the_new_leader_and_fails_no_write
     until(lambda: last_contact_ms(old) > 5000, 20)
     _heal_and_watch(c, new, writer, record_property)
     until(lambda: f"leader-cut-{len(writer.outcomes)}" in stale_names(old), 20)
+
+
+def backtracks(agent: Agent) -> int:
+    stats = agent.call("GET", "/v1/agent/self", timeout=SHORT).json()["Stats"]["raft"]
+    return int(stats["log_backtracks"])
+
+
+def test_a_healed_old_leader_drops_its_uncommitted_entries_in_one_round_trip(netns_cluster):
+    """The old leader appends writes after the cut that never commit. The new leader's appends
+    to it, lost while their link still looked up, move its next index past them, and a
+    reconnect does not reset it: PySyncObj alone then stepped back one entry per round trip.
+    Now the old leader answers with its commit index and is back after one refused append."""
+    c = netns_cluster
+    old = c.leader()
+    rest = [a for a in c.agents if a is not old]
+    c.isolate(old)
+    with ThreadPoolExecutor(max_workers=20) as pool:  # appended there; they cannot commit
+        outcomes = list(pool.map(
+            lambda i: old.call("POST", "/v1/peering/token", {"PeerName": f"cut-off-{i}"},
+                               timeout=HOLD_WAIT).status, range(20)))
+    assert set(outcomes) == {503}, outcomes
+    new = c.leader(among=rest, timeout=20)
+    for i in range(30):
+        reply = new.call("POST", "/v1/peering/token", {"PeerName": f"majority-{i}"}, timeout=10)
+        assert reply.status == 200, reply.text
+    until(lambda: last_contact_ms(old) > 5000, 20)  # the links time out and drop
+    before = backtracks(old)
+    c.heal()
+    until(lambda: "majority-29" in stale_names(old), 30)
+    assert backtracks(old) - before <= 2
+    assert not any(n.startswith("cut-off-") for n in stale_names(old))

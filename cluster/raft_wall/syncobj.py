@@ -58,6 +58,7 @@ class PeerplaneSyncObj(SyncObj):
         self._pre_vote_term = self._pre_vote_won = -1
         self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
+        self.backtracks = 0  # appends refused for a term mismatch (a log that diverged here)
         self.command_messages_sent = 0  # messages carrying this follower's commands (tests)
         self.response_messages_sent = 0  # messages answering followers' commands (tests)
         self.wakeups: HeldWakeups | None = None
@@ -368,6 +369,16 @@ class PeerplaneSyncObj(SyncObj):
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
                                   nextNodeIdx: Any = None, success: bool = False) -> None:
+        if reset and not success and nextNodeIdx is not None:
+            # The entry before the leader's append has another term here. PySyncObj answers
+            # "go back one", so a healed old leader holding N entries of its deposed term took
+            # N round trips (N heartbeats once writes stop) before it could apply anything
+            # again - the leader's next index for it had run ahead while their link was
+            # still thought up, and a reconnect does not reset it. Entries up to this server's
+            # commit index are committed, so the leader's log holds them too (Leader
+            # Completeness): it can resume right after them, in one round trip.
+            self.backtracks += 1
+            nextNodeIdx = min(nextNodeIdx, self.raftCommitIndex + 1)
         if self.durable and success:
             self._SyncObj__raftLog.sync()  # raises JournalError: then nothing is acknowledged
         SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
