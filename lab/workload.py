@@ -194,7 +194,10 @@ def verify(cluster: LocalCluster, workload: Workload, report: ScenarioReport) ->
     # its hold time, then answers 503): ask until one answers.
     def consistent_index() -> int:
         reply = running[0].call("GET", "/v1/peerings?consistent")
-        return int(reply.headers["X-Consul-Index"]) if reply.status == 200 else 0
+        if reply.status != 200:
+            raise AssertionError(f"{running[0].name}: {reply.status} {reply.text[:200]} "
+                                 f"{dict(reply.headers)}")
+        return int(reply.headers["X-Consul-Index"])
 
     index = eventually(consistent_index, 60)
     final: dict[str, str | None] = {}
