@@ -2,7 +2,8 @@
 
 The pipeline (api/pipeline.py) calls `to_leader` for LEADER routes (whose serve needs the
 leader's own memory or disk; ordinary writes are served where they arrive and reach the leader as
-Raft commands) and for reads served by the leader, before anything of the request is decoded;
+Raft commands) and for `?consistent` reads with `--consistent-reads barrier` (other reads are
+served where they arrive, api/reads.py), before anything of the request is decoded;
 the raw body and the caller's headers go to the leader, which runs the pipeline once. A node that
 receives a forwarded request but is not leader (any more) answers 503 with a marker header, so
 the original node keeps trying until its hold time ends, as Consul's RPC layer does. Leaderless

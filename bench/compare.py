@@ -7,10 +7,11 @@ Everything runs on 127.0.0.1 and is stopped before the script exits:
 - peerplane: three `peerplane agent` processes (lab.cluster LocalCluster), driven by wrk
   with one thread per server (bench/_cluster.py): writes are POST /v1/peering/token with unique
   names (and, beside them, PUT /v1/catalog/register of a unique node with a service); reads
-  are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over
-  all three servers (followers forward default/consistent reads to the leader). Failover: SIGKILL
-  the leader, time until the next write is acknowledged by a survivor (median). Establish ->
-  ACTIVE comes from bench/establish.py. Scale (a fresh cluster): writes/s with 100 peerings,
+  are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over all
+  three servers (followers serve them too, default/consistent after the leader's read index).
+  Failover: SIGKILL the leader, time until the next write is acknowledged by a survivor
+  (median). Establish -> ACTIVE comes from bench/establish.py. Scale (a fresh cluster):
+  writes/s with 100 peerings,
   then filled to --peerings: p50 of GET /v1/peerings on the leader, VmRSS of each server,
   writes/s again (the ratio is the flatness target), and cold restart (SIGKILL all, start
   all, until a consistent list answers with every peering).

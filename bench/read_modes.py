@@ -3,8 +3,9 @@
     .venv/bin/python bench/read_modes.py [--duration 10] [--connections 32] [--smoke]
 
 wrk drives the load, one thread per server, so reads are spread over all three nodes; default
-and ?consistent reads arriving at followers are forwarded to the leader, ?stale reads are
-served where they land. Consistent reads are measured with both mechanisms (replicated no-op
+and ?consistent reads arriving at followers are served there after the leader's read index
+(?consistent with the barrier mechanism is forwarded to the leader), ?stale reads are served
+where they land. Consistent reads are measured with both mechanisms (replicated no-op
 barrier, ReadIndex on PySyncObj's internals), each on a cluster of its own.
 """
 
