@@ -190,14 +190,18 @@ def verify(cluster: LocalCluster, workload: Workload, report: ScenarioReport) ->
     creates + non-stale reads (plus a final read per key) is linearizable."""
     running = [a for a in cluster.agents if a.running]
     cluster.wait_converged()
-    # A server just healed may still be catching up (its consistent read waits for that up to
-    # its hold time, then answers 503): ask until one answers.
+    # The commit index to wait for, from any server that answers a consistent read. A server
+    # just healed may still be catching up; its consistent reads then answer 503 (and one has
+    # been seen doing so for over a minute under heavy load: an open bug, not checked here).
+    answers: list[str] = []
+
     def consistent_index() -> int:
-        reply = running[0].call("GET", "/v1/peerings?consistent")
-        if reply.status != 200:
-            raise AssertionError(f"{running[0].name}: {reply.status} {reply.text[:200]} "
-                                 f"{dict(reply.headers)}")
-        return int(reply.headers["X-Consul-Index"])
+        for a in running:
+            reply = a.call("GET", "/v1/peerings?consistent")
+            if reply.status == 200:
+                return int(reply.headers["X-Consul-Index"])
+            answers.append(f"{a.name}: {reply.status} {reply.text[:120]}")
+        raise AssertionError("; ".join(answers[-len(running):]))
 
     index = eventually(consistent_index, 60)
     final: dict[str, str | None] = {}
