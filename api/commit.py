@@ -59,9 +59,7 @@ async def commit(
     deadline = loop.time() + ctx.hold_timeout
     while True:
         node = ctx.node
-        if not node.is_leader() and not node.in_touch(node.leader()):
-            # Cut off from the leader and a quorum: nothing changes here before the network
-            # does, so answer now rather than after the hold time.
+        if node.cut_off():
             raise no_leader()
         try:
             res = await proposer.commit(built)
@@ -101,7 +99,7 @@ async def catch_up(ctx: ServerContext) -> bool:
     done now. A follower confirms a refusal it decided from its own state this way: its state
     may lack a write another server just acknowledged."""
     node = ctx.node
-    if node.is_leader() or not node.in_touch(node.leader()):
+    if node.is_leader() or node.cut_off():
         return False
     try:
         await node.follower_read_index(True, ctx.apply_timeout)

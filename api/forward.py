@@ -56,10 +56,8 @@ async def to_leader(
             raise APIError(503, "No cluster leader", {NOT_LEADER: "1"})
         else:
             leader = ctx.node.leader()
-            if not ctx.node.in_touch(leader):
-                # Cut off from the leader and a quorum: nothing changes here before the network
-                # does, so answer now (Consul's text) rather than after the hold time.
-                raise no_leader()
+            if ctx.node.cut_off():
+                raise no_leader()  # Consul's text, now rather than after the hold time
             target = _leader_http(ctx, leader)
             if target is not None:
                 try:

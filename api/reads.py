@@ -193,10 +193,8 @@ async def _confirm(ctx: ServerContext, mode: str) -> None:
                 return
         else:
             leader = node.leader()
-            if not node.in_touch(leader):
-                # Cut off from the leader and a quorum: nothing changes here before the network
-                # does, so answer now (Consul's text) rather than after the hold time.
-                raise no_leader()
+            if node.cut_off():
+                raise no_leader()  # Consul's text, now rather than after the hold time
             if leader is not None:
                 asked = True
                 try:

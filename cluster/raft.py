@@ -715,6 +715,11 @@ class RaftNode:
         less than that ago)."""
         return bool(self._sync.heard_within(addr, seconds))
 
+    def cut_off(self) -> bool:
+        """A follower that hears neither its leader nor a quorum: a request waiting here for a
+        leader cannot be served before the network changes, so it is answered (503) at once."""
+        return not self.is_leader() and not self.in_touch(self.leader())
+
     def in_touch(self, leader: str | None) -> bool:
         """Could a request waiting here for `leader` (or, with None, for an election) still be
         served before the network changes? Yes while this server hears from that leader or from
