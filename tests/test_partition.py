@@ -381,12 +381,11 @@ def backtracks(agent: Agent) -> int:
     return int(stats["log_backtracks"])
 
 
-def test_a_healed_old_leader_drops_its_uncommitted_entries_in_one_round_trip(netns_cluster):
-    """The old leader appends writes after the cut that never commit. The new leader's appends
-    to it, lost while their link still looked up, move its next index past them, and a
-    reconnect does not reset it: PySyncObj alone then stepped back one entry per round trip.
-    Now the old leader answers with its commit index and is back after one refused append."""
-    c = netns_cluster
+def _cut_off_with_uncommitted_writes(c: NetnsCluster, writes: int,
+                                     meta: dict[str, str] | None = None) -> Agent:
+    """Isolate the leader, let it append 20 writes that cannot commit, have the new leader
+    commit `writes` more (names `majority-<i>`), and wait until the links have timed out and
+    dropped. Returns the old leader."""
     old = c.leader()
     rest = [a for a in c.agents if a is not old]
     c.isolate(old)
@@ -396,12 +395,42 @@ def test_a_healed_old_leader_drops_its_uncommitted_entries_in_one_round_trip(net
                                timeout=HOLD_WAIT).status, range(20)))
     assert set(outcomes) == {503}, outcomes
     new = c.leader(among=rest, timeout=20)
-    for i in range(30):
-        reply = new.call("POST", "/v1/peering/token", {"PeerName": f"majority-{i}"}, timeout=10)
+    for i in range(writes):
+        reply = new.call("POST", "/v1/peering/token",
+                         {"PeerName": f"majority-{i}", "Meta": meta or {}}, timeout=10)
         assert reply.status == 200, reply.text
     until(lambda: last_contact_ms(old) > 5000, 20)  # the links time out and drop
+    return old
+
+
+def test_a_healed_old_leader_drops_its_uncommitted_entries_in_one_round_trip(netns_cluster):
+    """The old leader appends writes after the cut that never commit. The new leader's appends
+    to it, lost while their link still looked up, move its next index past them, and a
+    reconnect does not reset it: PySyncObj alone then stepped back one entry per round trip.
+    Now the old leader answers with its commit index and is back after one refused append."""
+    c = netns_cluster
+    old = _cut_off_with_uncommitted_writes(c, 30)
     before = backtracks(old)
     c.heal()
     until(lambda: "majority-29" in stale_names(old), 30)
     assert backtracks(old) - before <= 2
     assert not any(n.startswith("cut-off-") for n in stale_names(old))
+
+
+def test_a_healed_old_leader_catches_up_when_the_new_entries_span_several_appends(
+        netns_cluster):
+    """As above, but the new leader's entries past the old leader's uncommitted ones take more
+    than one append message (PySyncObj batches 64 KB). The old leader refuses the first append
+    of the resend (term mismatch: resume after its commit index) and the next one (its log is
+    shorter: resume after its last entry). The leader took the later answer, which skips the
+    entries the first one refused, so the same resend went out every round and the old leader
+    never applied anything again (its reads: 503 for as long as it ran). A refusal now moves
+    the leader's next index back only."""
+    c = netns_cluster
+    meta = {f"k{j}": "v" * 500 for j in range(8)}  # ~4 KB an entry: 40 of them span 3 appends
+    old = _cut_off_with_uncommitted_writes(c, 40, meta)
+    c.heal()
+    until(lambda: "majority-39" in stale_names(old), 30)
+    assert not any(n.startswith("cut-off-") for n in stale_names(old))
+    reply = old.call("GET", "/v1/peering/majority-39?consistent", timeout=HOLD_WAIT)
+    assert (reply.status, reply.json()["Name"]) == (200, "majority-39")

@@ -435,6 +435,23 @@ class PeerplaneSyncObj(SyncObj):
             if sent is not None and next_index.get(node, sent) < sent:
                 next_index[node] = sent
             return
+        if kind == "next_node_idx" and message.get("reset") and not message.get("success"):
+            # A refused append moves nextIndex back, never forward (etcd likewise ignores a
+            # stale rejection). Every send moves nextIndex to the end of what it sent, so a
+            # refusal pointing past the current nextIndex answers an append sent before an
+            # earlier refusal moved it back. PySyncObj took it anyway. A healed old leader with
+            # uncommitted entries refuses the first append of a resend (term mismatch: resume
+            # after my commit index) and, when the resend spans several appends (64 KB each),
+            # the next one too (my log is shorter: resume after my last entry). Taking the
+            # second answer skipped the entries the first had just refused, so the same resend
+            # went out every round, for ever: the old leader never applied anything again and
+            # its default and ?consistent reads answered 503 (tests/test_partition.py).
+            next_index = self._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            if before is not None and next_index.get(node, before) > before:
+                next_index[node] = before
+            return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     # ---- membership: tell the node whenever the set of servers changed ----
