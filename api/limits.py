@@ -97,6 +97,9 @@ async def read_body_in_time(request: web.Request) -> web.Response | None:
     the 413."""
     if request.method not in _BODY_METHODS or not request.can_read_body:
         return None
+    if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+        await request.read()
+        return None
     timeout = request.app[LIMITS].read_timeout
     try:
         async with asyncio.timeout(timeout):  # no task per body, unlike wait_for

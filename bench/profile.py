@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,14 @@ LOADS = {
     "stale": ("spread.lua", "/v1/peering/seed-7?stale"),
     "list": ("spread.lua", "/v1/peerings"),
 }
+
+
+def machine_cpu() -> dict[str, int]:
+    """Whole-machine CPU ticks from /proc/stat, by kind."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    return {"user": v[0] + v[1], "system": v[2], "idle": v[3], "iowait": v[4],
+            "irq+softirq": v[5] + v[6]}
 
 
 def py_spy() -> str:
@@ -114,6 +123,7 @@ def main() -> int:
             result["wrk"] = wrk(script, nodes, path, args.duration, args.connections)
 
         pids = {a.name: a.proc.pid for a in c.agents if a.proc is not None}
+        stat0, kids0 = machine_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         split0 = {name: cpu_split(pid) for name, pid in pids.items()}
         t = threading.Thread(target=load)
@@ -125,6 +135,7 @@ def main() -> int:
             subprocess.run(spy_cmd, check=True, capture_output=True)
             t.join()
         cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        stat1, kids1 = machine_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
         sys_share = {name: (cpu_split(pid)[1] - split0[name][1]) / max(1e-9, cpu[name])
                      for name, pid in pids.items()}
         with open(raw_path) as f:
@@ -138,6 +149,14 @@ def main() -> int:
         for name, ms in per.items()) + f"; all servers {sum(per.values()):.2f}")
     print("system (kernel) share of that CPU: " + ", ".join(
         f"{name} {100 * share:.0f}%" for name, share in sys_share.items()))
+    # The whole machine over the run: what the servers used, what wrk (and py-spy) used, the
+    # kernel's own threads and interrupts, and what was left idle.
+    ticks = {k: stat1[k] - stat0[k] for k in stat0}
+    wall = sum(ticks.values()) or 1
+    kids = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
+    print("machine CPU over the run: " + ", ".join(
+        f"{k} {100 * v / wall:.0f}%" for k, v in ticks.items()) + "; "
+        f"wrk + py-spy {1000 * kids / max(1, r.requests):.2f} ms per request")
     print(f"py-spy on {spied.name}")
     print("\n".join(summarize(collapsed, args.top)))
     return 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -103,19 +106,49 @@ APPLY_TIMEOUT = 5.0  # one replicated command
 def _changes_to_loop(
     node: RaftNode, *targets: Callable[[int, Touched | None], None],
 ) -> Callable[[int, Touched | None], None]:
-    """An FSM subscriber (tick thread) that hands each change, in order, to `targets` on the
-    loop, through the Raft node's hand-over: changes and command results applied together
-    share one loop wake-up, and a change is delivered before the result of its command
-    (which is handed over after it)."""
+    """An FSM subscriber (tick thread) that hands the changes to `targets` on the loop,
+    through the Raft node's ordered hand-over. The changes of one batch of applies (a group
+    commit applies several) reach the targets as one: the highest index and the union of
+    what they touched (None, a restored snapshot, wins), in the one hand-over call queued for
+    the first of them - so a change still reaches the loop before its command's result,
+    which is queued after it."""
+    pending: collections.deque[tuple[int, Touched | None]] = collections.deque()
+    queued = [False]  # a deliver is in the hand-over queue and has not started yet
 
-    def deliver(index: int, touched: Touched | None) -> None:
+    def deliver() -> None:
+        queued[0] = False  # before draining: a change appended later queues a new deliver
+        if not pending:
+            return
+        index, touched = pending.popleft()
+        merged: set[tuple[str, Any]] | None = None if touched is None else set(touched)
+        while pending:  # popleft is atomic: the tick thread may append meanwhile
+            index, more = pending.popleft()
+            if merged is not None:
+                if more is None:
+                    merged = None
+                else:
+                    merged |= more
+        union = None if merged is None else frozenset(merged)
         for target in targets:
-            target(index, touched)
+            target(index, union)
 
     def changed(index: int, touched: Touched | None) -> None:
-        node.to_loop(deliver, index, touched)
+        pending.append((index, touched))
+        if not queued[0]:  # read after the append: a deliver that cleared it finds this one
+            queued[0] = True
+            node.to_loop(deliver)
 
     return changed
+
+
+def _tune_gc() -> None:
+    """Fewer cyclic-GC passes. A request allocates hundreds of short-lived objects that
+    reference counting frees; with the default threshold (700) a young-generation pass ran
+    every few requests, and the FSM's records, reached by older-generation passes, made those
+    costly. Startup's objects (modules, routes, classes) are frozen out of every pass."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 async def run_agent(cfg: AgentConfig) -> None:
@@ -238,6 +271,7 @@ async def run_agent(cfg: AgentConfig) -> None:
     if cfg.acl_enabled:
         # Load the HCL parser off the event loop now, not on the first policy write.
         tasks.append(asyncio.create_task(asyncio.to_thread(acl.parse_rules, 'acl = "read"')))
+    _tune_gc()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

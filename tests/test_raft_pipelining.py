@@ -4,7 +4,8 @@ PySyncObj nodes in one process, fsync on:
   nextIndex back);
 - commands submitted in one pass of the event loop wake the tick thread once;
 - a command's FSM change reaches the event loop before its result does (one hand-over queue),
-  on the leader and on a follower."""
+  on the leader and on a follower;
+- the changes of one batch of applies reach the loop as one delivery."""
 
 from __future__ import annotations
 
@@ -90,3 +91,48 @@ def test_a_commands_change_reaches_the_loop_before_its_result(nodes):
         return late
 
     assert asyncio.run(go()) == []
+
+
+class _HandOver:
+    """The one thing _changes_to_loop asks of a Raft node: its ordered hand-over queue."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple] = []
+
+    def to_loop(self, fn, *args) -> None:
+        self.queued.append((fn, args))
+
+    def run(self) -> None:
+        queued, self.queued = self.queued, []
+        for fn, args in queued:
+            fn(*args)
+
+
+def test_changes_applied_before_the_loop_runs_reach_it_as_one_delivery():
+    hand_over, seen = _HandOver(), []
+    changed = _changes_to_loop(hand_over, lambda index, touched: seen.append((index, touched)))
+    changed(5, frozenset({("peerings", "a")}))
+    changed(6, frozenset({("peerings", "b")}))
+    changed(7, frozenset({("acl", None)}))
+    assert len(hand_over.queued) == 1
+    hand_over.run()
+    assert seen == [(7, frozenset({("peerings", "a"), ("peerings", "b"), ("acl", None)}))]
+
+
+def test_a_restored_snapshot_among_the_changes_makes_the_delivery_touch_everything():
+    hand_over, seen = _HandOver(), []
+    changed = _changes_to_loop(hand_over, lambda index, touched: seen.append((index, touched)))
+    changed(5, frozenset({("peerings", "a")}))
+    changed(9, None)
+    hand_over.run()
+    assert seen == [(9, None)]
+
+
+def test_a_change_after_a_delivery_ran_is_handed_over_again():
+    hand_over, seen = _HandOver(), []
+    changed = _changes_to_loop(hand_over, lambda index, touched: seen.append(index))
+    changed(5, frozenset())
+    hand_over.run()
+    changed(6, frozenset())
+    hand_over.run()
+    assert seen == [5, 6]

@@ -7,12 +7,13 @@ import os
 import zlib
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import InvalidToken
 from pysyncobj import pickle as pysyncobj_pickle
-from pysyncobj import syncobj, tcp_connection
+from pysyncobj import syncobj, tcp_connection, utility
 from pysyncobj.encryptor import getEncryptor
 
-from cluster.raft_wall.hooks import StoredZlib, VerifyOnceFernet, WirePickle
+from cluster.raft_wall.hooks import RaftCipher, StoredZlib, WirePickle
 
 MESSAGE = (os.urandom(32), {"type": "append_entries", "term": 3, "commit_index": 41,
                             "entries": [(b"\x00\x80\x02" + bytes(range(256)), 42, 3)],
@@ -45,25 +46,51 @@ def test_pysyncobjs_own_pickle_reads_the_wire_pickle():
     assert WirePickle.loads(pysyncobj_pickle.dumps(MESSAGE)) == MESSAGE
 
 
-def test_tokens_are_fernets_both_ways():
-    fernet = getEncryptor("secret")
-    ours = VerifyOnceFernet(fernet)
-    token = ours.encrypt_at_time(b"payload", 1234)
-    assert fernet.extract_timestamp(token) == 1234 and fernet.decrypt(token) == b"payload"
-    theirs = fernet.encrypt_at_time(b"other", 99)
-    assert ours.extract_timestamp(theirs) == 99
-    assert ours.decrypt(theirs) == b"other"
-    assert ours.decrypt(token) == b"payload"  # not the token just verified: decrypted afresh
+def test_servers_and_the_membership_utility_encrypt_with_the_raft_cipher():
+    assert syncobj.getEncryptor is RaftCipher
+    assert utility.getEncryptor is RaftCipher
 
 
-def test_a_tampered_token_or_another_password_is_refused():
-    ours = VerifyOnceFernet(getEncryptor("secret"))
-    token = bytearray(ours.encrypt_at_time(b"payload", 1234))
-    token[20] = ord("A") if token[20] != ord("A") else ord("B")
+def test_a_message_reads_back_with_its_timestamp_on_another_server_with_the_password():
+    sender, receiver = RaftCipher("secret"), RaftCipher("secret")
+    token = sender.encrypt_at_time(b"payload", 1234)
+    assert receiver.extract_timestamp(token) == 1234
+    assert receiver.decrypt(token) == b"payload"
+
+
+def test_a_token_not_just_authenticated_is_decrypted_afresh():
+    cipher = RaftCipher("secret")
+    first, second = (cipher.encrypt_at_time(b"one", 1), cipher.encrypt_at_time(b"two", 2))
+    assert cipher.extract_timestamp(first) == 1
+    assert cipher.decrypt(second) == b"two"
+    assert cipher.decrypt(first) == b"one"
+
+
+def test_no_two_messages_share_a_nonce():
+    a, b = RaftCipher("secret"), RaftCipher("secret")
+    nonces = [c.encrypt_at_time(b"x", 0)[1:13] for c in (a, b) for _ in range(1000)]
+    assert len(set(nonces)) == 2000
+
+
+def test_the_plaintext_does_not_appear_on_the_wire():
+    token = RaftCipher("secret").encrypt_at_time(b"append_entries-payload", 7)
+    assert b"append_entries" not in token
+
+
+@pytest.mark.parametrize("position", [0, 5, 20, -1])
+def test_a_tampered_token_is_refused(position):
+    cipher = RaftCipher("secret")
+    token = bytearray(cipher.encrypt_at_time(b"payload", 1234))
+    token[position] ^= 1
+    with pytest.raises((InvalidToken, InvalidTag)):
+        cipher.extract_timestamp(bytes(token))
+
+
+def test_another_password_or_a_fernet_token_is_refused():
+    ours = RaftCipher("secret")
+    with pytest.raises(InvalidTag):
+        ours.extract_timestamp(RaftCipher("another").encrypt_at_time(b"payload", 1234))
     with pytest.raises(InvalidToken):
-        ours.extract_timestamp(bytes(token))
-    other = getEncryptor("another").encrypt_at_time(b"payload", 1234)
+        ours.extract_timestamp(getEncryptor("secret").encrypt_at_time(b"payload", 1234))
     with pytest.raises(InvalidToken):
-        ours.extract_timestamp(other)
-    with pytest.raises(InvalidToken):
-        ours.decrypt(other)
+        ours.decrypt(b"\x01short")

@@ -1,19 +1,27 @@
 """What the wall swaps into PySyncObj: our journal, a transport that stamps send times for the
-lease, the wake-up pipe batched per event-loop pass, and a cheaper per-message codec (frames
-and Fernet tokens exactly as PySyncObj's own, see `StoredZlib` and `VerifyOnceFernet`)."""
+lease, the wake-up pipe batched per event-loop pass, and a cheaper per-message codec
+(PySyncObj's frames; AES-GCM in place of Fernet, see `StoredZlib` and `RaftCipher`)."""
 
 from __future__ import annotations
 
-import base64
+import itertools
+import os
 import pickle
 import struct
 import time
 import zlib
 from typing import Any
 
+import pysyncobj.encryptor as _pysyncobj_encryptor
 import pysyncobj.pickle as _pysyncobj_pickle
 import pysyncobj.syncobj as _pysyncobj
 import pysyncobj.tcp_connection as _tcp_connection
+import pysyncobj.utility as _pysyncobj_utility
+from cryptography.fernet import InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pysyncobj.transport import TCPTransport
 
 from ..journal import ChecksummedJournal, JournalPath
@@ -55,7 +63,7 @@ def _journal_for(journal_file: Any) -> Any:
 _pysyncobj.createJournal = _journal_for
 
 
-# ---- the per-message codec of TcpConnection: pickle -> zlib -> Fernet, and back ----
+# ---- the per-message codec of TcpConnection: pickle -> zlib -> encryptor, and back ----
 
 
 class WirePickle:
@@ -112,44 +120,65 @@ class StoredZlib:
         return zlib.decompress(data)
 
 
-class VerifyOnceFernet:
-    """PySyncObj's Fernet, with each received token authenticated once instead of twice.
+class RaftCipher:
+    """The encryptor PySyncObj's TcpConnection and TcpUtility use, in place of Fernet.
 
-    TcpConnection reads a message with `extract_timestamp(token)` (Fernet decodes the token and
-    checks its HMAC) and then `decrypt(token)` (decodes and checks the HMAC again, then
-    decrypts). Here `extract_timestamp` does the full `Fernet.decrypt` - authentication first,
-    as always - and keeps the plaintext for the `decrypt` of that same token object that
-    follows. Tokens, keys and checks are Fernet's own: the wire is unchanged."""
+    Fernet (AES-CBC, HMAC-SHA256, base64, a new Cipher context per call) cost ~44 us to encrypt
+    and decrypt one message here - several times a write, on every server. This is AES-256-GCM,
+    one C call each way (~3 us), with the interface TcpConnection calls: `encrypt_at_time(data,
+    t)`, `extract_timestamp(token)` (authenticates and decrypts; the plaintext is kept for the
+    `decrypt` of the same token that follows) and `decrypt(token)`.
 
-    def __init__(self, fernet: Any) -> None:
-        self.fernet = fernet
+    - Key: PySyncObj's own PBKDF2 of the cluster password (its salt and iterations), then
+      HKDF-SHA256 to a key of this format alone.
+    - Token: version byte, 12-byte nonce, ciphertext of (8-byte timestamp + data) with its tag;
+      the version byte is authenticated too. TcpConnection still checks that timestamps do not
+      go back, and the per-connection random key inside the message as before.
+    - Nonces never repeat under the key: each encryptor counts up from a random 96-bit start,
+      so two servers (or two runs of one) would have to start within a message count of each
+      other in a 2**96 space.
+    Every server of a cluster must run this format: an older server (Fernet) refuses these
+    messages and disconnects, as it would a wrong password.
+    """
+
+    VERSION = b"\x01"
+    _MASK = (1 << 96) - 1
+
+    def __init__(self, password: str | bytes) -> None:
+        if not isinstance(password, bytes):
+            password = password.encode()
+        seed = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=_pysyncobj_encryptor.SALT,
+                          iterations=100_000).derive(password)
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                   info=b"peerplane raft wire v2").derive(seed)
+        self._aead = AESGCM(key)
+        self._start = int.from_bytes(os.urandom(12), "big")
+        self._count = itertools.count()  # next() is atomic: safe from any thread
         self._last: tuple[Any, bytes] = (None, b"")
 
     def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
-        return self.fernet.encrypt_at_time(data, current_time)
+        nonce = ((self._start + next(self._count)) & self._MASK).to_bytes(12, "big")
+        return b"".join((self.VERSION, nonce, self._aead.encrypt(
+            nonce, current_time.to_bytes(8, "big", signed=True) + data, self.VERSION)))
+
+    def _open(self, token: bytes) -> bytes:
+        if token[:1] != self.VERSION or len(token) < 1 + 12 + 8 + 16:
+            raise InvalidToken("not a peerplane raft message")
+        return self._aead.decrypt(token[1:13], token[13:], self.VERSION)  # InvalidTag if forged
 
     def extract_timestamp(self, token: bytes) -> int:
-        plain = self.fernet.decrypt(token)  # raises InvalidToken unless authentic
+        plain = self._open(token)
         self._last = (token, plain)
-        # The first 12 base64 characters are the version byte and the 8-byte timestamp,
-        # covered by the HMAC just checked.
-        return int.from_bytes(base64.urlsafe_b64decode(token[:12])[1:9], "big")
+        return int.from_bytes(plain[:8], "big", signed=True)
 
     def decrypt(self, token: bytes, ttl: int | None = None) -> bytes:
         last = self._last  # one read: another thread's token never matches this one
-        if ttl is None and last[0] is token:
-            return last[1]
-        return self.fernet.decrypt(token, ttl)
+        plain = last[1] if last[0] is token else self._open(token)
+        return plain[8:]
 
 
-_get_encryptor = _pysyncobj.getEncryptor
-
-
-def _verify_once_encryptor(password: Any) -> VerifyOnceFernet:
-    return VerifyOnceFernet(_get_encryptor(password))
-
-
-_pysyncobj.getEncryptor = _verify_once_encryptor
+_pysyncobj.getEncryptor = RaftCipher  # servers' connections
+_pysyncobj_utility.getEncryptor = RaftCipher  # membership's status/add messages (TcpUtility)
 _tcp_connection.zlib = StoredZlib  # type: ignore[assignment]
 _tcp_connection.pickle = WirePickle  # type: ignore[assignment]
 _pysyncobj.pickle = WirePickle  # type: ignore[assignment]

@@ -6,6 +6,7 @@ import logging
 
 import pysyncobj.syncobj as _pysyncobj
 import pysyncobj.tcp_connection as _tcp_connection
+import pysyncobj.utility as _pysyncobj_utility
 from pysyncobj import SyncObj
 from pysyncobj.version import VERSION
 
@@ -76,12 +77,15 @@ def missing_internals(
 
 
 def _codec_missing() -> list[str]:
-    """What hooks.py's codec swaps in: `getEncryptor` and `pickle` as SyncObj uses them, and
+    """What hooks.py's codec swaps in: `getEncryptor` and `pickle` as SyncObj uses them,
+    `getEncryptor` as TcpUtility (membership) uses it, and
     the `pickle`, `zlib` and encryptor calls of TcpConnection's send and receive."""
     missing = [f"pysyncobj.syncobj.{name}" for name in ("getEncryptor", "pickle")
                if name not in vars(_pysyncobj)]
     missing += [f"pysyncobj.tcp_connection.{name}" for name in ("zlib", "pickle")
                 if name not in vars(_tcp_connection)]
+    if "getEncryptor" not in vars(_pysyncobj_utility):
+        missing.append("pysyncobj.utility.getEncryptor")
     conn = _tcp_connection.TcpConnection
     for method, names in (("send", ("compress", "encrypt_at_time")),
                           ("_TcpConnection__processParseMessage",
