@@ -7,7 +7,7 @@ import json
 import random
 import uuid
 
-from cluster.ids import new_uuid
+from cluster.ids import new_uuid, request_uuid
 from cluster.metrics import Metrics
 from cluster.peering.token import PeeringToken
 from cluster.state.ordered import Grouped, Ordered
@@ -101,3 +101,9 @@ def test_grouped_lists_each_group_and_all_groups_in_key_order_as_records_move():
     assert grouped.records() == [model[key] for key in sorted(model)]
     for g in "abcd":
         assert grouped.records(g) == [model[key] for key in sorted(model) if key[1] == g]
+
+
+def test_request_ids_are_uuid_text_and_never_repeat():
+    ids = [request_uuid() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(str(uuid.UUID(i)) == i for i in ids[:100])
