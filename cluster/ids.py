@@ -6,6 +6,7 @@ secrets). Same source of randomness (os.urandom), same 122 random bits, same tex
 
 from __future__ import annotations
 
+import itertools
 import os
 
 
@@ -15,3 +16,13 @@ def new_uuid() -> str:
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_PREFIX = new_uuid()[:24]  # 96 random bits per process: "xxxxxxxx-xxxx-4xxx-yxxx-"
+_SERIAL = itertools.count(1)  # next() is atomic: safe from any thread
+
+
+def request_uuid() -> str:
+    """A request ID in UUID text, unique but not secret: this process's random prefix and a
+    counter (no read of os.urandom per request). Never use it for IDs or secrets."""
+    return f"{_PREFIX}{next(_SERIAL) & 0xFFFFFFFFFFFF:012x}"

@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Any
 
-from .ids import new_uuid
+from .ids import request_uuid
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "peerplane_request_id", default=None
@@ -29,10 +29,10 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 
 
 def request_id(incoming: str | None) -> str:
-    """The client's X-Request-Id when it is a sane token, else a new UUID."""
+    """The client's X-Request-Id when it is a sane token, else a new one (UUID text)."""
     if incoming and _VALID_ID.fullmatch(incoming):
         return incoming
-    return new_uuid()
+    return request_uuid()
 
 
 def redact_url(path_qs: str) -> str:

@@ -7,10 +7,10 @@ import json
 import random
 import uuid
 
-from cluster.ids import new_uuid
+from cluster.ids import new_uuid, request_uuid
 from cluster.metrics import Metrics
 from cluster.peering.token import PeeringToken
-from cluster.state.ordered import Ordered
+from cluster.state.ordered import Grouped, Ordered
 
 _CHARS = [chr(i) for i in range(0x80)] + ["é", "\u2028", "\ud800", "😀", "<", ">", "&"]
 
@@ -84,3 +84,26 @@ def test_ordered_blocks_keep_every_record_in_key_order_through_puts_and_drops():
         records = ordered.records()
         assert [r["k"] for r in records] == sorted(model) and len(ordered) == len(model)
         assert all(r is model[r["k"]] for r in records)
+
+
+def test_grouped_lists_each_group_and_all_groups_in_key_order_as_records_move():
+    rnd = random.Random(16)
+    grouped = Grouped(lambda rec: rec["g"], lambda rec: (rec["k"], rec["g"]))
+    model: dict[tuple[int, str], dict[str, object]] = {}
+    for step in range(2000):
+        key = (rnd.randint(0, 300), rnd.choice("abc"))
+        if key in model and rnd.random() < 0.3:
+            grouped.drop(model.pop(key))
+        else:
+            new = {"k": key[0], "g": key[1], "v": step}
+            grouped.put(model.get(key), new)
+            model[key] = new
+    assert grouped.records() == [model[key] for key in sorted(model)]
+    for g in "abcd":
+        assert grouped.records(g) == [model[key] for key in sorted(model) if key[1] == g]
+
+
+def test_request_ids_are_uuid_text_and_never_repeat():
+    ids = [request_uuid() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(str(uuid.UUID(i)) == i for i in ids[:100])

@@ -4,6 +4,7 @@ read copies the blocks - no sort of every record per write or per read."""
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -75,33 +76,37 @@ class Ordered:
 
 
 class Grouped:
-    """One `Ordered` per group (e.g. partition) plus one over everything (group None)."""
+    """One `Ordered` per group (e.g. partition). Records of every group (group None) are the
+    groups' lists merged: the API always lists one partition, so a write keeps one order, not
+    two."""
 
     def __init__(self, group: Callable[[Record], Hashable],
                  sort_key: Callable[[Record], Any]) -> None:
         self._group, self._sort_key = group, sort_key
-        self._all = Ordered(sort_key)
         self._groups: dict[Hashable, Ordered] = {}
 
     def put(self, old: Record | None, new: Record) -> None:
-        self._all.put(old, new)
         if old is not None:
-            self._groups[self._group(old)].drop(old)
+            self.drop(old)
         g = self._group(new)
-        if g not in self._groups:
-            self._groups[g] = Ordered(self._sort_key)
-        self._groups[g].put(None, new)
+        ordered = self._groups.get(g)
+        if ordered is None:
+            ordered = self._groups[g] = Ordered(self._sort_key)
+        ordered.put(None, new)
 
     def drop(self, old: Record) -> None:
-        self._all.drop(old)
-        group = self._groups.get(self._group(old))
+        g = self._group(old)
+        group = self._groups.get(g)
         if group is not None:
             group.drop(old)
             if not len(group):
-                del self._groups[self._group(old)]
+                del self._groups[g]
 
     def records(self, group: Hashable | None = None) -> list[Record]:
         if group is None:
-            return self._all.records()
+            lists = [ordered.records() for ordered in self._groups.values()]
+            if len(lists) == 1:
+                return lists[0]
+            return list(heapq.merge(*lists, key=self._sort_key))
         ordered = self._groups.get(group)
         return ordered.records() if ordered is not None else []
