@@ -12,8 +12,10 @@ from cryptography.fernet import InvalidToken
 from pysyncobj import pickle as pysyncobj_pickle
 from pysyncobj import syncobj, tcp_connection, utility
 from pysyncobj.encryptor import getEncryptor
+from pysyncobj.tcp_connection import CONNECTION_STATE
 
-from cluster.raft_wall.hooks import RaftCipher, StoredZlib, WirePickle
+from cluster.lease import LeaseTracker
+from cluster.raft_wall.hooks import RaftCipher, StoredZlib, WirePickle, timed_transport
 
 MESSAGE = (os.urandom(32), {"type": "append_entries", "term": 3, "commit_index": 41,
                             "entries": [(b"\x00\x80\x02" + bytes(range(256)), 42, 3)],
@@ -94,3 +96,32 @@ def test_another_password_or_a_fernet_token_is_refused():
         ours.extract_timestamp(getEncryptor("secret").encrypt_at_time(b"payload", 1234))
     with pytest.raises(InvalidToken):
         ours.decrypt(b"\x01short")
+
+
+class _Connection:
+    """What the transport's send looks at of a TcpConnection, and what it was given."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self.encryptor, self.sendRandKey = RaftCipher("secret"), key
+        self.state, self.sent = CONNECTION_STATE.CONNECTED, []
+
+    def send(self, message) -> None:
+        self.sent.append(message)
+
+
+def _transport_with(conn: _Connection):
+    transport = object.__new__(timed_transport(LeaseTracker()))
+    transport._connections, transport._send_random_sleep_duration = {"n2": conn}, 0
+    return transport
+
+
+def test_nothing_is_sent_on_a_connection_whose_key_exchange_is_not_done():
+    conn = _Connection(key=None)
+    assert _transport_with(conn).send("n2", {"type": "keepalive"}) is False
+    assert conn.sent == []
+
+
+def test_a_connection_that_exchanged_keys_sends():
+    conn = _Connection(key=b"k" * 32)
+    assert _transport_with(conn).send("n2", {"type": "keepalive"}) is True
+    assert conn.sent == [{"type": "keepalive"}]

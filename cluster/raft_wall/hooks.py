@@ -40,6 +40,12 @@ def timed_transport(lease: LeaseTracker) -> Any:
                     and message.get("type") == "apply_command_response"):
                 held.setdefault(node, []).append(message)
                 return True
+            conn = self._connections.get(node)
+            if conn is not None and conn.encryptor is not None and conn.sendRandKey is None:
+                # An outgoing connection counts as connected before its key exchange is done;
+                # a message sent then would reach the other side where it expects our address,
+                # and it drops the connection. Not sent: the caller retries as on a dead link.
+                return False
             at = time.monotonic()
             ok = super().send(node, message)
             if ok and isinstance(message, dict) and message.get("type") == "append_entries":

@@ -8,6 +8,7 @@ import pysyncobj.syncobj as _pysyncobj
 import pysyncobj.tcp_connection as _tcp_connection
 import pysyncobj.utility as _pysyncobj_utility
 from pysyncobj import SyncObj
+from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION
 
 log = logging.getLogger("peerplane.raft")
@@ -44,6 +45,9 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__commandsLocalCounter"),
     (SyncObj, "_SyncObj__commandsWaitingReply"),
     (SyncObj, "_SyncObj__conf"),
+    (TCPTransport, "_connections"),
+    (_tcp_connection.TcpConnection, "encryptor"),
+    (_tcp_connection.TcpConnection, "sendRandKey"),
 )
 # Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
 _MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term",
