@@ -8,6 +8,7 @@ import pysyncobj.syncobj as _pysyncobj
 import pysyncobj.tcp_connection as _tcp_connection
 import pysyncobj.utility as _pysyncobj_utility
 from pysyncobj import SyncObj
+from pysyncobj.fast_queue import FastQueue
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION
 
@@ -46,6 +47,7 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__commandsWaitingReply"),
     (SyncObj, "_SyncObj__conf"),
     (TCPTransport, "_connections"),
+    (FastQueue, "_FastQueue__queue"),
     (_tcp_connection.TcpConnection, "encryptor"),
     (_tcp_connection.TcpConnection, "sendRandKey"),
 )

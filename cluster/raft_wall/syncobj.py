@@ -47,6 +47,7 @@ class PeerplaneSyncObj(SyncObj):
         self.durable = durable
         self.draining = False
         self.send_deferred = False
+        self._sending_drained = False
         self.on_journal_failure: Any = None  # called once per failure, from the tick thread
         self._sitting_out = False
         self._next_recovery = 0.0
@@ -280,7 +281,14 @@ class PeerplaneSyncObj(SyncObj):
         if self.send_deferred or (round_requested and self._isLeader()):
             self.send_deferred = False
             self.rounds_sent += round_requested
-            self._SyncObj__sendAppendEntries()
+            self._sending_drained = True  # sent now, even if more commands arrived meanwhile
+            try:
+                self._SyncObj__sendAppendEntries()
+            finally:
+                self._sending_drained = False
+
+    def _commands_waiting(self) -> bool:
+        return bool(self._SyncObj__commandsQueue._FastQueue__queue)
 
     # ---- a follower's own commands: sent to the leader over the Raft link ----
     # As PySyncObj does (apply_command; the leader appends it and answers with its log index
@@ -384,7 +392,11 @@ class PeerplaneSyncObj(SyncObj):
         SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
 
     def _SyncObj__sendAppendEntries(self) -> None:
-        if self.draining:
+        if self.draining or (not self._sending_drained and self._commands_waiting()):
+            # Commands wait in the queue: this tick drains them next (_onTick calls
+            # _checkCommandsToApply right after its own send), and one append per follower
+            # then carries the new commit index and the new entries - not a commit-only
+            # append and its ack first, then another pair for the entries.
             self.send_deferred = True
             return
         SyncObj._SyncObj__sendAppendEntries(self)
