@@ -33,6 +33,9 @@ def timed_transport(lease: LeaseTracker) -> Any:
         # While the leader drains its command queue: answers to followers' commands, kept to
         # go out as one message per follower (PeerplaneSyncObj._checkCommandsToApply).
         held_responses: dict[Any, list[Any]] | None = None
+        # While the leader sends the appends of a drained batch: those answers, per follower,
+        # to ride on the first append to it (emptied there; the rest go out alone).
+        answers: dict[Any, list[Any]] | None = None
 
         def send(self, node: Any, message: Any) -> bool:
             held = self.held_responses
@@ -46,6 +49,11 @@ def timed_transport(lease: LeaseTracker) -> Any:
                 # a message sent then would reach the other side where it expects our address,
                 # and it drops the connection. Not sent: the caller retries as on a dead link.
                 return False
+            answers = self.answers
+            if (answers and isinstance(message, dict) and answers.get(node)
+                    and message.get("type") == "append_entries"):
+                message = dict(message, answers=answers[node])
+                answers[node] = []
             at = time.monotonic()
             ok = super().send(node, message)
             if ok and isinstance(message, dict) and message.get("type") == "append_entries":

@@ -62,6 +62,7 @@ class PeerplaneSyncObj(SyncObj):
         self.backtracks = 0  # appends refused for a term mismatch (a log that diverged here)
         self.command_messages_sent = 0  # messages carrying this follower's commands (tests)
         self.response_messages_sent = 0  # messages answering followers' commands (tests)
+        self.answers_carried = 0  # answers to a follower's batch carried by an append (tests)
         self.wakeups: HeldWakeups | None = None
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
@@ -272,20 +273,26 @@ class PeerplaneSyncObj(SyncObj):
         finally:
             self.draining = False
             transport.held_responses = None
-            # Before the appends that carry these entries: a follower must know an entry is
-            # its command before it can apply it.
-            self._send_responses(held)
         # Cleared before the send: a read stamped before this point is covered by it, and a
         # request made after it sets the flag again for the next tick.
         round_requested, self.round_requested = self.round_requested, False
-        if self.send_deferred or (round_requested and self._isLeader()):
-            self.send_deferred = False
-            self.rounds_sent += round_requested
-            self._sending_drained = True  # sent now, even if more commands arrived meanwhile
-            try:
-                self._SyncObj__sendAppendEntries()
-            finally:
-                self._sending_drained = False
+        # The answers to followers' commands ride on the append that carries those commands'
+        # entries to that follower (a follower must know an entry is its command before it
+        # applies it: it reads them first); those no append carried go out alone, still
+        # before any append of those entries.
+        transport.answers = held
+        try:
+            if self.send_deferred or (round_requested and self._isLeader()):
+                self.send_deferred = False
+                self.rounds_sent += round_requested
+                self._sending_drained = True  # sent now, even if more commands arrived
+                try:
+                    self._SyncObj__sendAppendEntries()
+                finally:
+                    self._sending_drained = False
+        finally:
+            transport.answers = None
+            self._send_responses(held)
 
     def _commands_waiting(self) -> bool:
         return bool(self._SyncObj__commandsQueue._FastQueue__queue)
@@ -361,6 +368,9 @@ class PeerplaneSyncObj(SyncObj):
     def _send_responses(self, held: dict[Any, list[dict[str, Any]]]) -> None:
         transport = self._SyncObj__transport
         for node, responses in held.items():
+            if not responses:
+                self.answers_carried += 1  # on an append
+                continue
             self.response_messages_sent += 1
             if len(responses) == 1:
                 transport.send(node, responses[0])
@@ -418,6 +428,10 @@ class PeerplaneSyncObj(SyncObj):
             for response in message.get("responses") or ():
                 SyncObj._SyncObj__onMessageReceived(self, node, response)
             return
+        if kind == "append_entries" and "answers" in message:
+            # The leader's answers to our commands, before the entries that may carry them.
+            for response in message["answers"]:
+                SyncObj._SyncObj__onMessageReceived(self, node, response)
         if kind in READ_MESSAGES:
             return self._on_read_message(node, message)  # ours too
         if kind == "next_node_idx":
