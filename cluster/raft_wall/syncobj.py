@@ -302,8 +302,9 @@ class PeerplaneSyncObj(SyncObj):
     # and term; the callback fires when this server applies that entry, with its own FSM's
     # result), except that:
     # - the commands drained in one tick travel in one message (`apply_commands`), and the
-    #   leader's answers to the commands it drained in one tick in one message per follower
-    #   (`apply_command_responses`): each message costs a pickle, a Fernet token and a send;
+    #   leader's answers to the commands it drained in one tick ride on the append that
+    #   carries their entries to that follower (or, without one, go in one message per
+    #   follower, `apply_command_responses`): each message costs a pickle, a seal and a send;
     #   a single command still goes as PySyncObj's own `apply_command`;
     # - a command that could not even be sent fails at once as "not applied" instead of
     #   waiting for a leader change or the caller's timeout.
