@@ -119,18 +119,13 @@ def _changes_to_loop(
         queued[0] = False  # before draining: a change appended later queues a new deliver
         if not pending:
             return
-        index, touched = pending.popleft()
-        merged: set[tuple[str, Any]] | None = None if touched is None else set(touched)
+        index = 0
+        union: set[tuple[str, Any]] | None = set()
         while pending:  # popleft is atomic: the tick thread may append meanwhile
-            index, more = pending.popleft()
-            if merged is not None:
-                if more is None:
-                    merged = None
-                else:
-                    merged |= more
-        union = None if merged is None else frozenset(merged)
+            index, touched = pending.popleft()
+            union = None if union is None or touched is None else union | touched
         for target in targets:
-            target(index, union)
+            target(index, None if union is None else frozenset(union))
 
     def changed(index: int, touched: Touched | None) -> None:
         pending.append((index, touched))

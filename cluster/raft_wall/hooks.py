@@ -30,12 +30,10 @@ from ..lease import LeaseTracker
 
 def timed_transport(lease: LeaseTracker) -> Any:
     class _TimedTransport(TCPTransport):
-        # While the leader drains its command queue: answers to followers' commands, kept to
-        # go out as one message per follower (PeerplaneSyncObj._checkCommandsToApply).
+        # While the leader drains its command queue and sends the appends: answers to
+        # followers' commands, per follower, to ride on the first append to it (emptied
+        # there; the rest go out alone - PeerplaneSyncObj._checkCommandsToApply).
         held_responses: dict[Any, list[Any]] | None = None
-        # While the leader sends the appends of a drained batch: those answers, per follower,
-        # to ride on the first append to it (emptied there; the rest go out alone).
-        answers: dict[Any, list[Any]] | None = None
 
         def send(self, node: Any, message: Any) -> bool:
             held = self.held_responses
@@ -49,11 +47,10 @@ def timed_transport(lease: LeaseTracker) -> Any:
                 # a message sent then would reach the other side where it expects our address,
                 # and it drops the connection. Not sent: the caller retries as on a dead link.
                 return False
-            answers = self.answers
-            if (answers and isinstance(message, dict) and answers.get(node)
+            if (held and isinstance(message, dict) and held.get(node)
                     and message.get("type") == "append_entries"):
-                message = dict(message, answers=answers[node])
-                answers[node] = []
+                message = dict(message, answers=held[node])
+                held[node] = []
             at = time.monotonic()
             ok = super().send(node, message)
             if ok and isinstance(message, dict) and message.get("type") == "append_entries":

@@ -47,7 +47,6 @@ class PeerplaneSyncObj(SyncObj):
         self.durable = durable
         self.draining = False
         self.send_deferred = False
-        self._sending_drained = False
         self.on_journal_failure: Any = None  # called once per failure, from the tick thread
         self._sitting_out = False
         self._next_recovery = 0.0
@@ -267,31 +266,24 @@ class PeerplaneSyncObj(SyncObj):
             self._forward_commands(self._SyncObj__raftLeader)
         self.draining = True
         transport = self._SyncObj__transport
+        # Answers to followers' commands are held while the queue drains, and ride on the
+        # append that carries those commands' entries to that follower (a follower must know
+        # an entry is its command before it applies it: it reads them first); those no append
+        # carried go out alone, still before any append of those entries.
         transport.held_responses = held = {}
         try:
             SyncObj._checkCommandsToApply(self)
-        finally:
             self.draining = False
-            transport.held_responses = None
-        # Cleared before the send: a read stamped before this point is covered by it, and a
-        # request made after it sets the flag again for the next tick.
-        round_requested, self.round_requested = self.round_requested, False
-        # The answers to followers' commands ride on the append that carries those commands'
-        # entries to that follower (a follower must know an entry is its command before it
-        # applies it: it reads them first); those no append carried go out alone, still
-        # before any append of those entries.
-        transport.answers = held
-        try:
+            # Cleared before the send: a read stamped before this point is covered by it, and
+            # a request made after it sets the flag again for the next tick.
+            round_requested, self.round_requested = self.round_requested, False
             if self.send_deferred or (round_requested and self._isLeader()):
                 self.send_deferred = False
                 self.rounds_sent += round_requested
-                self._sending_drained = True  # sent now, even if more commands arrived
-                try:
-                    self._SyncObj__sendAppendEntries()
-                finally:
-                    self._sending_drained = False
+                self._send_appends()  # now, even if more commands arrived meanwhile
         finally:
-            transport.answers = None
+            self.draining = False
+            transport.held_responses = None
             self._send_responses(held)
 
     def _commands_waiting(self) -> bool:
@@ -403,13 +395,16 @@ class PeerplaneSyncObj(SyncObj):
         SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
 
     def _SyncObj__sendAppendEntries(self) -> None:
-        if self.draining or (not self._sending_drained and self._commands_waiting()):
+        if self.draining or self._commands_waiting():
             # Commands wait in the queue: this tick drains them next (_onTick calls
             # _checkCommandsToApply right after its own send), and one append per follower
             # then carries the new commit index and the new entries - not a commit-only
             # append and its ack first, then another pair for the entries.
             self.send_deferred = True
             return
+        self._send_appends()
+
+    def _send_appends(self) -> None:
         SyncObj._SyncObj__sendAppendEntries(self)
         if self.durable:
             # raises JournalError: the tick ends before any ack is read, and the next one
