@@ -146,7 +146,12 @@ class PeerplaneSyncObj(SyncObj):
 
     def _on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
         if message["type"] == "pre_vote_response":
+            # Only for the round still open: an answer can arrive long after it was asked (a
+            # peer cut off by a partition reads our request when the link heals). If this
+            # server has meanwhile taken that term - it voted for the peer that won it - the
+            # answer is stale, and counting it deposed a leader that had its quorum.
             if (message.get("granted") and message.get("term") == self._pre_vote_term
+                    and self._pre_vote_term > self.raftCurrentTerm
                     and self._SyncObj__raftState != _LEADER):
                 self._pre_votes.add(str(node))
                 self._count_pre_votes()
