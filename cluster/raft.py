@@ -91,7 +91,7 @@ class _PendingRead:
 @dataclass
 class _ReadRequest:
     """One read-index request a follower sent to its leader: it covers every read that arrived
-    before it was sent (`waiters`); reads arriving later wait for the next one."""
+    before it was sent (`waiters`); reads arriving later go in the next one."""
 
     id: int
     leader: Any  # the PySyncObj Node it went to
@@ -460,7 +460,8 @@ class RaftNode:
     def _init_follower_reads(self) -> None:
         self._remote_ids = itertools.count(1)
         self._remote_waiting: dict[bool, list[asyncio.Future[int]]] = {False: [], True: []}
-        self._remote_sent: dict[bool, _ReadRequest | None] = {False: None, True: None}
+        # requests in flight, by id (several: a request does not wait for the one before)
+        self._remote_sent: dict[bool, dict[int, _ReadRequest]] = {False: {}, True: {}}
         self._remote_scheduled = {False: False, True: False}  # a send is due this loop pass
         # (index, seq, future) of reads waiting until this server has applied `index`
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -490,19 +491,21 @@ class RaftNode:
         longer than `timeout`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self._sync._getLeader() is None or self.is_leader():
+        leader = self._sync._getLeader()
+        if leader is None or self.is_leader():
             raise NotApplied("no leader to ask")
         fut: asyncio.Future[int] = loop.create_future()
         self._remote_waiting[lease].append(fut)
         sent = self._remote_sent[lease]
-        if sent is not None and sent.leader != self._sync._getLeader():
+        if sent and next(iter(sent.values())).leader != leader:
             # Asked a server that no longer leads: ask the new leader, for those reads too.
-            self._remote_sent[lease] = None
-            self._remote_waiting[lease].extend(sent.waiters)
-        if self._remote_sent[lease] is None and not self._remote_scheduled[lease]:
+            self._remote_sent[lease] = {}
+            for request in sent.values():
+                self._remote_waiting[lease].extend(request.waiters)
+        if not self._remote_scheduled[lease]:
             # Sent at the end of this pass of the event loop: reads arriving together share it.
             self._remote_scheduled[lease] = True
-            loop.call_soon(self._flush_read_request, lease)
+            loop.call_soon(self._send_read_request, lease)
         # No timer per read: a request unanswered for a while is given up as a whole
         # (`_read_request_lost`), and its reads retry within the caller's hold time.
         index = await fut
@@ -512,12 +515,11 @@ class RaftNode:
         await self.wait_applied(index, remaining)
         return index
 
-    def _flush_read_request(self, lease: bool) -> None:
-        self._remote_scheduled[lease] = False
-        if self._remote_sent[lease] is None:
-            self._send_read_request(lease)
-
     def _send_read_request(self, lease: bool) -> None:
+        """One request for the reads that arrived in this pass of the event loop. It does not
+        wait for requests still in flight (etcd's ReadIndex does not either): a read waits one
+        round trip, not the rest of an earlier one first."""
+        self._remote_scheduled[lease] = False
         waiters = [f for f in self._remote_waiting[lease] if not f.done()]
         self._remote_waiting[lease] = []
         leader = self._sync._getLeader()
@@ -528,7 +530,7 @@ class RaftNode:
                 f.set_exception(NotApplied("no leader to ask"))
             return
         request = _ReadRequest(next(self._remote_ids), leader, waiters)
-        self._remote_sent[lease] = request
+        self._remote_sent[lease][request.id] = request
         self.read_requests_sent += 1
         self._sync.send_read_message(
             leader, {"type": "read_index", "id": request.id, "lease": lease})
@@ -538,17 +540,27 @@ class RaftNode:
             max(1.0, 2 * self.timing.lease), self._read_request_lost, lease, request.id)
 
     def _read_request_lost(self, lease: bool, request_id: int) -> None:
-        self._answer_read_request(lease, request_id, None, None)
+        request = self._remote_sent[lease].pop(request_id, None)
+        if request is not None:
+            self._settle(request, None)
 
     def _answer_read_request(self, lease: bool, request_id: int, index: int | None,
                              node: Any) -> None:
-        """The answer to an outstanding request (index None: refused or lost)."""
-        request = self._remote_sent[lease]
-        if request is None or request.id != request_id:
-            return  # an answer to a request given up on
-        if node is not None and node != request.leader:
+        """The answer to an outstanding request (index None: refused). A granted index also
+        answers every request sent before it to the same leader: their reads arrived earlier
+        still, and the index is at least the commit index when this request reached it."""
+        sent = self._remote_sent[lease]
+        request = sent.get(request_id)
+        if request is None or (node is not None and node != request.leader):
+            return  # an answer to a request given up on, or from a server not asked
+        if index is None:
+            self._settle(sent.pop(request_id), None)
             return
-        self._remote_sent[lease] = None
+        for earlier in [i for i, r in sent.items() if i <= request_id and r.leader == node]:
+            self._settle(sent.pop(earlier), index)
+
+    @staticmethod
+    def _settle(request: _ReadRequest, index: int | None) -> None:
         for f in request.waiters:
             if f.done():
                 continue
@@ -556,8 +568,6 @@ class RaftNode:
                 f.set_exception(NotApplied("the leader refused the read-index request"))
             else:
                 f.set_result(index)
-        if self._remote_waiting[lease]:
-            self._send_read_request(lease)
 
     def _on_read_message(self, node: Any, message: dict[str, Any]) -> None:  # tick thread
         if message["type"] == "read_index":

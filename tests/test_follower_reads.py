@@ -77,6 +77,57 @@ def test_a_default_read_at_a_follower_is_answered_under_the_lease_without_a_roun
     assert rounds == 0
 
 
+def held_requests(leader) -> list:
+    """Make the leader hold read-index requests instead of answering them (tick thread)."""
+    held: list = []
+    leader._on_follower_request = lambda node, message: held.append((node, message))
+    return held
+
+
+async def until(check, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "not within the timeout"
+        await asyncio.sleep(0.005)
+
+
+def test_a_read_arriving_while_a_request_is_in_flight_is_asked_for_at_once(nodes):
+    async def go() -> tuple[int, int, bool]:
+        leader = await wait_leader(nodes)
+        await leader.submit(Barrier(), 5.0)
+        follower = next(n for n in nodes if n is not leader)
+        held = held_requests(leader)
+        first = asyncio.create_task(follower.follower_read_index(True, 5.0))
+        await until(lambda: len(held) == 1)
+        second = asyncio.create_task(follower.follower_read_index(True, 5.0))
+        await until(lambda: len(held) == 2)  # not waiting for the first to be answered
+        requests = [message["id"] for _, message in held]
+        for node, message in held:
+            leader._answer_follower(node, message["id"], True, leader._sync.raftCommitIndex)
+        return len(set(requests)), len(await asyncio.gather(first, second)), first.done()
+
+    distinct, answered, done = asyncio.run(go())
+    assert (distinct, answered, done) == (2, 2, True)
+
+
+def test_the_answer_to_a_later_request_also_answers_the_earlier_ones(nodes):
+    async def go() -> tuple[list[int], int]:
+        leader = await wait_leader(nodes)
+        index = int((await leader.submit(Barrier(), 5.0))["index"])
+        follower = next(n for n in nodes if n is not leader)
+        held = held_requests(leader)
+        reads = []
+        for expected in (1, 2, 3):
+            reads.append(asyncio.create_task(follower.follower_read_index(True, 5.0)))
+            await until(lambda expected=expected: len(held) == expected)
+        node, last = held[-1]
+        leader._answer_follower(node, last["id"], True, index)  # only the third is answered
+        return list(await asyncio.gather(*reads)), index
+
+    indexes, index = asyncio.run(go())
+    assert indexes == [index, index, index]
+
+
 def test_the_leader_refuses_to_ask_itself(nodes):
     async def go() -> None:
         leader = await wait_leader(nodes)
