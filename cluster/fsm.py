@@ -270,11 +270,17 @@ class FSM:
 
     def snapshot(self) -> bytes:
         with self._lock:
-            data: dict[str, Any] = {"index": self._changes.index}
-            for table in self._tables.values():
-                data.update(table.snapshot())
-            data.update(catalog=self.catalog.dump(), config_entries=self.config_entries.dump())
-            return msgpack.packb(data, use_bin_type=True)
+            return self.snapshot_unlocked()
+
+    def snapshot_unlocked(self) -> bytes:
+        """`snapshot` without the lock, for a process forked from the tick thread (between
+        applies, so the records are consistent): a lock another thread held at the fork
+        stays held in the child for ever."""
+        data: dict[str, Any] = {"index": self._changes.index}
+        for table in self._tables.values():
+            data.update(table.snapshot())
+        data.update(catalog=self.catalog.dump(), config_entries=self.config_entries.dump())
+        return msgpack.packb(data, use_bin_type=True)
 
     def restore(self, blob: bytes) -> None:
         data = msgpack.unpackb(blob, raw=False)

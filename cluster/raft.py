@@ -98,6 +98,20 @@ class _ReadRequest:
     waiters: list[asyncio.Future[int]]
 
 
+class ForkedSnapshot:
+    """The FSM's snapshot, taken when PySyncObj's serializer pickles it - in the child it forks
+    for that, from the tick thread between two applies - and pickled as the plain bytes it
+    always was. The tick thread (which holds the GIL for the event loop too) no longer spends
+    the ~0.1 s a snapshot of 50,000 peerings takes."""
+
+    def __init__(self, fsm: FSM) -> None:
+        self.fsm, self.pid = fsm, os.getpid()
+
+    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
+        forked = os.getpid() != self.pid
+        return bytes, (self.fsm.snapshot_unlocked() if forked else self.fsm.snapshot(),)
+
+
 class Replica(SyncObjConsumer):
     """The single replicated entry point. PySyncObj numbers replicated methods alphabetically,
     so there is exactly one and it never changes: commands are dispatched inside the FSM."""
@@ -111,8 +125,8 @@ class Replica(SyncObjConsumer):
         return self.fsm.apply(raw)
 
     # Snapshots hold the FSM's msgpack, not pickled Python objects of ours.
-    def _serialize(self) -> dict[str, bytes]:
-        return {"fsm": self.fsm.snapshot()}
+    def _serialize(self) -> dict[str, Any]:
+        return {"fsm": ForkedSnapshot(self.fsm)}
 
     def _deserialize(self, data: dict[str, bytes]) -> None:
         self.fsm.restore(data["fsm"])

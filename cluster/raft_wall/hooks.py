@@ -1,9 +1,12 @@
 """What the wall swaps into PySyncObj: our journal, a transport that stamps send times for the
-lease, the wake-up pipe batched per event-loop pass, and a cheaper per-message codec
-(PySyncObj's frames; AES-GCM in place of Fernet, see `StoredZlib` and `RaftCipher`)."""
+lease, the wake-up pipe batched per event-loop pass, a cheaper per-message codec
+(PySyncObj's frames; AES-GCM in place of Fernet, see `StoredZlib` and `RaftCipher`), and a
+snapshot file that is on disk before the log entries it replaces are dropped."""
 
 from __future__ import annotations
 
+import functools
+import gzip
 import itertools
 import os
 import pickle
@@ -14,6 +17,7 @@ from typing import Any
 
 import pysyncobj.encryptor as _pysyncobj_encryptor
 import pysyncobj.pickle as _pysyncobj_pickle
+import pysyncobj.serializer as _serializer
 import pysyncobj.syncobj as _pysyncobj
 import pysyncobj.tcp_connection as _tcp_connection
 import pysyncobj.utility as _pysyncobj_utility
@@ -72,6 +76,41 @@ def _journal_for(journal_file: Any) -> Any:
 
 
 _pysyncobj.createJournal = _journal_for
+
+
+# ---- snapshots (log compaction): PySyncObj's Serializer, in a forked child ----
+# The child pickles the state, gzips it into <dump>.tmp and renames that over the dump; when
+# it exits 0 the parent drops the log entries the dump covers (our journal rewrites and
+# fsyncs itself). PySyncObj's rename fsyncs nothing, so a power cut could leave a renamed but
+# empty dump behind a journal that no longer holds those entries: committed writes gone on
+# that server. And it gzips at level 9: at 50,000 peerings 0.7 s of CPU in each server's
+# child at once, every compaction (level 1: 0.14 s, 10 % larger).
+
+
+def durable_replace(tmp: str, path: str) -> bool:
+    """PySyncObj's atomicReplace, made durable: the file's data, then the rename."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return True
+
+
+class FastGzip:
+    """Stands in for the `gzip` module in pysyncobj.serializer (reading is unchanged)."""
+
+    GzipFile = functools.partial(gzip.GzipFile, compresslevel=1)
+
+
+_serializer.atomicReplace = durable_replace
+_serializer.gzip = FastGzip  # type: ignore[assignment]
 
 
 # ---- the per-message codec of TcpConnection: pickle -> zlib -> encryptor, and back ----

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pysyncobj.serializer as _serializer
 import pysyncobj.syncobj as _pysyncobj
 import pysyncobj.tcp_connection as _tcp_connection
 import pysyncobj.utility as _pysyncobj_utility
@@ -92,6 +93,8 @@ def _codec_missing() -> list[str]:
                 if name not in vars(_tcp_connection)]
     if "getEncryptor" not in vars(_pysyncobj_utility):
         missing.append("pysyncobj.utility.getEncryptor")
+    missing += [f"pysyncobj.serializer.{name}" for name in ("atomicReplace", "gzip")
+                if name not in vars(_serializer)]
     conn = _tcp_connection.TcpConnection
     for method, names in (("send", ("compress", "encrypt_at_time")),
                           ("_TcpConnection__processParseMessage",
