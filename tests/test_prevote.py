@@ -10,6 +10,7 @@ from pysyncobj.monotonic import monotonic as raft_clock
 from cluster.lease import LeaseTracker
 from cluster.raft import RaftTiming, sync_conf
 from cluster.raft_wall import PeerplaneSyncObj
+from cluster.raft_wall.syncobj import CAMPAIGN_RETRY
 from lab.cluster import free_ports
 
 TIMING = RaftTiming()
@@ -56,3 +57,15 @@ def test_a_pre_vote_answer_arriving_after_the_server_took_that_term_starts_no_ca
     deliver(server, 1, {"type": "pre_vote_response", "term": term, "granted": True})
     assert server._pre_vote_won != term
     assert server._SyncObj__raftElectionDeadline == deadline > raft_clock()
+
+
+def test_a_campaign_not_won_is_retried_within_half_a_second_not_an_election_timeout(server):
+    # Both followers of a dead leader campaigned at once and voted for themselves: nobody
+    # answers this one. The retry (a new pre-vote round) is due well before PySyncObj's 1-2 s.
+    term = open_pre_vote_round(server)
+    deliver(server, 0, {"type": "pre_vote_response", "term": term, "granted": True})
+    server._SyncObj__connectedToAnyone = lambda: True  # PySyncObj campaigns only when linked
+    server._onTick(0.0)
+    assert (server._SyncObj__raftState, server.raftCurrentTerm) == (1, term)  # a candidate
+    due = server._SyncObj__raftElectionDeadline - raft_clock()
+    assert CAMPAIGN_RETRY[0] - 0.05 < due <= CAMPAIGN_RETRY[1]

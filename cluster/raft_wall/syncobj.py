@@ -16,7 +16,9 @@ from ..lease import LeaseTracker
 from .hooks import HeldWakeups, timed_transport
 from .internals import check_internals
 
-_FOLLOWER, _LEADER = 0, 2  # PySyncObj's _RAFT_STATE values
+_FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2  # PySyncObj's _RAFT_STATE values
+# A campaign that has not won within this long is retried (after a new pre-vote round).
+CAMPAIGN_RETRY = (0.15, 0.45)
 KEEPALIVE = 1.0  # seconds between keepalives on links that carry no Raft traffic
 READ_MESSAGES = ("read_index", "read_index_response")  # follower reads (ours, not PySyncObj's)
 
@@ -56,6 +58,7 @@ class PeerplaneSyncObj(SyncObj):
         self.round_requested = False
         self.rounds_sent = 0  # append_entries rounds sent at once for ReadIndex (tests)
         self._pre_vote_term = self._pre_vote_won = -1
+        self._campaign_term = -1  # the term of this server's latest campaign
         self._pre_votes: set[str] = set()
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
         self.backtracks = 0  # appends refused for a term mismatch (a log that diverged here)
@@ -105,6 +108,7 @@ class PeerplaneSyncObj(SyncObj):
             SyncObj._onTick(self, timeToWait)
         except JournalError:
             time.sleep(timeToWait)  # the journal logged why; from the next tick on we sit out
+        self._shorten_campaign()
 
     # ---- PreVote (Raft thesis §9.6; etcd's PreVote) ----
     # PySyncObj campaigns with term + 1 as soon as its election deadline passes, so a server
@@ -138,6 +142,19 @@ class PeerplaneSyncObj(SyncObj):
                                                  "last_log_index": index,
                                                  "last_log_term": last_term})
         self._count_pre_votes()  # a single server wins at once
+
+    def _shorten_campaign(self) -> None:
+        """A campaign that began this tick gets 0.15-0.45 s to win instead of PySyncObj's 1-2 s
+        election timeout. When the leader dies, both followers campaign vote_guard + 50-250 ms
+        after its last message; if their pre-votes cross, each wins its own, both campaign
+        for the same term, each votes for itself, and nobody wins: the failover took a whole
+        election timeout more (2.0-2.6 s instead of ~1 s, about one failover in ten). Safe: a
+        retry still needs a pre-vote majority, which no server grants while it hears from a
+        leader (vote stickiness), so a quick retry cannot depose one that won meanwhile."""
+        if self._SyncObj__raftState != _CANDIDATE or self._campaign_term == self.raftCurrentTerm:
+            return
+        self._campaign_term = self.raftCurrentTerm
+        self._SyncObj__raftElectionDeadline = raft_clock() + random.uniform(*CAMPAIGN_RETRY)
 
     def _count_pre_votes(self) -> None:
         if len(self._pre_votes) > (len(self.otherNodes) + 1) / 2:
