@@ -89,7 +89,8 @@ def _parse_pysyncobj(data: bytes) -> list[Entry]:
     return entries
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new file in the directory of `path` durable."""
     fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -116,7 +117,7 @@ def _write_file(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path)
+    fsync_dir(path)
 
 
 class ChecksummedJournal(Journal):

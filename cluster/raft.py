@@ -511,11 +511,9 @@ class RaftNode:
         fut: asyncio.Future[int] = loop.create_future()
         self._remote_waiting[lease].append(fut)
         sent = self._remote_sent[lease]
-        if sent and next(iter(sent.values())).leader != leader:
-            # Asked a server that no longer leads: ask the new leader, for those reads too.
-            self._remote_sent[lease] = {}
-            for request in sent.values():
-                self._remote_waiting[lease].extend(request.waiters)
+        # Asked a server that no longer leads: ask the new leader, for those reads too.
+        for stale in [i for i, r in sent.items() if r.leader != leader]:
+            self._remote_waiting[lease].extend(sent.pop(stale).waiters)
         if not self._remote_scheduled[lease]:
             # Sent at the end of this pass of the event loop: reads arriving together share it.
             self._remote_scheduled[lease] = True
@@ -565,7 +563,7 @@ class RaftNode:
         still, and the index is at least the commit index when this request reached it."""
         sent = self._remote_sent[lease]
         request = sent.get(request_id)
-        if request is None or (node is not None and node != request.leader):
+        if request is None or node != request.leader:
             return  # an answer to a request given up on, or from a server not asked
         if index is None:
             self._settle(sent.pop(request_id), None)

@@ -11,7 +11,6 @@ import threading
 import time
 
 import pysyncobj.serializer
-import pytest
 from raft_nodes import three_nodes, wait_leader
 
 from cluster.commands import GenerateToken
@@ -69,7 +68,6 @@ def test_a_compacting_cluster_writes_level_1_gzip_dumps_a_restarted_server_loads
     assert 10 <= len(fsm.list(partition=None)[0]) <= 30
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork-based snapshots only")
 def test_a_snapshot_pickled_in_a_forked_child_ignores_a_lock_another_thread_held():
     fsm = FSM()
     held, release = threading.Event(), threading.Event()

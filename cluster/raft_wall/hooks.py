@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pysyncobj.transport import TCPTransport
 
-from ..journal import ChecksummedJournal, JournalPath
+from ..journal import ChecksummedJournal, JournalPath, fsync_dir
 from ..lease import LeaseTracker
 
 
@@ -95,11 +95,7 @@ def durable_replace(tmp: str, path: str) -> bool:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path)
     return True
 
 
