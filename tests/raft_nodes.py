@@ -14,14 +14,15 @@ from lab.cluster import free_ports
 
 
 @contextmanager
-def three_nodes(tmp_path: Path, timing: RaftTiming | None = None) -> Iterator[list[RaftNode]]:
+def three_nodes(tmp_path: Path, timing: RaftTiming | None = None,
+                compaction_entries: int = 50_000) -> Iterator[list[RaftNode]]:
     """Yields the nodes; destroys those still in the list afterwards (a test that destroys one
     itself removes it)."""
     addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
     made = [
         RaftNode(self_addr=a, peers=[p for p in addrs if p != a], bind_addr=a,
                  data_dir=str(tmp_path / str(i)), password="secret", fsm=FSM(),
-                 timing=timing or RaftTiming())
+                 timing=timing or RaftTiming(), compaction_entries=compaction_entries)
         for i, a in enumerate(addrs)
     ]
     try:

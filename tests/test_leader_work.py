@@ -111,3 +111,14 @@ async def test_per_commit_work_of_leader_routines_does_not_grow_with_the_peering
     for s, big in zip(small[:2], large[:2], strict=True):
         assert big <= 3
         assert big <= s + 0.5
+
+
+def test_a_follower_reconciler_keeps_nothing_of_what_commits_touched():
+    # Followers apply every commit too; what they touched matters only to a leader, which
+    # starts with a full pass. Kept, it grew by every peering ever written.
+    fsm = FSM()
+    peering = PeeringService(node=None, proposer=None, fsm=fsm, datacenter="dc1",
+                             leaf=LeafCerts(lambda: fsm.identity, "dc1"))
+    peering.on_change(frozenset({("peerings", "id-1"), ("peerings", "id-2")}))
+    assert peering._dirty == set()
+    assert not peering._kick.is_set()

@@ -17,6 +17,7 @@ from cluster.commands import GenerateToken
 from cluster.fsm import FSM
 from cluster.raft import ForkedSnapshot, RaftTiming
 from cluster.raft_wall.hooks import durable_replace
+from cluster.raft_wall.syncobj import PeerplaneSyncObj
 
 
 def test_the_snapshot_file_is_fsynced_then_renamed_then_its_directory_fsynced(
@@ -49,9 +50,7 @@ def test_a_compacting_cluster_writes_level_1_gzip_dumps_a_restarted_server_loads
             await leader.submit(GenerateToken(Partition="default", Name=f"p{i}", ID=f"id-{i}",
                                               EstablishmentSecret="s"), 5.0)
 
-    with three_nodes(tmp_path, timing) as nodes:
-        for n in nodes:
-            n._sync._SyncObj__conf.logCompactionMinEntries = 10
+    with three_nodes(tmp_path, timing, compaction_entries=10) as nodes:
         asyncio.run(write(nodes))
         dump = tmp_path / "0" / "raft.dump"
         deadline = time.monotonic() + 10
@@ -65,7 +64,7 @@ def test_a_compacting_cluster_writes_level_1_gzip_dumps_a_restarted_server_loads
         str(dump), 0, False, None, None, None).deserialize()
     fsm = FSM()
     fsm.restore(data[1]["fsm"])
-    assert 10 <= len(fsm.list(partition=None)[0]) <= 30
+    assert 1 <= len(fsm.list(partition=None)[0]) <= 30  # as of a compaction after 7-12 entries
 
 
 def test_a_snapshot_pickled_in_a_forked_child_ignores_a_lock_another_thread_held():
@@ -95,3 +94,38 @@ def test_a_snapshot_pickled_in_a_forked_child_ignores_a_lock_another_thread_held
         data = f.read()
     os.waitpid(pid, 0)
     assert pickle.loads(data) == fsm.snapshot()
+
+
+def test_each_server_draws_its_own_compaction_point_within_a_quarter_of_the_configured(
+        tmp_path):
+    with three_nodes(tmp_path, compaction_entries=1000) as nodes:
+        confs = [n._sync._SyncObj__conf for n in nodes]
+        for conf in confs:
+            assert 750 <= conf.logCompactionMinEntries <= 1250
+            assert 225 <= conf.logCompactionMinTime <= 375  # PySyncObj's 300 s
+        # Independent draws (all three the same: about 1 in 250,000)
+        assert len({conf.logCompactionMinEntries for conf in confs}) > 1
+
+
+def test_a_server_draws_a_new_compaction_point_after_each_compaction(tmp_path, monkeypatch):
+    draws: list[int] = []
+    draw = PeerplaneSyncObj._draw_compaction_point
+    monkeypatch.setattr(PeerplaneSyncObj, "_draw_compaction_point",
+                        lambda self: draws.append(id(self)) or draw(self))
+
+    async def write(nodes) -> None:
+        leader = await wait_leader(nodes)
+        for i in range(60):
+            await leader.submit(GenerateToken(Partition="default", Name=f"p{i}", ID=f"id-{i}",
+                                              EstablishmentSecret="s"), 5.0)
+
+    with three_nodes(tmp_path, compaction_entries=20) as nodes:
+        asyncio.run(write(nodes))
+        deadline = time.monotonic() + 10
+        while not all((tmp_path / str(i) / "raft.dump").exists() for i in range(3)):
+            assert time.monotonic() < deadline, "not every server wrote a snapshot"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the tick after the child finished takes the new draw
+        for n in nodes:
+            assert draws.count(id(n._sync)) >= 2  # at start, then after its compaction
+            assert 15 <= n._sync._SyncObj__conf.logCompactionMinEntries <= 25

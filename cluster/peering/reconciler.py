@@ -45,7 +45,10 @@ class PeeringService(Acceptor, Dialer):
 
     def on_change(self, touched: Touched | None) -> None:
         """The FSM applied something (event loop): look again at the peerings it touched
-        (`None`: a snapshot was restored, look at every one)."""
+        (`None`: a snapshot was restored, look at every one). Not leading: nothing to note,
+        a new leader looks at every peering once anyway."""
+        if not self._leading:
+            return
         if touched is None:
             self._full = True
         else:

@@ -31,6 +31,7 @@ _METHODS = (
     "_SyncObj__generateRaftTimeout",
     "_SyncObj__doChangeCluster",
     "_SyncObj__updateClusterConfiguration",
+    "_SyncObj__tryLogCompaction",
 )
 # Private fields, found as the names a constructor assigns (mangled at compile time).
 _FIELDS: tuple[tuple[type, str], ...] = (
@@ -47,6 +48,7 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__commandsLocalCounter"),
     (SyncObj, "_SyncObj__commandsWaitingReply"),
     (SyncObj, "_SyncObj__conf"),
+    (SyncObj, "_SyncObj__lastSerializedTime"),
     (TCPTransport, "_connections"),
     (FastQueue, "_FastQueue__queue"),
     (_tcp_connection.TcpConnection, "encryptor"),

@@ -21,6 +21,8 @@ _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2  # PySyncObj's _RAFT_STATE values
 CAMPAIGN_RETRY = (0.15, 0.45)
 KEEPALIVE = 1.0  # seconds between keepalives on links that carry no Raft traffic
 READ_MESSAGES = ("read_index", "read_index_response")  # follower reads (ours, not PySyncObj's)
+# Each server compacts after its own random share of the configured entries / seconds.
+COMPACTION_SPREAD = (0.75, 1.25)
 
 
 class PeerplaneSyncObj(SyncObj):
@@ -71,6 +73,9 @@ class PeerplaneSyncObj(SyncObj):
         self.on_membership = on_membership
         self._init_follower_reads()
         super().__init__(*args, transportClass=timed_transport(lease), **kwargs)
+        conf = self._SyncObj__conf
+        self.compaction_base = (conf.logCompactionMinEntries, conf.logCompactionMinTime)
+        self._draw_compaction_point()
         pipe = getattr(self, "_SyncObj__pipeNotifier", None)  # None with batching on
         self.wakeups = HeldWakeups(pipe) if pipe is not None else None
         if self.wakeups is not None:
@@ -109,6 +114,25 @@ class PeerplaneSyncObj(SyncObj):
         except JournalError:
             time.sleep(timeToWait)  # the journal logged why; from the next tick on we sit out
         self._shorten_campaign()
+
+    # ---- log compaction, staggered across servers ----
+    # Every server holds the same log, so with one threshold all of them forked and dumped
+    # their state in the same tick: a commit needed a server that was not compacting, and
+    # there was none (at 10,000 peerings each fork stalls its server ~0.2 s). Each server now
+    # draws its own threshold - entries and seconds, 0.75-1.25x the configured ones - again
+    # after each compaction, so two servers rarely compact at once and a quorum keeps going.
+
+    def _draw_compaction_point(self) -> None:
+        entries, seconds = self.compaction_base
+        conf = self._SyncObj__conf
+        conf.logCompactionMinEntries = max(2, int(entries * random.uniform(*COMPACTION_SPREAD)))
+        conf.logCompactionMinTime = seconds * random.uniform(*COMPACTION_SPREAD)
+
+    def _SyncObj__tryLogCompaction(self) -> None:
+        last = self._SyncObj__lastSerializedTime
+        SyncObj._SyncObj__tryLogCompaction(self)
+        if self._SyncObj__lastSerializedTime != last:  # a compaction ended (or had nothing new)
+            self._draw_compaction_point()
 
     # ---- PreVote (Raft thesis §9.6; etcd's PreVote) ----
     # PySyncObj campaigns with term + 1 as soon as its election deadline passes, so a server
