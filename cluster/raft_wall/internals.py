@@ -53,6 +53,7 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (FastQueue, "_FastQueue__queue"),
     (_tcp_connection.TcpConnection, "encryptor"),
     (_tcp_connection.TcpConnection, "sendRandKey"),
+    (_tcp_connection.TcpConnection, "_TcpConnection__lastReadTime"),  # set by connect() too
 )
 # Message types and fields the overrides look at, as PySyncObj's receive handler spells them.
 _MESSAGE_WORDS = ("append_entries", "next_node_idx", "request_vote", "last_log_term", "term",

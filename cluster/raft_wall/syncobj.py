@@ -10,6 +10,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj
 from pysyncobj.monotonic import monotonic as raft_clock
+from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from ..journal import JournalError
 from ..lease import LeaseTracker
@@ -17,9 +18,11 @@ from .hooks import HeldWakeups, timed_transport
 from .internals import check_internals
 
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2  # PySyncObj's _RAFT_STATE values
+_CONNECTING = CONNECTION_STATE.CONNECTING
 # A campaign that has not won within this long is retried (after a new pre-vote round).
 CAMPAIGN_RETRY = (0.15, 0.45)
 KEEPALIVE = 1.0  # seconds between keepalives on links that carry no Raft traffic
+CONNECT_TIMEOUT = 1.0  # a connect not answered by then is abandoned and tried afresh
 READ_MESSAGES = ("read_index", "read_index_response")  # follower reads (ours, not PySyncObj's)
 # Each server compacts after its own random share of the configured entries / seconds.
 COMPACTION_SPREAD = (0.75, 1.25)
@@ -62,6 +65,7 @@ class PeerplaneSyncObj(SyncObj):
         self._pre_vote_term = self._pre_vote_won = -1
         self._campaign_term = -1  # the term of this server's latest campaign
         self._pre_votes: set[str] = set()
+        self.connects_abandoned = 0  # connects dropped after CONNECT_TIMEOUT (tests)
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
         self.backtracks = 0  # appends refused for a term mismatch (a log that diverged here)
         self.command_messages_sent = 0  # messages carrying this follower's commands (tests)
@@ -108,6 +112,7 @@ class PeerplaneSyncObj(SyncObj):
         if now >= self._next_keepalive:
             self._next_keepalive = now + KEEPALIVE
             self._keep_links_read()
+            self._abandon_stalled_connects()
         self._pre_vote_gate(raft_clock())  # PySyncObj's deadlines are on its own clock
         try:
             SyncObj._onTick(self, timeToWait)
@@ -215,6 +220,20 @@ class PeerplaneSyncObj(SyncObj):
             return
         for node in self.otherNodes:
             self._SyncObj__transport.send(node, {"type": "keepalive"})
+
+    def _abandon_stalled_connects(self) -> None:
+        """PySyncObj waits on a connect until the kernel gives up: a peer whose SYNs are
+        dropped (a firewall, a partition, a host that vanished) held the link in CONNECTING
+        through the kernel's SYN retries - 1, 3, 7, 15, 31, 63 s - so after the cut healed
+        it could stay unreachable for up to a minute more. A connect still pending after
+        CONNECT_TIMEOUT is dropped here; PySyncObj dials again after connectionRetryTime
+        with a fresh SYN (about every 2 s while the peer is unreachable)."""
+        now = raft_clock()
+        for conn in list(self._SyncObj__transport._connections.values()):
+            if (conn.state == _CONNECTING
+                    and now - conn._TcpConnection__lastReadTime > CONNECT_TIMEOUT):
+                self.connects_abandoned += 1
+                conn.disconnect()
 
     def heard_within(self, addr: str, seconds: float) -> bool:
         """A message came from `addr` within `seconds` (every link carries one at least each
