@@ -1,7 +1,8 @@
 """peerplane vs etcd 3.4 vs raw PySyncObj, side by side, in one run on this machine.
 
     .venv/bin/python bench/compare.py [--duration 10] [--connections 32] [--failovers 10]
-                                      [--peerings 10000] [--markdown PATH] [--smoke]
+                                      [--peerings 10000] [--rounds 3] [--markdown PATH]
+                                      [--only PARTS] [--smoke]
 
 Everything runs on 127.0.0.1 and is stopped before the script exits:
 - peerplane: three `peerplane agent` processes (lab.cluster LocalCluster), driven by wrk
@@ -21,6 +22,10 @@ Everything runs on 127.0.0.1 and is stopped before the script exits:
 - raw PySyncObj (bench/raw_pysyncobj.py): three SyncObj processes configured like peerplane,
   the replicated call submitted on the leader through an asyncio bridge, no HTTP.
 
+peerplane's and etcd's write and read runs are interleaved (--rounds, default 3: both
+clusters up, each round runs every load of both, back to back, and each row is the median of
+the rounds), so a drift of the shared host's speed hits both alike.
+
 The report ends with one line per target of the speed issue (met / MISSED).
 
 --smoke (CI): one-second wrk runs, 3 failovers, 1,000 peerings, short raw runs; exits non-zero if
@@ -32,7 +37,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import datetime
+import functools
 import json
 import os
 import re
@@ -187,20 +195,63 @@ def list_count(agent: Any, query: str = "", timeout: float = 30.0) -> int | None
 # ---------------------------------------------------------------- peerplane
 
 
-def peerplane_main(args: argparse.Namespace, run: Run) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-pp-") as tmp, LocalCluster(tmp) as c:
-        nodes = [a.http_addr for a in c.agents]
-        for i in range(SEED):
-            reply = c.agents[i % 3].call("POST", "/v1/peering/token", {"PeerName": f"seed-{i}"})
-            if reply.status != 200:
-                raise RuntimeError(f"seeding: {reply.status} {reply.text}")
-        run.load("pp.write", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
-                                 args.connections))
-        run.load("pp.register", wrk("token.lua", nodes, "/v1/catalog/register", args.duration,
-                                    args.connections, env={"PEERPLANE_BENCH_WRITE": "register"}))
-        for mode, query in (("default", ""), ("consistent", "?consistent"), ("stale", "?stale")):
-            run.load(f"pp.read.{mode}", wrk("spread.lua", nodes, f"/v1/peering/seed-7{query}",
-                                            args.duration, args.connections))
+def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
+    """peerplane's and etcd's load runs, interleaved: both clusters up (the one not measured
+    idles), each round runs every load once, peerplane and etcd back to back (which goes first
+    alternates by round), and each row is the median of the rounds. The host's speed drifts
+    (other tenants) by 10-20 % over minutes: with each system's runs minutes apart, one ratio
+    measured the drift as much as the systems."""
+    with contextlib.ExitStack() as stack:
+        pairs: list[list[tuple[str, Callable[[], Result]]]] = [[], [], [], [], []]
+        if "peerplane" in only:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pp-"))
+            c = stack.enter_context(LocalCluster(tmp))
+            nodes = [a.http_addr for a in c.agents]
+            for i in range(SEED):
+                reply = c.agents[i % 3].call("POST", "/v1/peering/token",
+                                             {"PeerName": f"seed-{i}"})
+                if reply.status != 200:
+                    raise RuntimeError(f"seeding: {reply.status} {reply.text}")
+            register = {"PEERPLANE_BENCH_WRITE": "register"}
+            for slot, (key, script, path, env) in enumerate((
+                ("pp.write", "token.lua", "/v1/peering/token", None),
+                ("pp.register", "token.lua", "/v1/catalog/register", register),
+                ("pp.read.default", "spread.lua", "/v1/peering/seed-7", None),
+                ("pp.read.consistent", "spread.lua", "/v1/peering/seed-7?consistent", None),
+                ("pp.read.stale", "spread.lua", "/v1/peering/seed-7?stale", None),
+            )):
+                pairs[slot].append((key, functools.partial(
+                    wrk, script, nodes, path, args.duration, args.connections, env=env)))
+        if "etcd" in only:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-etcd-"))
+            e = stack.enter_context(EtcdCluster(tmp))
+            enodes = e.client_addrs
+            e.put(e.leader(), "bench/seed", "x" * 64)
+            pairs[0].append(("etcd.write", functools.partial(
+                wrk, "etcd_put.lua", enodes, "/v3/kv/put", args.duration, args.connections)))
+            for slot, (mode, serializable) in ((2, ("linearizable", False)),
+                                               (4, ("serializable", True))):
+                body = json.dumps({"key": b64("bench/seed"), "serializable": serializable})
+                pairs[slot].append((f"etcd.read.{mode}", functools.partial(
+                    wrk, "post.lua", enodes, "/v3/kv/range", args.duration, args.connections,
+                    env={"PEERPLANE_BENCH_BODY": body})))
+        rounds: dict[str, list[Result]] = collections.defaultdict(list)
+        for r in range(args.rounds):
+            print(f"   round {r + 1} of {args.rounds}", flush=True)
+            for pair in pairs:
+                for key, load in (pair if r % 2 == 0 else pair[::-1]):
+                    rounds[key].append(run.load(f"{key} (round {r + 1})", load()))
+        for key, results in rounds.items():
+            run.load(key, median_result(results))
+        run.values["rounds"] = args.rounds
+
+
+def median_result(results: list[Result]) -> Result:
+    """Rate, p50 and p99 each the median of the rounds'; errors summed."""
+    seconds = sum(r.seconds for r in results)
+    rate = statistics.median(r.rate for r in results)
+    return Result(round(rate * seconds), seconds, statistics.median(r.p50_ms for r in results),
+                  statistics.median(r.p99_ms for r in results), sum(r.errors for r in results))
 
 
 def peerplane_failover(args: argparse.Namespace, run: Run) -> None:
@@ -354,17 +405,9 @@ def peerplane_replication(args: argparse.Namespace, run: Run) -> None:
 # ---------------------------------------------------------------- etcd
 
 
-def etcd(args: argparse.Namespace, run: Run) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-etcd-") as tmp, EtcdCluster(tmp) as e:
+def etcd_failover(args: argparse.Namespace, run: Run) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-etcd-fo-") as tmp, EtcdCluster(tmp) as e:
         nodes = e.client_addrs
-        e.put(e.leader(), "bench/seed", "x" * 64)
-        run.load("etcd.write", wrk("etcd_put.lua", nodes, "/v3/kv/put", args.duration,
-                                   args.connections))
-        for mode, serializable in (("linearizable", False), ("serializable", True)):
-            body = json.dumps({"key": b64("bench/seed"), "serializable": serializable})
-            run.load(f"etcd.read.{mode}", wrk("post.lua", nodes, "/v3/kv/range", args.duration,
-                                               args.connections,
-                                               env={"PEERPLANE_BENCH_BODY": body}))
         times = []
         for k in range(args.failovers):
             victim = e.leader()
@@ -553,7 +596,8 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> li
         f"{' (SMOKE: numbers meaningless)' if args.smoke else ''}",
         f"machine: {machine()}; load average at start {args.loadavg}",
         f"wrk: {args.connections} connections, one thread per server/member, "
-        f"{args.duration:g} s per run; raw PySyncObj: submitted on the leader, "
+        f"{args.duration:g} s per run; peerplane's and etcd's writes and reads: the median of "
+        f"{args.rounds} interleaved rounds; raw PySyncObj: submitted on the leader, "
         f"{args.connections} or 1000 in flight, {args.duration:g} s",
         "",
         *table(run, args),
@@ -580,6 +624,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--failovers", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds of peerplane's and etcd's loads (medians)")
     p.add_argument("--peerings", type=int, default=10_000)
     p.add_argument("--establish-runs", type=int, default=20)
     p.add_argument("--markdown", metavar="PATH", help="also write the table here (Markdown)")
@@ -592,7 +638,7 @@ def main() -> int:
     args.establish_timeout = 600.0
     args.repl_samples, args.repl_services = 200, 1000
     if args.smoke:
-        args.duration, args.failovers, args.peerings = 1.0, 3, 1000
+        args.duration, args.failovers, args.peerings, args.rounds = 1.0, 3, 1000, 1
         args.establish_runs, args.list_samples, args.fill_timeout = 1, 3, 60.0
         args.repl_samples, args.repl_services = 5, 20
     args.loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -601,7 +647,8 @@ def main() -> int:
     only = set(args.only.split(","))
     run = Run()
     parts: list[tuple[str, str, Callable[[], None]]] = [
-        ("peerplane", "peerplane: writes, reads", lambda: peerplane_main(args, run)),
+        ("peerplane|etcd", f"peerplane and etcd 3.4: writes, reads, {args.rounds} rounds",
+         lambda: side_by_side(args, run, only)),
         ("failover", "peerplane: failover", lambda: peerplane_failover(args, run)),
         ("peerplane", "peerplane: writes with --durability page-cache",
          lambda: peerplane_page_cache(args, run)),
@@ -609,14 +656,14 @@ def main() -> int:
         ("establish", "peerplane: establish -> ACTIVE", lambda: peerplane_establish(args, run)),
         ("replication", "peerplane: replication over a peering",
          lambda: peerplane_replication(args, run)),
-        ("etcd", "etcd 3.4", lambda: etcd(args, run)),
+        ("etcd", "etcd 3.4: failover", lambda: etcd_failover(args, run)),
         ("raw", "raw PySyncObj", lambda: raw(args, run)),
     ]
-    unknown = only - {key for key, _, _ in parts}
+    unknown = only - {k for key, _, _ in parts for k in key.split("|")}
     if unknown:
         p.error(f"unknown parts: {', '.join(sorted(unknown))}")
     for key, name, fn in parts:
-        if key in only:
+        if only & set(key.split("|")):
             run.part(name, fn)
     lines = report(run, args, started)
     print("\n" + "\n".join(lines))
