@@ -11,11 +11,11 @@ Everything runs on 127.0.0.1 and is stopped before the script exits:
   are GET /v1/peering/<name> in default, ?consistent and ?stale mode, spread over all
   three servers (followers serve them too, default/consistent after the leader's read index).
   Failover: SIGKILL the leader, time until the next write is acknowledged by a survivor
-  (median). Establish -> ACTIVE comes from bench/establish.py. Scale (a fresh cluster):
-  writes/s with 100 peerings,
-  then filled to --peerings: p50 of GET /v1/peerings on the leader, VmRSS of each server,
-  writes/s again (the ratio is the flatness target), and cold restart (SIGKILL all, start
-  all, until a consistent list answers with every peering).
+  (median). Establish -> ACTIVE comes from bench/establish.py. Scale: two fresh clusters,
+  one with 100 peerings and one filled to --peerings; writes/s on each in interleaved rounds
+  (the ratio of the medians is the flatness target); on the big one p50 of GET /v1/peerings
+  on the leader, VmRSS of each server, and cold restart (SIGKILL all, start all, until a
+  consistent list answers with every peering).
 - etcd 3.4 (Debian etcd-server): three members, default settings, the same wrk threads and
   connections against the v3 JSON gateway: POST /v3/kv/put (unique keys), POST /v3/kv/range
   linearizable and serializable, spread over all members; failover the same way.
@@ -288,38 +288,50 @@ def peerplane_page_cache(args: argparse.Namespace, run: Run) -> None:
                                            args.duration, args.connections))
 
 
-def cpu_per_write(c: LocalCluster, run: Run, key: str, load: Callable[[], Result]) -> None:
-    """Run `load`; record CPU ms per request summed over the servers (a busy machine moves
-    rates more than it moves CPU time per request)."""
-    pids = [a.proc.pid for a in c.agents if a.proc is not None]
-    before = sum(cpu_seconds(p) for p in pids)
-    result = load()
-    run.values[f"pp.cpu.{key}"] = (
-        1000 * (sum(cpu_seconds(p) for p in pids) - before) / max(1, result.requests))
+def cpu_ms(c: LocalCluster) -> float:
+    """CPU ms the cluster's servers have used so far, summed."""
+    return 1000 * sum(cpu_seconds(a.proc.pid) for a in c.agents if a.proc is not None)
 
 
 def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
-    """One cluster: writes/s with SEED peerings; filled to `n`: list p50 and RSS, writes/s
-    again (the ratio is the flatness), then a cold restart. Both write runs generate new
-    tokens for the SEED peerings, so the number of peerings stays SEED, then `n`."""
+    """Two clusters, one with SEED peerings and one filled to `n`: writes/s on each in
+    interleaved rounds (both up, which goes first alternating; the median of the rounds - the
+    ratio is the flatness - and CPU per write over all rounds); then on the big one the list
+    p50, RSS, and a cold restart. The write runs generate new tokens for the SEED peerings
+    both clusters have, so the numbers of peerings stay SEED and `n`."""
     n = args.peerings
-    with tempfile.TemporaryDirectory(prefix="bench-pp-scale-") as tmp, LocalCluster(tmp) as c:
-        nodes = [a.http_addr for a in c.agents]
-        fill(c, SEED, timeout=args.fill_timeout, prefix="small")
-        pool = {"PEERPLANE_BENCH_POOL": str(SEED)}  # new tokens for the SEED peerings
-        cpu_per_write(c, run, "small", lambda: run.load(
-            "pp.write.small", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
-                                  args.connections, env=pool)))
-        have = list_count(c.leader(), "?consistent") or 0
-        took = fill(c, max(0, n - have), timeout=args.fill_timeout)
+    with contextlib.ExitStack() as stack:
+        small, big = (stack.enter_context(LocalCluster(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix=f"bench-pp-scale-{size}-"))))
+            for size in ("small", "big"))
+        for c in (small, big):
+            fill(c, SEED, timeout=args.fill_timeout, prefix="small")
+        have = list_count(big.leader(), "?consistent") or 0
+        took = fill(big, max(0, n - have), timeout=args.fill_timeout)
         run.values["pp.fill"] = (n - have, took)
         print(f"   created {n - have} more peerings in {took:.1f} s", flush=True)
         if have > n:
             run.notes.append(f"the scale cluster had {have} peerings before the fill (> {n})")
+        pool = {"PEERPLANE_BENCH_POOL": str(SEED)}  # new tokens for the SEED peerings
+        results: dict[str, list[Result]] = {"small": [], "n": []}
+        cpu = {"small": 0.0, "n": 0.0}
+        for r in range(args.rounds):
+            order = (("small", small), ("n", big))
+            for key, c in (order if r % 2 == 0 else order[::-1]):
+                before = cpu_ms(c)
+                res = run.load(f"pp.write.{key} (round {r + 1})", wrk(
+                    "token.lua", [a.http_addr for a in c.agents], "/v1/peering/token",
+                    args.duration, args.connections, env=pool))
+                cpu[key] += cpu_ms(c) - before
+                results[key].append(res)
+        for key, got in results.items():
+            run.load(f"pp.write.{key}", median_result(got))
+            run.values[f"pp.cpu.{key}"] = cpu[key] / max(1, sum(x.requests for x in got))
+        c = big
         leader = c.leader()
-        got = list_count(leader, "?consistent")
-        if got != max(n, have):
-            raise RuntimeError(f"consistent list has {got} peerings, expected {max(n, have)}")
+        got_n = list_count(leader, "?consistent")
+        if got_n != max(n, have):
+            raise RuntimeError(f"consistent list has {got_n} peerings, expected {max(n, have)}")
         samples = []
         deadline = time.monotonic() + 60
         while len(samples) < args.list_samples and time.monotonic() < deadline:
@@ -330,9 +342,6 @@ def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
                 raise RuntimeError(f"list: {reply.status} {reply.text[:200]}")
         run.values["pp.list"] = samples
         run.values["pp.rss"] = [rss_mb(a.proc.pid) for a in c.agents if a.proc is not None]
-        cpu_per_write(c, run, "n", lambda: run.load(
-            "pp.write.n", wrk("token.lua", nodes, "/v1/peering/token", args.duration,
-                              args.connections, env=pool)))
         n = list_count(c.leader(), "?consistent") or 0
         run.values["pp.restart.n"] = n
         # cold restart: SIGKILL everything, start everything, until a consistent list is whole
@@ -481,9 +490,9 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
            "pp.register", "etcd.write", None)
     n = args.peerings
     small, at_n = res("pp.write.small", "rate"), res("pp.write.n", "rate")
-    rows.append((f"writes/s with {SEED} peerings (scale cluster)", "rate", small, None, None,
-                 None))
-    rows.append((f"writes/s with {n:,} peerings (same cluster)", "rate", at_n, None, None,
+    rows.append((f"writes/s with {SEED} peerings (a cluster of their own)", "rate", small, None,
+                 None, None))
+    rows.append((f"writes/s with {n:,} peerings (another cluster)", "rate", at_n, None, None,
                  f"{at_n / small:.2f}× with {SEED}" if at_n and small else None))
     triple("page-cache writes", f"(no fsync; {c} conns / in flight)", "pp.write.pagecache",
            None, "raw.write.pagecache")
