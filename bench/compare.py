@@ -220,8 +220,8 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
                 ("pp.read.consistent", "spread.lua", "/v1/peering/seed-7?consistent", None),
                 ("pp.read.stale", "spread.lua", "/v1/peering/seed-7?stale", None),
             )):
-                pairs[slot].append((key, functools.partial(
-                    wrk, script, nodes, path, args.duration, args.connections, env=env)))
+                pairs[slot].append((key, term_watched(c, run, key, functools.partial(
+                    wrk, script, nodes, path, args.duration, args.connections, env=env))))
         if "etcd" in only:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-etcd-"))
             e = stack.enter_context(EtcdCluster(tmp))
@@ -244,6 +244,33 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
         for key, results in rounds.items():
             run.load(key, median_result(results))
         run.values["rounds"] = args.rounds
+
+
+def raft_term(c: LocalCluster) -> int | None:
+    """The highest Raft term any server reports (GET /v1/agent/metrics); None if none answers."""
+    terms = []
+    for a in c.agents:
+        try:
+            gauges = a.call("GET", "/v1/agent/metrics", timeout=5).json().get("Gauges") or []
+        except (OSError, ValueError):
+            continue
+        terms += [int(g["Value"]) for g in gauges if g.get("Name") == "peerplane.raft.term"]
+    return max(terms, default=None)
+
+
+def term_watched(c: LocalCluster, run: Run, key: str,
+                 load: Callable[[], Result]) -> Callable[[], Result]:
+    """`load`, noting when the Raft term moved during it (an election: a stall or the errors
+    of a run are then a leader change, not the load)."""
+    def watched() -> Result:
+        before = raft_term(c)
+        result = load()
+        after = raft_term(c)
+        if before is not None and after is not None and after != before:
+            run.notes.append(f"{key}: Raft term {before} -> {after} during the run "
+                             f"(a leader election)")
+        return result
+    return watched
 
 
 def median_result(results: list[Result]) -> Result:
@@ -319,9 +346,10 @@ def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
             order = (("small", small), ("n", big))
             for key, c in (order if r % 2 == 0 else order[::-1]):
                 before = cpu_ms(c)
-                res = run.load(f"pp.write.{key} (round {r + 1})", wrk(
-                    "token.lua", [a.http_addr for a in c.agents], "/v1/peering/token",
-                    args.duration, args.connections, env=pool))
+                name = f"pp.write.{key} (round {r + 1})"
+                res = run.load(name, term_watched(c, run, name, functools.partial(
+                    wrk, "token.lua", [a.http_addr for a in c.agents], "/v1/peering/token",
+                    args.duration, args.connections, env=pool))())
                 cpu[key] += cpu_ms(c) - before
                 results[key].append(res)
         for key, got in results.items():
