@@ -202,7 +202,9 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
     (other tenants) by 10-20 % over minutes: with each system's runs minutes apart, one ratio
     measured the drift as much as the systems."""
     with contextlib.ExitStack() as stack:
-        pairs: list[list[tuple[str, Callable[[], Result]]]] = [[], [], [], [], []]
+        # each workload's runs, peerplane's and etcd's, back to back in a round
+        pairs: dict[str, list[tuple[str, Callable[[], Result]]]] = {
+            w: [] for w in ("write", "register", "default", "consistent", "stale")}
         if "peerplane" in only:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pp-"))
             c = stack.enter_context(LocalCluster(tmp))
@@ -213,37 +215,37 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
                 if reply.status != 200:
                     raise RuntimeError(f"seeding: {reply.status} {reply.text}")
             register = {"PEERPLANE_BENCH_WRITE": "register"}
-            for slot, (key, script, path, env) in enumerate((
-                ("pp.write", "token.lua", "/v1/peering/token", None),
-                ("pp.register", "token.lua", "/v1/catalog/register", register),
-                ("pp.read.default", "spread.lua", "/v1/peering/seed-7", None),
-                ("pp.read.consistent", "spread.lua", "/v1/peering/seed-7?consistent", None),
-                ("pp.read.stale", "spread.lua", "/v1/peering/seed-7?stale", None),
-            )):
-                pairs[slot].append((key, term_watched(c, run, key, functools.partial(
+            for workload, key, script, path, env in (
+                ("write", "pp.write", "token.lua", "/v1/peering/token", None),
+                ("register", "pp.register", "token.lua", "/v1/catalog/register", register),
+                ("default", "pp.read.default", "spread.lua", "/v1/peering/seed-7", None),
+                ("consistent", "pp.read.consistent", "spread.lua",
+                 "/v1/peering/seed-7?consistent", None),
+                ("stale", "pp.read.stale", "spread.lua", "/v1/peering/seed-7?stale", None),
+            ):
+                pairs[workload].append((key, term_watched(c, run, key, functools.partial(
                     wrk, script, nodes, path, args.duration, args.connections, env=env))))
         if "etcd" in only:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-etcd-"))
             e = stack.enter_context(EtcdCluster(tmp))
             enodes = e.client_addrs
             e.put(e.leader(), "bench/seed", "x" * 64)
-            pairs[0].append(("etcd.write", functools.partial(
+            pairs["write"].append(("etcd.write", functools.partial(
                 wrk, "etcd_put.lua", enodes, "/v3/kv/put", args.duration, args.connections)))
-            for slot, (mode, serializable) in ((2, ("linearizable", False)),
-                                               (4, ("serializable", True))):
+            for workload, mode, serializable in (("default", "linearizable", False),
+                                                 ("stale", "serializable", True)):
                 body = json.dumps({"key": b64("bench/seed"), "serializable": serializable})
-                pairs[slot].append((f"etcd.read.{mode}", functools.partial(
+                pairs[workload].append((f"etcd.read.{mode}", functools.partial(
                     wrk, "post.lua", enodes, "/v3/kv/range", args.duration, args.connections,
                     env={"PEERPLANE_BENCH_BODY": body})))
         rounds: dict[str, list[Result]] = collections.defaultdict(list)
         for r in range(args.rounds):
             print(f"   round {r + 1} of {args.rounds}", flush=True)
-            for pair in pairs:
+            for pair in pairs.values():
                 for key, load in (pair if r % 2 == 0 else pair[::-1]):
                     rounds[key].append(run.load(f"{key} (round {r + 1})", load()))
         for key, results in rounds.items():
             run.load(key, median_result(results))
-        run.values["rounds"] = args.rounds
 
 
 def raft_term(c: LocalCluster) -> int | None:

@@ -65,7 +65,6 @@ class PeerplaneSyncObj(SyncObj):
         self._pre_vote_term = self._pre_vote_won = -1
         self._campaign_term = -1  # the term of this server's latest campaign
         self._pre_votes: set[str] = set()
-        self.connects_abandoned = 0  # connects dropped after CONNECT_TIMEOUT (tests)
         self.entries_received = 0  # log entries that arrived in append_entries (resends too)
         self.backtracks = 0  # appends refused for a term mismatch (a log that diverged here)
         self.command_messages_sent = 0  # messages carrying this follower's commands (tests)
@@ -78,7 +77,7 @@ class PeerplaneSyncObj(SyncObj):
         self._init_follower_reads()
         super().__init__(*args, transportClass=timed_transport(lease), **kwargs)
         conf = self._SyncObj__conf
-        self.compaction_base = (conf.logCompactionMinEntries, conf.logCompactionMinTime)
+        self._compaction_base = (conf.logCompactionMinEntries, conf.logCompactionMinTime)
         self._draw_compaction_point()
         pipe = getattr(self, "_SyncObj__pipeNotifier", None)  # None with batching on
         self.wakeups = HeldWakeups(pipe) if pipe is not None else None
@@ -128,7 +127,7 @@ class PeerplaneSyncObj(SyncObj):
     # after each compaction, so two servers rarely compact at once and a quorum keeps going.
 
     def _draw_compaction_point(self) -> None:
-        entries, seconds = self.compaction_base
+        entries, seconds = self._compaction_base
         conf = self._SyncObj__conf
         conf.logCompactionMinEntries = max(2, int(entries * random.uniform(*COMPACTION_SPREAD)))
         conf.logCompactionMinTime = seconds * random.uniform(*COMPACTION_SPREAD)
@@ -232,7 +231,6 @@ class PeerplaneSyncObj(SyncObj):
         for conn in list(self._SyncObj__transport._connections.values()):
             if (conn.state == _CONNECTING
                     and now - conn._TcpConnection__lastReadTime > CONNECT_TIMEOUT):
-                self.connects_abandoned += 1
                 conn.disconnect()
 
     def heard_within(self, addr: str, seconds: float) -> bool:
