@@ -223,15 +223,21 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
                  "/v1/peering/seed-7?consistent", None),
                 ("stale", "pp.read.stale", "spread.lua", "/v1/peering/seed-7?stale", None),
             ):
-                pairs[workload].append((key, term_watched(c, run, key, functools.partial(
-                    wrk, script, nodes, path, args.duration, args.connections, env=env))))
+                load = term_watched(c, run, key, functools.partial(
+                    wrk, script, nodes, path, args.duration, args.connections, env=env))
+                if workload == "write":
+                    load = cpu_counted(lambda: [a.proc.pid for a in c.agents if a.proc], run,
+                                       key, load)
+                pairs[workload].append((key, load))
         if "etcd" in only:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-etcd-"))
             e = stack.enter_context(EtcdCluster(tmp))
             enodes = e.client_addrs
             e.put(e.leader(), "bench/seed", "x" * 64)
-            pairs["write"].append(("etcd.write", functools.partial(
-                wrk, "etcd_put.lua", enodes, "/v3/kv/put", args.duration, args.connections)))
+            pairs["write"].append(("etcd.write", cpu_counted(
+                lambda: [p.pid for p in e.procs if p is not None], run, "etcd.write",
+                functools.partial(wrk, "etcd_put.lua", enodes, "/v3/kv/put", args.duration,
+                                  args.connections))))
             for workload, mode, serializable in (("default", "linearizable", False),
                                                  ("stale", "serializable", True)):
                 body = json.dumps({"key": b64("bench/seed"), "serializable": serializable})
@@ -273,6 +279,23 @@ def term_watched(c: LocalCluster, run: Run, key: str,
                              f"(a leader election)")
         return result
     return watched
+
+
+def cpu_counted(pids: Callable[[], list[int]], run: Run, key: str,
+                load: Callable[[], Result]) -> Callable[[], Result]:
+    """`load`, adding the CPU its cluster's processes used during it, and its requests, to
+    run.values[key + ".cpu"] ([CPU ms, requests] over all rounds): how much work a write
+    costs each system, apart from how fast the host let it go."""
+    def counted() -> Result:
+        procs = pids()
+        before = sum(cpu_seconds(p) for p in procs)
+        result = load()
+        spent = sum(cpu_seconds(p) for p in procs) - before
+        total = run.values.setdefault(f"{key}.cpu", [0.0, 0])
+        total[0] += spent * 1000
+        total[1] += result.requests
+        return result
+    return counted
 
 
 def median_result(results: list[Result]) -> Result:
@@ -648,6 +671,11 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> li
     if isinstance(fill, tuple) and fill[1] > 0:
         out.append(f"{fill[0]:,} peerings created in {fill[1]:.1f} s "
                    f"({fill[0] / fill[1]:,.0f}/s, 32 concurrent HTTP clients)")
+    pp_cpu, etcd_cpu = (run.values.get(k) for k in ("pp.write.cpu", "etcd.write.cpu"))
+    if pp_cpu and etcd_cpu and pp_cpu[1] and etcd_cpu[1]:
+        pp_ms, etcd_ms = pp_cpu[0] / pp_cpu[1], etcd_cpu[0] / etcd_cpu[1]
+        out.append(f"CPU per write over all rounds, three servers / members summed: peerplane "
+                   f"{pp_ms:.3f} ms, etcd {etcd_ms:.3f} ms ({pp_ms / etcd_ms:.2f}×)")
     small, at_n = run.values.get("pp.cpu.small"), run.values.get("pp.cpu.n")
     if small and at_n:
         out.append(f"CPU per write, all three servers: {small:.2f} ms with {SEED} peerings, "

@@ -9,6 +9,7 @@ Needs `wrk` and `etcd` (Debian's wrk, etcd-server; .ci/run installs them).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -37,3 +38,5 @@ def test_compare_smoke_runs_every_part(tmp_path):
     # every part ran by default, each with its numbers (a row alone is printed either way)
     assert "failover ms, median of 3 " in table, table
     assert "target: list p50 ms at n peerings:" in table, table
+    assert re.search(r"CPU per write over all rounds, .*: peerplane \d+\.\d+ ms, "
+                     r"etcd \d+\.\d+ ms", table), table
