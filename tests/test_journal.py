@@ -119,6 +119,38 @@ def test_compaction_keeps_the_tail_entries(tmp_path):
     assert [e[1] for e in reopen(path)] == [4, 5, 6]
 
 
+def test_a_compacted_file_holds_the_kept_records_as_a_fresh_journal_would(tmp_path):
+    compacted, fresh = str(tmp_path / "a.journal"), str(tmp_path / "b.journal")
+    j = filled(compacted)
+    j.deleteEntriesTo(2)
+    j._destroy()
+    k = ChecksummedJournal(fresh)
+    for i in range(3, 6):
+        k.add(bytes([i]) * 40, i, 1)
+    k._destroy()
+    with open(compacted, "rb") as a, open(fresh, "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_entries_after_a_compaction_are_truncated_at_the_right_offset(tmp_path):
+    path = str(tmp_path / "raft.journal")
+    j = filled(path)
+    j.deleteEntriesTo(2)
+    j.deleteEntriesFrom(1)  # keeps entry 3 only
+    j.add(b"four", 4, 2)
+    j._destroy()
+    assert list(reopen(path)) == [(bytes([3]) * 40, 3, 1), (b"four", 4, 2)]
+
+
+def test_compacting_every_entry_leaves_an_empty_journal_that_takes_new_ones(tmp_path):
+    path = str(tmp_path / "raft.journal")
+    j = filled(path)
+    j.deleteEntriesTo(5)
+    j.add(b"six", 6, 1)
+    j._destroy()
+    assert list(reopen(path)) == [(b"six", 6, 1)]
+
+
 def test_a_pysyncobj_journal_is_converted_with_its_entries(tmp_path):
     path = str(tmp_path / "raft.journal")
     old = FileJournal(path)

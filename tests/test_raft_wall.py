@@ -60,7 +60,7 @@ def test_no_module_outside_the_wall_touches_pysyncobj_internals():
 
 def test_every_private_name_the_wall_uses_is_checked_at_start_up():
     source = "".join(p.read_text() for p in (ROOT / "cluster" / "raft_wall").glob("*.py"))
-    used = set(re.findall(r"_(?:SyncObj|TcpConnection|FastQueue)__\w+", source))
+    used = set(re.findall(r"_(?:SyncObj|TcpConnection|FastQueue|Serializer)__\w+", source))
     checked = set(internals._METHODS) | {name for _, name in internals._FIELDS}
     checked.add("_TcpConnection__processParseMessage")  # its calls are checked (_codec_missing)
     assert used - checked == set()

@@ -5,6 +5,7 @@ has the child - not the tick thread - take the FSM's snapshot."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import pickle
 import threading
@@ -129,3 +130,35 @@ def test_a_server_draws_a_new_compaction_point_after_each_compaction(tmp_path, m
         for n in nodes:
             assert draws.count(id(n._sync)) >= 2  # at start, then after its compaction
             assert 15 <= n._sync._SyncObj__conf.logCompactionMinEntries <= 25
+
+
+def test_a_server_asks_whether_its_snapshot_child_has_exited_at_most_every_50_ms(
+        tmp_path, monkeypatch):
+    asked: dict[int, list[float]] = {}
+    waitpid = os.waitpid
+
+    def counted(pid: int, options: int) -> tuple[int, int]:
+        asked.setdefault(threading.get_ident(), []).append(time.monotonic())
+        return waitpid(pid, options)
+
+    monkeypatch.setattr(pysyncobj.serializer.os, "waitpid", counted)
+    reduce = ForkedSnapshot.__reduce__
+
+    def slow(self: ForkedSnapshot) -> tuple[type[bytes], tuple[bytes]]:
+        if os.getpid() != self.pid:
+            time.sleep(0.5)  # a child that takes a while, as one does at 30,000 peerings
+        return reduce(self)
+
+    monkeypatch.setattr(ForkedSnapshot, "__reduce__", slow)
+
+    async def write(nodes) -> None:
+        leader = await wait_leader(nodes)
+        for i in range(300):  # every commit ticks each server several times
+            await leader.submit(GenerateToken(Partition="default", Name=f"p{i}", ID=f"id-{i}",
+                                              EstablishmentSecret="s"), 5.0)
+
+    with three_nodes(tmp_path, compaction_entries=20) as nodes:
+        asyncio.run(write(nodes))
+    gaps = [b - a for times in asked.values() for a, b in itertools.pairwise(times)]
+    assert len(gaps) >= 6  # each server waited for a child across several looks
+    assert min(gaps) >= 0.045

@@ -49,6 +49,8 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (SyncObj, "_SyncObj__commandsWaitingReply"),
     (SyncObj, "_SyncObj__conf"),
     (SyncObj, "_SyncObj__lastSerializedTime"),
+    (SyncObj, "_SyncObj__serializer"),
+    (_serializer.Serializer, "_Serializer__pid"),
     (TCPTransport, "_connections"),
     (FastQueue, "_FastQueue__queue"),
     (_tcp_connection.TcpConnection, "encryptor"),
