@@ -5,7 +5,9 @@ PySyncObj nodes in one process, fsync on:
 - commands submitted in one pass of the event loop wake the tick thread once;
 - a command's FSM change reaches the event loop before its result does (one hand-over queue),
   on the leader and on a follower;
-- the changes of one batch of applies reach the loop as one delivery."""
+- the changes of one batch of applies reach the loop as one delivery;
+- a follower applies what is committed before it syncs the entries that came along, and
+  acknowledges the appends one poll read after one fsync."""
 
 from __future__ import annotations
 
@@ -136,3 +138,54 @@ def test_a_change_after_a_delivery_ran_is_handed_over_again():
     changed(6, frozenset())
     hand_over.run()
     assert seen == [5, 6]
+
+
+def test_a_follower_applies_what_is_committed_before_it_syncs_the_entries_that_came_along(
+        nodes):
+    """A follower's answers to its own writes wait for its apply, not for the fsync of the
+    next batch: entries the leader committed are applied before this server syncs (and then
+    acknowledges) the new ones that arrived with the commit index."""
+    lagging: list[tuple[int, int]] = []  # (applied, committed) at syncs with some unapplied
+
+    async def go() -> None:
+        leader = await wait_leader(nodes)
+        for follower in (n for n in nodes if n is not leader):
+            sync_obj = follower._sync
+            journal = sync_obj._SyncObj__raftLog
+            sync = journal.sync
+
+            def checked(sync_obj=sync_obj, sync=sync) -> None:
+                if sync_obj.raftLastApplied < sync_obj.raftCommitIndex:
+                    lagging.append((sync_obj.raftLastApplied, sync_obj.raftCommitIndex))
+                sync()
+
+            journal.sync = checked
+
+        async def writer() -> None:
+            for _ in range(20):
+                await leader.submit(Barrier(), 10.0)
+
+        await asyncio.gather(*(writer() for _ in range(16)))
+
+    asyncio.run(go())
+    assert lagging == []
+
+
+def test_a_follower_acknowledges_the_appends_one_poll_read_after_one_fsync(nodes):
+    async def go() -> list[tuple[int, int]]:
+        leader = await wait_leader(nodes)
+        followers = [n for n in nodes if n is not leader]
+        before = [(f._sync.ack_syncs, f._sync.acks_sent) for f in followers]
+
+        async def writer() -> None:
+            for _ in range(20):
+                await leader.submit(Barrier(), 10.0)
+
+        await asyncio.gather(*(writer() for _ in range(32)))
+        return [(f._sync.ack_syncs - s, f._sync.acks_sent - a)
+                for f, (s, a) in zip(followers, before, strict=True)]
+
+    counts = asyncio.run(go())
+    assert all(0 < syncs <= acks for syncs, acks in counts), counts
+    # appends that arrived together shared a sync (with 32 writers, some always do)
+    assert sum(s for s, _ in counts) < sum(a for _, a in counts), counts

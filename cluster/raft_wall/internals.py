@@ -32,6 +32,7 @@ _METHODS = (
     "_SyncObj__doChangeCluster",
     "_SyncObj__updateClusterConfiguration",
     "_SyncObj__tryLogCompaction",
+    "_SyncObj__applyLogEntries",
 )
 # Private fields, found as the names a constructor assigns (mangled at compile time).
 _FIELDS: tuple[tuple[type, str], ...] = (

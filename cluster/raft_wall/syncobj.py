@@ -73,6 +73,11 @@ class PeerplaneSyncObj(SyncObj):
         self.response_messages_sent = 0  # messages answering followers' commands (tests)
         self.answers_carried = 0  # answers to a follower's batch carried by an append (tests)
         self.wakeups: HeldWakeups | None = None
+        # A follower's acks of the appends read in one poll, sent after one fsync (_flush_acks)
+        self._held_acks: list[tuple[Any, Any]] = []
+        self._held_from: tuple[Any, int] | None = None  # (leader node, term) they answer
+        self.ack_syncs = 0  # fsyncs made for held acks (tests)
+        self.acks_sent = 0  # acks of synced appends (tests)
         self.on_ack = on_ack  # called in the tick thread when a follower answers
         # called in the tick thread with the servers after a membership change
         self.on_membership = on_membership
@@ -117,7 +122,13 @@ class PeerplaneSyncObj(SyncObj):
         self._pre_vote_gate(raft_clock())  # PySyncObj's deadlines are on its own clock
         try:
             SyncObj._onTick(self, timeToWait)
+            if self._held_acks:
+                # Entries the leader has committed are applied before this server syncs the
+                # new ones it just got: a follower's own writes answer an fsync sooner.
+                self._SyncObj__applyLogEntries()
+            self._flush_acks()
         except JournalError:
+            self._held_acks.clear()  # not on disk: acknowledge nothing
             time.sleep(timeToWait)  # the journal logged why; from the next tick on we sit out
         self._shorten_campaign()
 
@@ -464,8 +475,34 @@ class PeerplaneSyncObj(SyncObj):
             self.backtracks += 1
             nextNodeIdx = min(nextNodeIdx, self.raftCommitIndex + 1)
         if self.durable and success:
-            self._SyncObj__raftLog.sync()  # raises JournalError: then nothing is acknowledged
+            # Held until the poll that read this append ends: the appends read together share
+            # one fsync, then their acks go out in order (one each: the lease pairs every
+            # append with its ack). An ack to another leader or term goes after those first.
+            if self._held_from != (node, self.raftCurrentTerm):
+                self._flush_acks()
+                self._held_from = (node, self.raftCurrentTerm)
+            self._held_acks.append((node, nextNodeIdx))
+            return
+        self._flush_acks()  # in order after the held ones
         SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
+
+    def _flush_acks(self) -> None:
+        """Sync the journal, then send the held acks (raises JournalError: none is sent)."""
+        if not self._held_acks:
+            return
+        self._SyncObj__raftLog.sync()
+        self.ack_syncs += 1
+        held, self._held_acks, self._held_from = self._held_acks, [], None
+        for node, next_index in held:
+            SyncObj._SyncObj__sendNextNodeIdx(self, node, False, next_index, True)
+        self.acks_sent += len(held)
+
+    def _extends_held(self, node: Any, kind: Any, message: dict[str, Any]) -> bool:
+        """An append from the leader and term the held acks answer, that only adds entries:
+        PySyncObj truncates everything after its prevLogIdx, and an ack held from before a
+        truncation could claim entries no longer here."""
+        return (kind == "append_entries" and self._held_from == (node, message.get("term"))
+                and message.get("prevLogIdx", -1) >= self._SyncObj__raftLog[-1][1])
 
     def _SyncObj__sendAppendEntries(self) -> None:
         if self.draining or self._commands_waiting():
@@ -487,6 +524,8 @@ class PeerplaneSyncObj(SyncObj):
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
         self.last_heard[str(node)] = time.monotonic()
+        if self._held_acks and not self._extends_held(node, kind, message):
+            self._flush_acks()  # every other message is handled as if the acks had gone out
         if self._sitting_out and kind in ("append_entries", "request_vote", "timeout_now"):
             return
         if kind in ("pre_vote", "pre_vote_response"):
