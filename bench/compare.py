@@ -226,8 +226,7 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
                 load = term_watched(c, run, key, functools.partial(
                     wrk, script, nodes, path, args.duration, args.connections, env=env))
                 if workload == "write":
-                    load = cpu_counted(lambda: [a.proc.pid for a in c.agents if a.proc], run,
-                                       key, load)
+                    load = cpu_counted(functools.partial(cpu_ms, c), run, key, load)
                 pairs[workload].append((key, load))
         if "etcd" in only:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-etcd-"))
@@ -235,7 +234,7 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
             enodes = e.client_addrs
             e.put(e.leader(), "bench/seed", "x" * 64)
             pairs["write"].append(("etcd.write", cpu_counted(
-                lambda: [p.pid for p in e.procs if p is not None], run, "etcd.write",
+                functools.partial(etcd_cpu_ms, e), run, "etcd.write",
                 functools.partial(wrk, "etcd_put.lua", enodes, "/v3/kv/put", args.duration,
                                   args.connections))))
             for workload, mode, serializable in (("default", "linearizable", False),
@@ -281,18 +280,16 @@ def term_watched(c: LocalCluster, run: Run, key: str,
     return watched
 
 
-def cpu_counted(pids: Callable[[], list[int]], run: Run, key: str,
+def cpu_counted(cpu: Callable[[], float], run: Run, key: str,
                 load: Callable[[], Result]) -> Callable[[], Result]:
-    """`load`, adding the CPU its cluster's processes used during it, and its requests, to
-    run.values[key + ".cpu"] ([CPU ms, requests] over all rounds): how much work a write
-    costs each system, apart from how fast the host let it go."""
+    """`load`, adding the CPU ms its cluster used during it (`cpu`: the cluster's so far), and
+    its requests, to run.values[key + ".cpu"] ([CPU ms, requests] over all rounds): how much
+    work a write costs, apart from how fast the host let it go."""
     def counted() -> Result:
-        procs = pids()
-        before = sum(cpu_seconds(p) for p in procs)
+        before = cpu()
         result = load()
-        spent = sum(cpu_seconds(p) for p in procs) - before
         total = run.values.setdefault(f"{key}.cpu", [0.0, 0])
-        total[0] += spent * 1000
+        total[0] += cpu() - before
         total[1] += result.requests
         return result
     return counted
@@ -345,6 +342,11 @@ def cpu_ms(c: LocalCluster) -> float:
     return 1000 * sum(cpu_seconds(a.proc.pid) for a in c.agents if a.proc is not None)
 
 
+def etcd_cpu_ms(e: EtcdCluster) -> float:
+    """CPU ms the etcd members have used so far, summed."""
+    return 1000 * sum(cpu_seconds(p.pid) for p in e.procs if p is not None)
+
+
 def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
     """Two clusters, one with SEED peerings and one filled to `n`: writes/s on each in
     interleaved rounds (both up, which goes first alternating; the median of the rounds - the
@@ -366,20 +368,20 @@ def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
             run.notes.append(f"the scale cluster had {have} peerings before the fill (> {n})")
         pool = {"PEERPLANE_BENCH_POOL": str(SEED)}  # new tokens for the SEED peerings
         results: dict[str, list[Result]] = {"small": [], "n": []}
-        cpu = {"small": 0.0, "n": 0.0}
         for r in range(args.rounds):
             order = (("small", small), ("n", big))
             for key, c in (order if r % 2 == 0 else order[::-1]):
-                before = cpu_ms(c)
                 name = f"pp.write.{key} (round {r + 1})"
-                res = run.load(name, term_watched(c, run, name, functools.partial(
-                    wrk, "token.lua", [a.http_addr for a in c.agents], "/v1/peering/token",
-                    args.duration, args.connections, env=pool))())
-                cpu[key] += cpu_ms(c) - before
-                results[key].append(res)
+                load = cpu_counted(functools.partial(cpu_ms, c), run, f"pp.write.{key}",
+                                   term_watched(c, run, name, functools.partial(
+                                       wrk, "token.lua", [a.http_addr for a in c.agents],
+                                       "/v1/peering/token", args.duration, args.connections,
+                                       env=pool)))
+                results[key].append(run.load(name, load()))
         for key, got in results.items():
             run.load(f"pp.write.{key}", median_result(got))
-            run.values[f"pp.cpu.{key}"] = cpu[key] / max(1, sum(x.requests for x in got))
+            spent, requests = run.values[f"pp.write.{key}.cpu"]
+            run.values[f"pp.cpu.{key}"] = spent / max(1, requests)
         c = big
         leader = c.leader()
         got_n = list_count(leader, "?consistent")

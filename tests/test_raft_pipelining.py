@@ -21,6 +21,15 @@ from cluster.commands import Barrier, GenerateToken
 from peerplane_cli.agent import _changes_to_loop
 
 
+async def barriers(leader, writers: int, each: int = 20) -> None:
+    """`writers` clients, each submitting `each` barriers one after another."""
+    async def writer() -> None:
+        for _ in range(each):
+            await leader.submit(Barrier(), 10.0)
+
+    await asyncio.gather(*(writer() for _ in range(writers)))
+
+
 @pytest.fixture
 def nodes(tmp_path):
     with three_nodes(tmp_path) as made:
@@ -39,11 +48,7 @@ def test_followers_receive_each_entry_once_while_appends_are_pipelined(nodes):
         before = [f.entries_received() for f in followers]
         start = leader.applied_index()
 
-        async def writer() -> None:
-            for _ in range(20):
-                await leader.submit(Barrier(), 10.0)
-
-        await asyncio.gather(*(writer() for _ in range(32)))  # 640 entries, 32 in flight
+        await barriers(leader, writers=32)  # 640 entries, 32 in flight
         end = leader.applied_index()
         while any(f.applied_index() < end for f in followers):
             assert time.monotonic() < deadline + 30
@@ -161,11 +166,7 @@ def test_a_follower_applies_what_is_committed_before_it_syncs_the_entries_that_c
 
             journal.sync = checked
 
-        async def writer() -> None:
-            for _ in range(20):
-                await leader.submit(Barrier(), 10.0)
-
-        await asyncio.gather(*(writer() for _ in range(16)))
+        await barriers(leader, writers=16)
 
     asyncio.run(go())
     assert lagging == []
@@ -177,11 +178,7 @@ def test_a_follower_acknowledges_the_appends_one_poll_read_after_one_fsync(nodes
         followers = [n for n in nodes if n is not leader]
         before = [(f._sync.ack_syncs, f._sync.acks_sent) for f in followers]
 
-        async def writer() -> None:
-            for _ in range(20):
-                await leader.submit(Barrier(), 10.0)
-
-        await asyncio.gather(*(writer() for _ in range(32)))
+        await barriers(leader, writers=32)
         return [(f._sync.ack_syncs - s, f._sync.acks_sent - a)
                 for f, (s, a) in zip(followers, before, strict=True)]
 
