@@ -21,6 +21,10 @@ Everything runs on 127.0.0.1 and is stopped before the script exits:
   linearizable and serializable, spread over all members; failover the same way.
 - raw PySyncObj (bench/raw_pysyncobj.py): three SyncObj processes configured like peerplane,
   the replicated call submitted on the leader through an asyncio bridge, no HTTP.
+- floor: the same three processes with aiohttp in front (uvloop, no middleware), the same wrk
+  writes to all three, each handler making the replicated call (a follower's goes to the
+  leader the way peerplane's does) and answering a small JSON: what the two libraries cost
+  without the application. Its writes run interleaved with peerplane's and etcd's.
 
 peerplane's and etcd's write and read runs are interleaved (--rounds, default 3: both
 clusters up, each round runs every load of both, back to back, and each row is the median of
@@ -243,6 +247,15 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
                 pairs[workload].append((f"etcd.read.{mode}", functools.partial(
                     wrk, "post.lua", enodes, "/v3/kv/range", args.duration, args.connections,
                     env={"PEERPLANE_BENCH_BODY": body})))
+        if "floor" in only:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-floor-"))
+            f = stack.enter_context(RawCluster(tmp, http=True))
+            for i in range(len(f.procs)):  # fsync before an entry counts, as peerplane does
+                f.ask(i, {"cmd": "fsync", "on": True})
+            pairs["write"].append(("floor.write", cpu_counted(
+                functools.partial(raw_cpu_ms, f), run, "floor.write",
+                functools.partial(wrk, "token.lua", f.http_addrs, "/v1/peering/token",
+                                  args.duration, args.connections))))
         rounds: dict[str, list[Result]] = collections.defaultdict(list)
         for r in range(args.rounds):
             print(f"   round {r + 1} of {args.rounds}", flush=True)
@@ -345,6 +358,11 @@ def cpu_ms(c: LocalCluster) -> float:
 def etcd_cpu_ms(e: EtcdCluster) -> float:
     """CPU ms the etcd members have used so far, summed."""
     return 1000 * sum(cpu_seconds(p.pid) for p in e.procs if p is not None)
+
+
+def raw_cpu_ms(c: RawCluster) -> float:
+    """CPU ms the raw PySyncObj nodes have used so far, summed."""
+    return 1000 * sum(cpu_seconds(p.pid) for p in c.procs)
 
 
 def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
@@ -541,6 +559,9 @@ def table(run: Run, args: argparse.Namespace) -> list[str]:
 
     c = args.connections
     triple("writes", f"(fsync; {c} conns / in flight)", "pp.write", "etcd.write", "raw.write")
+    if isinstance(v.get("floor.write"), Result):  # the raw column: raw PySyncObj behind aiohttp
+        triple("writes", f"(fsync; {c} conns; raw: behind aiohttp, no app)", "pp.write",
+               "etcd.write", "floor.write")
     triple("catalog registers", f"(fsync; {c} conns; a new node + service each)",
            "pp.register", "etcd.write", None)
     n = args.peerings
@@ -673,11 +694,16 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> li
     if isinstance(fill, tuple) and fill[1] > 0:
         out.append(f"{fill[0]:,} peerings created in {fill[1]:.1f} s "
                    f"({fill[0] / fill[1]:,.0f}/s, 32 concurrent HTTP clients)")
-    pp_cpu, etcd_cpu = (run.values.get(k) for k in ("pp.write.cpu", "etcd.write.cpu"))
-    if pp_cpu and etcd_cpu and pp_cpu[1] and etcd_cpu[1]:
-        pp_ms, etcd_ms = pp_cpu[0] / pp_cpu[1], etcd_cpu[0] / etcd_cpu[1]
-        out.append(f"CPU per write over all rounds, three servers / members summed: peerplane "
-                   f"{pp_ms:.3f} ms, etcd {etcd_ms:.3f} ms ({pp_ms / etcd_ms:.2f}×)")
+    cpu = {}
+    for name, key in (("peerplane", "pp.write.cpu"), ("etcd", "etcd.write.cpu"),
+                      ("aiohttp + raw PySyncObj", "floor.write.cpu")):
+        spent, requests = run.values.get(key) or (0.0, 0)
+        if requests:
+            cpu[name] = spent / requests
+    if "peerplane" in cpu and "etcd" in cpu:
+        out.append("CPU per write over all rounds, three servers / members summed: "
+                   + ", ".join(f"{name} {ms:.3f} ms" for name, ms in cpu.items())
+                   + f" (peerplane {cpu['peerplane'] / cpu['etcd']:.2f}× etcd's)")
     small, at_n = run.values.get("pp.cpu.small"), run.values.get("pp.cpu.n")
     if small and at_n:
         out.append(f"CPU per write, all three servers: {small:.2f} ms with {SEED} peerings, "
@@ -698,7 +724,8 @@ def main() -> int:
     p.add_argument("--peerings", type=int, default=10_000)
     p.add_argument("--establish-runs", type=int, default=20)
     p.add_argument("--markdown", metavar="PATH", help="also write the table here (Markdown)")
-    p.add_argument("--only", default="peerplane,failover,establish,replication,scale,etcd,raw",
+    p.add_argument("--only",
+                   default="peerplane,failover,establish,replication,scale,etcd,raw,floor",
                    help="comma-separated parts to run (default: all)")
     p.add_argument("--smoke", action="store_true",
                    help="seconds-long run of every part, for CI; non-zero exit on any failure")
@@ -716,7 +743,8 @@ def main() -> int:
     only = set(args.only.split(","))
     run = Run()
     parts: list[tuple[str, str, Callable[[], None]]] = [
-        ("peerplane|etcd", f"peerplane and etcd 3.4: writes, reads, {args.rounds} rounds",
+        ("peerplane|etcd|floor",
+         f"peerplane and etcd 3.4: writes, reads, {args.rounds} rounds",
          lambda: side_by_side(args, run, only)),
         ("failover", "peerplane: failover", lambda: peerplane_failover(args, run)),
         ("peerplane", "peerplane: writes with --durability page-cache",

@@ -112,6 +112,37 @@ async def _load(store: _Store, inflight: int, seconds: float, max_calls: int,
     }
 
 
+async def _http(store: _Store, addr: str) -> None:
+    """The floor of an HTTP write: aiohttp (as peerplane runs it: uvloop, no middleware) in
+    front of the replicated call, nothing else - POST /v1/peering/token puts the body's bytes
+    under a fresh key and answers a small JSON. A follower's call goes to the leader the way
+    PySyncObj sends it (peerplane's subclass: batched per tick, answers riding the append)."""
+    from aiohttp import web
+
+    loop = asyncio.get_running_loop()
+    seq = iter(range(1 << 62))
+
+    async def put(request: web.Request) -> web.Response:
+        body = await request.read()
+        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+        def _callback(res: Any, err: int) -> None:  # tick thread
+            loop.call_soon_threadsafe(fut.set_result, (res, err))
+
+        store.put(b"k-%d" % next(seq), body, callback=_callback)
+        _, err = await asyncio.wait_for(fut, 5.0)
+        if err != FAIL_REASON.SUCCESS:
+            return web.Response(status=500, text=f"error {err}")
+        return web.Response(body=b'{"ok":true}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/peering/token", put)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = addr.rsplit(":", 1)
+    await web.TCPSite(runner, host, int(port)).start()
+
+
 async def _serve(args: argparse.Namespace) -> None:
     os.makedirs(args.dir, exist_ok=True)
     store = _Store()
@@ -123,6 +154,8 @@ async def _serve(args: argparse.Namespace) -> None:
     sync = PeerplaneSyncObj(args.self_addr, partners, conf, consumers=[store],
                             lease=LeaseTracker(), vote_guard=t.vote_guard, durable=False)
     loop = asyncio.get_running_loop()
+    if args.http:
+        await _http(store, args.http)
 
     def reply(obj: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
@@ -159,11 +192,14 @@ async def _serve(args: argparse.Namespace) -> None:
 class RawCluster:
     """Three node processes; `bench()` runs the load on whichever is leader."""
 
-    def __init__(self, base_dir: str, nodes: int = 3) -> None:
+    def __init__(self, base_dir: str, nodes: int = 3, http: bool = False) -> None:
         from lab.cluster import free_ports
 
         self.base_dir = base_dir
-        self.addrs = [f"127.0.0.1:{p}" for p in free_ports(nodes)]
+        ports = free_ports(2 * nodes if http else nodes)
+        self.addrs = [f"127.0.0.1:{p}" for p in ports[:nodes]]
+        # with http: each node also serves POST /v1/peering/token (see _http)
+        self.http_addrs = [f"127.0.0.1:{p}" for p in ports[nodes:]]
         self.procs: list[subprocess.Popen[str]] = []
         self._queues: list[queue.Queue[str]] = []
 
@@ -175,7 +211,8 @@ class RawCluster:
             log = open(os.path.join(data_dir, "node.log"), "w")  # noqa: SIM115
             proc = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "node", "--self", addr,
-                 "--partners", partners, "--dir", data_dir],
+                 "--partners", partners, "--dir", data_dir,
+                 *(["--http", self.http_addrs[i]] if self.http_addrs else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
                 start_new_session=True,
             )
@@ -263,12 +300,15 @@ def main() -> int:
     n.add_argument("--self", dest="self_addr", required=True)
     n.add_argument("--partners", required=True)
     n.add_argument("--dir", required=True)
+    n.add_argument("--http", help="also serve HTTP writes here (host:port)")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--inflight", type=int, default=32)
     p.add_argument("--fsync", action="store_true")
     args = p.parse_args()
     if args.cmd == "node":
-        asyncio.run(_serve(args))
+        import uvloop
+
+        uvloop.run(_serve(args))
         return 0
     with tempfile.TemporaryDirectory() as tmp, RawCluster(tmp) as c:
         r = c.bench(args.inflight, args.seconds, args.fsync)

@@ -39,4 +39,6 @@ def test_compare_smoke_runs_every_part(tmp_path):
     assert "failover ms, median of 3 " in table, table
     assert "target: list p50 ms at n peerings:" in table, table
     assert re.search(r"CPU per write over all rounds, .*: peerplane \d+\.\d+ ms, "
-                     r"etcd \d+\.\d+ ms", table), table
+                     r"etcd \d+\.\d+ ms, aiohttp \+ raw PySyncObj \d+\.\d+ ms", table), table
+    assert re.search(r"writes/s \(fsync; 32 conns; raw: behind aiohttp, no app\) *\| *[\d,]+ "
+                     r"*\| *[\d,]+ *\| *[\d,]+ *\|", table), table
