@@ -1,4 +1,5 @@
-"""The benchmark comparison still runs end to end (bench/compare.py --smoke).
+"""The benchmark comparison still runs end to end (bench/compare.py --smoke), and so does the
+A/B harness (bench/ab.py).
 
 A seconds-long run of every part - peerplane (writes, reads, failover, peerings at scale,
 establish), etcd 3.4 and raw PySyncObj - so the bench scripts cannot rot. Its numbers are not
@@ -42,3 +43,18 @@ def test_compare_smoke_runs_every_part(tmp_path):
                      r"etcd \d+\.\d+ ms, aiohttp \+ raw PySyncObj \d+\.\d+ ms", table), table
     assert re.search(r"writes/s \(fsync; 32 conns; raw: behind aiohttp, no app\) *\| *[\d,]+ "
                      r"*\| *[\d,]+ *\| *[\d,]+ *\|", table), table
+
+
+@pytest.mark.integration
+def test_ab_runs_pairs_in_abba_order_and_summarizes_them():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "ab.py"), ROOT, ROOT, "--pairs", "2",
+         "--pause", "0", "--duration", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    runs = re.findall(r"^pair (\d) ([AB]): [\d,]+/s p50 ", out, re.M)
+    assert runs == [("1", "A"), ("1", "B"), ("2", "B"), ("2", "A")], out
+    assert re.search(r"^B/A per pair: [\d.]+, [\d.]+; geometric mean [\d.]+; "
+                     r"B faster in \d of 2 pairs$", out, re.M), out
