@@ -99,7 +99,7 @@ def main() -> int:
     p.add_argument("--agent-arg", action="append", default=[],
                    help="extra argument for every agent (repeatable)")
     args = p.parse_args()
-    spy = py_spy()
+    spy = None if args.no_spy else py_spy()  # --no-spy runs where py-spy is not installed
     script, path = LOADS[args.load]
     with tempfile.TemporaryDirectory(prefix="bench-prof-") as tmp, LocalCluster(
         tmp, extra_args=args.agent_arg
@@ -113,10 +113,6 @@ def main() -> int:
         spied = leader if args.spy_on == "leader" else next(a for a in c.agents if a is not leader)
         assert spied.proc is not None
         raw_path = args.raw or os.path.join(tmp, "stacks.txt")
-        spy_cmd = [spy, "record", "--pid", str(spied.proc.pid), "--rate", str(args.rate),
-                   "--duration", str(max(1, int(args.duration) - 1)), "--format", "raw",
-                   "--threads", "--nonblocking", "--output", raw_path,
-                   *(["--gil"] if args.gil else [])]
         result: dict[str, object] = {}
 
         def load() -> None:
@@ -132,6 +128,10 @@ def main() -> int:
             t.join()
             open(raw_path, "w").close()
         else:
+            spy_cmd = [str(spy), "record", "--pid", str(spied.proc.pid), "--rate",
+                       str(args.rate), "--duration", str(max(1, int(args.duration) - 1)),
+                       "--format", "raw", "--threads", "--nonblocking", "--output", raw_path,
+                       *(["--gil"] if args.gil else [])]
             subprocess.run(spy_cmd, check=True, capture_output=True)
             t.join()
         cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
