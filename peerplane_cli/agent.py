@@ -7,7 +7,6 @@ import collections
 import contextlib
 import gc
 import logging
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,24 +134,6 @@ def _changes_to_loop(
             node.to_loop(deliver)
 
     return changed
-
-
-def batch_scheduling() -> None:
-    """Run this process's threads under SCHED_BATCH (Linux; elsewhere nothing changes): a
-    thread that wakes up does not preempt the one running. The event loop and the Raft tick
-    thread share one GIL and wake each other (and the other servers) on every commit; under
-    SCHED_OTHER the thread woken often preempted the one that woke it while that one still
-    held the GIL, and at once had to wait for it. bench/ab.py on two cores, four sets of ABBA
-    pairs (20 pairs): writes/s x1.10, x1.05, x0.99, x1.11 (faster in 15 of 20 pairs), CPU per
-    write 5-11 % lower in every set. Timers still fire in time: a woken batch thread waits at
-    most for the running thread's time slice, milliseconds below Raft's timeouts."""
-    policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None:
-        return
-    try:
-        os.sched_setscheduler(0, policy, os.sched_param(0))
-    except OSError as e:  # a sandbox that forbids it: run as before
-        log.warning("could not switch to SCHED_BATCH scheduling: %s", e)
 
 
 def _tune_gc() -> None:

@@ -94,9 +94,6 @@ def run_agent_cmd(args: argparse.Namespace) -> int:
     )
     import uvloop  # the agent's event loop: markedly less CPU per HTTP request
 
-    from .agent import batch_scheduling
-
-    batch_scheduling()  # before any thread starts: every thread inherits it
     uvloop.run(run_agent(cfg))
     return 0
 

@@ -119,13 +119,3 @@ def test_the_exploit_payload_works_against_a_passwordless_pysyncobj(tmp_path):
         assert eventually(marker.exists, timeout=5)
     finally:
         node.destroy_synchronous()
-
-
-def test_every_thread_of_every_server_runs_under_sched_batch(cluster):
-    """peerplane_cli/agent.py batch_scheduling: the event loop, the Raft tick thread and every
-    thread started later inherit it, so none preempts another on waking."""
-    for agent in cluster.agents:
-        tids = [int(t) for t in os.listdir(f"/proc/{agent.proc.pid}/task")]
-        assert len(tids) >= 2, agent.name  # the event loop and the tick thread at least
-        assert {tid: os.sched_getscheduler(tid) for tid in tids} == (
-            dict.fromkeys(tids, os.SCHED_BATCH)), agent.name
