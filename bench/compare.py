@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,7 +238,7 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
             enodes = e.client_addrs
             e.put(e.leader(), "bench/seed", "x" * 64)
             pairs["write"].append(("etcd.write", cpu_counted(
-                functools.partial(etcd_cpu_ms, e), run, "etcd.write",
+                functools.partial(procs_cpu_ms, e.procs), run, "etcd.write",
                 functools.partial(wrk, "etcd_put.lua", enodes, "/v3/kv/put", args.duration,
                                   args.connections))))
             for workload, mode, serializable in (("default", "linearizable", False),
@@ -253,7 +253,7 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
             for i in range(len(f.procs)):  # fsync before an entry counts, as peerplane does
                 f.ask(i, {"cmd": "fsync", "on": True})
             pairs["write"].append(("floor.write", cpu_counted(
-                functools.partial(raw_cpu_ms, f), run, "floor.write",
+                functools.partial(procs_cpu_ms, f.procs), run, "floor.write",
                 functools.partial(wrk, "token.lua", f.http_addrs, "/v1/peering/token",
                                   args.duration, args.connections))))
         rounds: dict[str, list[Result]] = collections.defaultdict(list)
@@ -350,19 +350,14 @@ def peerplane_page_cache(args: argparse.Namespace, run: Run) -> None:
                                            args.duration, args.connections))
 
 
+def procs_cpu_ms(procs: Iterable[subprocess.Popen[Any] | None]) -> float:
+    """CPU ms these processes have used so far, summed (None: a member not running)."""
+    return 1000 * sum(cpu_seconds(p.pid) for p in procs if p is not None)
+
+
 def cpu_ms(c: LocalCluster) -> float:
     """CPU ms the cluster's servers have used so far, summed."""
-    return 1000 * sum(cpu_seconds(a.proc.pid) for a in c.agents if a.proc is not None)
-
-
-def etcd_cpu_ms(e: EtcdCluster) -> float:
-    """CPU ms the etcd members have used so far, summed."""
-    return 1000 * sum(cpu_seconds(p.pid) for p in e.procs if p is not None)
-
-
-def raw_cpu_ms(c: RawCluster) -> float:
-    """CPU ms the raw PySyncObj nodes have used so far, summed."""
-    return 1000 * sum(cpu_seconds(p.pid) for p in c.procs)
+    return procs_cpu_ms(a.proc for a in c.agents)
 
 
 def peerplane_scale(args: argparse.Namespace, run: Run) -> None:

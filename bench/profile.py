@@ -128,7 +128,8 @@ def main() -> int:
             t.join()
             open(raw_path, "w").close()
         else:
-            spy_cmd = [str(spy), "record", "--pid", str(spied.proc.pid), "--rate",
+            assert spy is not None
+            spy_cmd = [spy, "record", "--pid", str(spied.proc.pid), "--rate",
                        str(args.rate), "--duration", str(max(1, int(args.duration) - 1)),
                        "--format", "raw", "--threads", "--nonblocking", "--output", raw_path,
                        *(["--gil"] if args.gil else [])]

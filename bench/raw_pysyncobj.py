@@ -62,6 +62,22 @@ def _percentile(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def _submit(store: _Store, loop: asyncio.AbstractEventLoop, key: bytes,
+            value: bytes) -> asyncio.Future[tuple[Any, int]]:
+    """The replicated call through an asyncio bridge like peerplane's: (result, FAIL_REASON)."""
+    fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+    def _set(res: Any, err: int) -> None:
+        if not fut.done():  # a caller that timed out has cancelled it
+            fut.set_result((res, err))
+
+    def _callback(res: Any, err: int) -> None:  # tick thread (caller on QUEUE_FULL)
+        loop.call_soon_threadsafe(_set, res, err)
+
+    store.put(key, value, callback=_callback)
+    return fut
+
+
 async def _load(store: _Store, inflight: int, seconds: float, max_calls: int,
                 payload: int, timeout: float = 5.0) -> dict[str, Any]:
     """`inflight` workers each submit, await, repeat - until `seconds` or `max_calls`."""
@@ -73,19 +89,6 @@ async def _load(store: _Store, inflight: int, seconds: float, max_calls: int,
     deadline = started + seconds
     issued = 0
 
-    def submit(key: bytes) -> asyncio.Future[tuple[Any, int]]:
-        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
-
-        def _set(res: Any, err: int) -> None:
-            if not fut.done():
-                fut.set_result((res, err))
-
-        def _callback(res: Any, err: int) -> None:  # tick thread (caller on QUEUE_FULL)
-            loop.call_soon_threadsafe(_set, res, err)
-
-        store.put(key, value, callback=_callback)
-        return fut
-
     async def worker(w: int) -> None:
         nonlocal issued
         n = 0
@@ -94,7 +97,8 @@ async def _load(store: _Store, inflight: int, seconds: float, max_calls: int,
             n += 1
             t0 = time.monotonic()
             try:
-                _, err = await asyncio.wait_for(submit(b"k-%d-%d" % (w, n)), timeout)
+                _, err = await asyncio.wait_for(
+                    _submit(store, loop, b"k-%d-%d" % (w, n), value), timeout)
             except TimeoutError:
                 errors["timeout"] = errors.get("timeout", 0) + 1
                 continue
@@ -124,13 +128,7 @@ async def _http(store: _Store, addr: str) -> None:
 
     async def put(request: web.Request) -> web.Response:
         body = await request.read()
-        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
-
-        def _callback(res: Any, err: int) -> None:  # tick thread
-            loop.call_soon_threadsafe(fut.set_result, (res, err))
-
-        store.put(b"k-%d" % next(seq), body, callback=_callback)
-        _, err = await asyncio.wait_for(fut, 5.0)
+        _, err = await asyncio.wait_for(_submit(store, loop, b"k-%d" % next(seq), body), 5.0)
         if err != FAIL_REASON.SUCCESS:
             return web.Response(status=500, text=f"error {err}")
         return web.Response(body=b'{"ok":true}', content_type="application/json")
