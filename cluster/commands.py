@@ -64,6 +64,17 @@ class Barrier(Command):
     op: ClassVar[str] = "barrier"
 
 
+@dataclass(frozen=True)
+class Batch(Command):
+    """Commands one server submitted in one pass of its event loop, in one log entry
+    (cluster/raft.py): each is applied in order, as if it had its own entry, and its result is
+    its caller's. What a log entry costs (queue, pickle, journal record, apply call, callback)
+    is paid once for all of them on every server. A batch inside a batch is refused."""
+
+    op: ClassVar[str] = "batch"
+    commands: list[bytes]
+
+
 # ---- peerings (cluster/state/peerings.py) ----
 
 
@@ -293,13 +304,18 @@ def _is_str_map(v: Any) -> bool:
     return type(v) is dict and all(type(k) is str and type(x) is str for k, x in v.items())
 
 
+def _is_bytes_list(v: Any) -> bool:
+    return type(v) is list and all(type(x) is bytes for x in v)
+
+
 def _is_map(v: Any) -> bool:
     return type(v) is dict
 
 
 # A plain type: `type(value) is it`; a function: `it(value)` must hold.
 _CHECKS: dict[Any, Any] = {str: str, int: int, bool: bool, list[str]: _is_str_list,
-                           dict[str, str]: _is_str_map, Map: _is_map}
+                           dict[str, str]: _is_str_map, Map: _is_map,
+                           list[bytes]: _is_bytes_list}
 _FIELDS: dict[type[Command], list[tuple[str, Any, bool]]] = {}
 # (name, default) per field: dataclasses.fields() per command was a visible cost per write.
 _DEFAULTS: dict[type[Command], tuple[tuple[str, Any], ...]] = {}
@@ -388,7 +404,7 @@ def _made(cls: type[Command], fields: dict[str, Any]) -> Command:
     cmd.__dict__.update(fields)
     return cmd
 
-for _cls in (RegisterServer, InitIdentity, Barrier, GenerateToken, Establish, PeeringEvent,
+for _cls in (RegisterServer, InitIdentity, Barrier, Batch, GenerateToken, Establish, PeeringEvent,
              ExchangeSecret, Delete, Remove, AclInit, AclBootstrap, AclPolicySet,
              AclPolicyDelete, AclTokenSet, AclTokenDelete, CatalogRegister, CatalogDeregister,
              CatalogImportService, CatalogImportDeleteService, CatalogImportPrune,

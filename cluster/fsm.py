@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import msgpack
 
 from .commands import (
+    Batch,
     CatalogCommand,
     CatalogImportPrune,
     CatalogImportService,
@@ -115,8 +116,17 @@ class FSM:
     # ---- the one replicated entry point ----
 
     def apply(self, raw: bytes) -> dict[str, Any]:
+        """The result of the command in `raw`; for a Batch, {"results": [each one's result]}."""
+        return self._apply_raw(raw, batch_allowed=True)
+
+    def _apply_raw(self, raw: bytes, batch_allowed: bool) -> dict[str, Any]:
         try:
             cmd = decode(raw)
+            if type(cmd) is Batch:
+                if not batch_allowed:
+                    raise CommandError("a batch cannot hold a batch")
+                return {"results": [self._apply_raw(part, batch_allowed=False)
+                                    for part in cmd.commands]}
             with self._lock:
                 try:
                     if cmd.acl_index is not None and cmd.acl_index != self.acl.revision:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import os
 
-
 _BATCH = 64  # UUIDs made per read of os.urandom
 _ready: list[str] = []
 

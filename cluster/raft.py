@@ -23,7 +23,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
 from . import membership
-from .commands import Command, encode
+from .commands import Batch, Command, encode
 from .fsm import FSM
 from .journal import JournalPath
 from .lease import LeaseTracker
@@ -43,6 +43,30 @@ _TIMED_OUT = (None, "timed-out")  # a call's outcome when its timeout passed fir
 def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
     if not fut.done():
         fut.set_result(result)
+
+
+# A log entry holds at most this many of the commands one pass of the event loop submitted,
+# and (beyond the first) at most this many bytes of them.
+BATCH_MAX = 64
+BATCH_BYTES = 256 * 1024
+
+
+def _fan_out(callbacks: list[Callable[[Any, int], None]]) -> Callable[[Any, int], None]:
+    """One Batch entry's callback -> each command's: its own result from the batch's list; a
+    failure (not applied, outcome unknown) is every command's."""
+    def callback(res: Any, err: int) -> None:
+        results = res.get("results") if err == FAIL_REASON.SUCCESS and isinstance(
+            res, dict) else None
+        if isinstance(results, list) and len(results) == len(callbacks):
+            for cb, result in zip(callbacks, results, strict=True):
+                cb(result, err)
+            return
+        if err == FAIL_REASON.SUCCESS:  # an FSM that does not know batches answered
+            res = res if isinstance(res, dict) and "error" in res else {
+                "error": "invalid batch result", "kind": "invalid"}
+        for cb in callbacks:
+            cb(res, err)
+    return callback
 
 
 class NotApplied(Exception):
@@ -187,6 +211,8 @@ class RaftNode:
         self._outbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._outbox_scheduled = False
         self._wakeups_held = False
+        # Commands submitted in this pass of the event loop, with their callbacks (`_apply`).
+        self._queued: list[tuple[bytes, Callable[[Any, int], None]]] = []
         self._state_listeners: list[Callable[[], None]] = []
         self._reads: list[_PendingRead] = []
         self._reads_check_scheduled = False
@@ -329,16 +355,33 @@ class RaftNode:
         return outcome
 
     def _apply(self, raw: bytes, callback: Callable[[Any, int], None]) -> None:
-        """Queue a command; the tick thread is woken once for all commands queued in this
-        pass of the event loop (one batch: one send, one fsync, one GIL hand-off)."""
-        if not self._wakeups_held and self._sync.hold_wakeups():
-            self._wakeups_held = True
-            asyncio.get_running_loop().call_soon(self._release_wakeups)
-        self._replica.apply(raw, callback=callback)
+        """Queue a command for this pass of the event loop: `_flush`, run once after the
+        pass, sends what was queued as one log entry (a Batch) and wakes the tick thread once."""
+        if not self._queued:
+            self._wakeups_held = self._sync.hold_wakeups()
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._queued.append((raw, callback))
 
-    def _release_wakeups(self) -> None:
-        self._wakeups_held = False
-        self._sync.release_wakeups()
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        try:
+            start = 0
+            while start < len(queued):
+                end, size = start, 0
+                while end < len(queued) and end - start < BATCH_MAX and (
+                        end == start or size + len(queued[end][0]) <= BATCH_BYTES):
+                    size += len(queued[end][0])
+                    end += 1
+                part, start = queued[start:end], end
+                if len(part) == 1:
+                    self._replica.apply(part[0][0], callback=part[0][1])
+                else:
+                    self._replica.apply(encode(Batch(commands=[raw for raw, _ in part])),
+                                        callback=_fan_out([cb for _, cb in part]))
+        finally:
+            if self._wakeups_held:
+                self._wakeups_held = False
+                self._sync.release_wakeups()
 
     async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
         """Raft transport of one command (callers use cluster/proposer.py)."""
