@@ -121,6 +121,16 @@ async def settle(*sides: Side, timeout: float = 5.0) -> None:
         assert loop.time() < end, [s.end.status for s in sides]
 
 
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Until `check()` holds, for what settle() cannot see (a pass the exporter retries after a
+    pause leaves nothing unacked or pending meanwhile)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        assert loop.time() < end, "not within the timeout"
+        await asyncio.sleep(0.01)
+
+
 async def close(*sides: Side) -> None:
     for s in sides:
         for session in list(s.repl.sessions):
@@ -379,7 +389,9 @@ async def test_an_exporter_or_importer_failure_is_survived(pair, monkeypatch):
     monkeypatch.setattr(FSMCatalog, "service_instances", flaky_instances)
     monkeypatch.setattr(FSMCatalog, "import_command", flaky_command)
     dc1.register("node-a", "web-1")
-    await asyncio.sleep(0.3)
+    # The failed export pass is tried again RESEND_FIRST (0.2 s) after it failed, and nothing is
+    # unacked or pending meanwhile, so settle() alone could return before it: wait for the NACK.
+    await until(lambda: any("Error" in a for a in answers(dc2.end)))
     await settle(dc1, dc2)
     assert [n["Error"]["Code"] for n in answers(dc2.end) if "Error" in n] == [r.INTERNAL]
     await asyncio.sleep(0.3)  # the NACKed snapshot is sent again
