@@ -400,6 +400,32 @@ async def test_an_exporter_or_importer_failure_is_survived(pair, monkeypatch):
     await close(dc1, dc2)
 
 
+async def test_a_resend_due_in_an_export_pass_that_failed_is_sent_after_it(pair, monkeypatch):
+    dc1, dc2 = pair
+    dc1.export("web", to="dc2")
+    await connect(dc1, dc2)
+    dc2.fail_next = [r.UNAVAILABLE]
+    dc1.register("node-a", "web-1")
+    await settle(dc1, dc2)
+    assert [n["Error"]["Code"] for n in answers(dc2.end) if "Error" in n] == [r.UNAVAILABLE]
+    real_instances = FSMCatalog.service_instances
+    failed = []
+
+    def fails_once(self, service):
+        if not failed:
+            failed.append(service)
+            raise RuntimeError("catalog hiccup")
+        return real_instances(self, service)
+
+    monkeypatch.setattr(FSMCatalog, "service_instances", fails_once)
+    # The resend pass (after RESEND_FIRST) fails; the pass tried after that must still send it.
+    await until(lambda: bool(dc2.imported("web", "dc1")))
+    await settle(dc1, dc2)
+    assert failed == ["web"]
+    assert [s["ID"] for _, s, _ in dc2.imported("web", "dc1")] == ["web-1"]
+    await close(dc1, dc2)
+
+
 async def test_a_snapshot_over_the_message_limit_is_skipped_and_the_rest_flows(pair, monkeypatch):
     from cluster.peering import replication
     monkeypatch.setattr(replication, "MAX_FRAME", 1024 + 900)

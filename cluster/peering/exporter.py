@@ -119,7 +119,7 @@ class Exporter:
             self._timers = {h for h in self._timers if not h.cancelled()}
             try:
                 await self.sync()
-            except Exception:  # noqa: BLE001 - keep exporting; the next change tries again
+            except Exception:  # noqa: BLE001 - keep exporting; the pass is tried again
                 log.exception("exporting to %s failed", self.peer_name)
                 await asyncio.sleep(RESEND_FIRST)
                 self.wake()
@@ -130,6 +130,19 @@ class Exporter:
         entry, self._entry_changed = self._entry_changed, False
         servers, self._servers_changed = self._servers_changed, False
         resend, self._resend = self._resend, set()
+        try:
+            await self._pass(full, dirty, entry, servers, resend)
+        except BaseException:
+            # What this pass took is still owed: a resend that came due is not lost (the full
+            # pass that follows skips a service whose index did not move).
+            self._dirty |= dirty
+            self._entry_changed |= entry
+            self._servers_changed |= servers
+            self._resend |= resend
+            raise
+
+    async def _pass(self, full: bool, dirty: set[str], entry: bool, servers: bool,
+                    resend: set[tuple[str, str]]) -> None:
         again_addrs = (URL_SERVER_ADDRESSES, ADDRESSES_ID) in resend
         if URL_SERVER_ADDRESSES in self.subscribed and (full or servers or again_addrs):
             addrs = self.source.server_addresses()
@@ -168,7 +181,6 @@ class Exporter:
                 continue
             snap = service_snapshot(self.source.service_instances(name))
             d = digest(snap)
-            self._sent[name] = (index, d)
-            if prev is not None and prev[1] == d and not again:
-                continue
-            await self.send(URL_SERVICE, name, snap)
+            if not (prev is not None and prev[1] == d and not again):
+                await self.send(URL_SERVICE, name, snap)
+            self._sent[name] = (index, d)  # once sent: a send that failed is owed again
