@@ -116,17 +116,20 @@ class FSM:
     # ---- the one replicated entry point ----
 
     def apply(self, raw: bytes) -> dict[str, Any]:
-        """The result of the command in `raw`; for a Batch, {"results": [each one's result]}."""
-        return self._apply_raw(raw, batch_allowed=True)
+        """The result of the command in `raw`; for a Batch, {"results": [each one's result]}.
+        Subscribers hear once per apply, a batch's included: its last index and everything its
+        commands touched."""
+        return self._apply_raw(raw, None)
 
-    def _apply_raw(self, raw: bytes, batch_allowed: bool) -> dict[str, Any]:
+    def _apply_raw(self, raw: bytes, batch: set[tuple[str, Any]] | None) -> dict[str, Any]:
+        """`batch`: what the batch this command is part of touched so far (its subscribers
+        hear at the end of the batch), or None outside a batch."""
         try:
             cmd = decode(raw)
             if type(cmd) is Batch:
-                if not batch_allowed:
+                if batch is not None:
                     raise CommandError("a batch cannot hold a batch")
-                return {"results": [self._apply_raw(part, batch_allowed=False)
-                                    for part in cmd.commands]}
+                return self._apply_batch(cmd)
             with self._lock:
                 try:
                     if cmd.acl_index is not None and cmd.acl_index != self.acl.revision:
@@ -139,8 +142,18 @@ class FSM:
         except Exception as e:  # noqa: BLE001 - apply must be total
             return {"error": f"invalid command: {type(e).__name__}: {e}", "kind": "invalid"}
         if result.get("changed"):
-            self._notify(self._changes.index, touched)
+            if batch is None:
+                self._notify(self._changes.index, touched)
+            else:
+                batch |= touched
         return result
+
+    def _apply_batch(self, cmd: Batch) -> dict[str, Any]:
+        before, touched = self._changes.index, set()
+        results = [self._apply_raw(part, touched) for part in cmd.commands]
+        if self._changes.index != before:  # a command that changed something raised it
+            self._notify(self._changes.index, frozenset(touched))
+        return {"results": results}
 
     def _apply_table_command(self, cmd: CatalogCommand | ConfigCommand) -> dict[str, Any]:
         # Catalog commands of replication: refused unless the peering they name is live.
