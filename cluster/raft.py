@@ -213,6 +213,7 @@ class RaftNode:
         self._wakeups_held = False
         # Commands submitted in this pass of the event loop, with their callbacks (`_apply`).
         self._queued: list[tuple[bytes, Callable[[Any, int], None]]] = []
+        self.entries_proposed = 0  # log entries `_flush` handed to PySyncObj (tests)
         self._state_listeners: list[Callable[[], None]] = []
         self._reads: list[_PendingRead] = []
         self._reads_check_scheduled = False
@@ -373,6 +374,7 @@ class RaftNode:
                     size += len(queued[end][0])
                     end += 1
                 part, start = queued[start:end], end
+                self.entries_proposed += 1
                 if len(part) == 1:
                     self._replica.apply(part[0][0], callback=part[0][1])
                 else:
