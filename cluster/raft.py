@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,21 @@ def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
 # and (beyond the first) at most this many bytes of them.
 BATCH_MAX = 64
 BATCH_BYTES = 256 * 1024
+
+
+def _entries(queued: list[Any]) -> Iterator[list[Any]]:
+    """(raw, callback) pairs, in order, cut into log entries of at most BATCH_MAX commands
+    and, beyond the first, BATCH_BYTES."""
+    part: list[Any] = []
+    size = 0
+    for item in queued:
+        if part and (len(part) == BATCH_MAX or size + len(item[0]) > BATCH_BYTES):
+            yield part
+            part, size = [], 0
+        part.append(item)
+        size += len(item[0])
+    if part:
+        yield part
 
 
 def _fan_out(callbacks: list[Callable[[Any, int], None]]) -> Callable[[Any, int], None]:
@@ -210,7 +225,6 @@ class RaftNode:
         # Tick thread -> loop hand-over (`to_loop`): deque append/popleft are atomic.
         self._outbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._outbox_scheduled = False
-        self._wakeups_held = False
         # Commands submitted in this pass of the event loop, with their callbacks (`_apply`).
         self._queued: list[tuple[bytes, Callable[[Any, int], None]]] = []
         self.entries_proposed = 0  # log entries `_flush` handed to PySyncObj (tests)
@@ -359,21 +373,14 @@ class RaftNode:
         """Queue a command for this pass of the event loop: `_flush`, run once after the
         pass, sends what was queued as one log entry (a Batch) and wakes the tick thread once."""
         if not self._queued:
-            self._wakeups_held = self._sync.hold_wakeups()
+            self._sync.hold_wakeups()
             asyncio.get_running_loop().call_soon(self._flush)
         self._queued.append((raw, callback))
 
     def _flush(self) -> None:
         queued, self._queued = self._queued, []
         try:
-            start = 0
-            while start < len(queued):
-                end, size = start, 0
-                while end < len(queued) and end - start < BATCH_MAX and (
-                        end == start or size + len(queued[end][0]) <= BATCH_BYTES):
-                    size += len(queued[end][0])
-                    end += 1
-                part, start = queued[start:end], end
+            for part in _entries(queued):
                 self.entries_proposed += 1
                 if len(part) == 1:
                     self._replica.apply(part[0][0], callback=part[0][1])
@@ -381,9 +388,7 @@ class RaftNode:
                     self._replica.apply(encode(Batch(commands=[raw for raw, _ in part])),
                                         callback=_fan_out([cb for _, cb in part]))
         finally:
-            if self._wakeups_held:
-                self._wakeups_held = False
-                self._sync.release_wakeups()
+            self._sync.release_wakeups()  # nothing to release when none were held
 
     async def submit(self, cmd: Command, timeout: float) -> dict[str, Any]:
         """Raft transport of one command (callers use cluster/proposer.py)."""
