@@ -1,7 +1,7 @@
 """peerplane vs etcd 3.4 vs raw PySyncObj, side by side, in one run on this machine.
 
     .venv/bin/python bench/compare.py [--duration 10] [--connections 32] [--failovers 10]
-                                      [--peerings 10000] [--rounds 3] [--markdown PATH]
+                                      [--peerings 10000] [--rounds 5] [--markdown PATH]
                                       [--only PARTS] [--smoke]
 
 Everything runs on 127.0.0.1 and is stopped before the script exits:
@@ -26,9 +26,11 @@ Everything runs on 127.0.0.1 and is stopped before the script exits:
   leader the way peerplane's does) and answering a small JSON: what the two libraries cost
   without the application. Its writes run interleaved with peerplane's and etcd's.
 
-peerplane's and etcd's write and read runs are interleaved (--rounds, default 3: both
+peerplane's and etcd's write and read runs are interleaved (--rounds, default 5: both
 clusters up, each round runs every load of both, back to back, and each row is the median of
-the rounds), so a drift of the shared host's speed hits both alike.
+the rounds; each cluster's write load first runs once, not counted), so a drift of the shared
+host's speed hits both alike. Five rounds, not three: single runs of the same code on this
+host spread by 20-30 % (one slow run in three moved a median).
 
 The report ends with one line per target of the speed issue (met / MISSED).
 
@@ -729,7 +731,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--failovers", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=int, default=5,
                    help="interleaved rounds of peerplane's and etcd's loads (medians)")
     p.add_argument("--peerings", type=int, default=10_000)
     p.add_argument("--establish-runs", type=int, default=20)
