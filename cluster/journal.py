@@ -10,12 +10,14 @@ whole log and its metadata. On open, the first record whose length or CRC does n
 ends the log: it and everything after it are cut off, and the node catches up from its peers.
 
 File layout: MAGIC, then records `<u32 len><u32 crc32><u64 idx><u64 term><command>` where
-`len` counts idx + term + command and the CRC covers len and the body. Term, vote and commit
-index live in `<journal>.meta` (PySyncObj's pickled dict), replaced atomically and fsynced.
+`len` counts idx + term + command and the CRC covers len and the body, then zeros written ahead
+(see `PREALLOCATE`). Term, vote and commit index live in `<journal>.meta` (PySyncObj's pickled
+dict), replaced atomically and fsynced.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -37,6 +39,27 @@ _OLD_MAGIC = b"PYSYNCOBJ"  # PySyncObj's FileJournal, converted on open
 _OLD_FIRST, _OLD_LAST_PTR = 40, 36
 
 Entry = tuple[bytes, int, int]  # (command, idx, term), as PySyncObj expects
+
+# Zeros written ahead of the log's end, 1 MiB at a time; entries are then written over them. An
+# fdatasync after an append that grew the file must also commit the new size - on ext4 a
+# journal commit, which the three servers' syncs on one disk queue behind - while one after an
+# overwrite of blocks already written flushes only the data. etcd preallocates its WAL segments
+# for the same reason. On tmpfs/ramfs an fdatasync costs nothing and the space would be taken
+# from a small filesystem, so nothing is written ahead there.
+PREALLOCATE = 1 << 20
+_MEMORY_FS = (0x01021994, 0x858458F6)  # statfs f_type of tmpfs, ramfs
+
+
+def _on_memory_fs(path: str) -> bool:
+    """Whether `path`'s directory is on tmpfs or ramfs (Linux statfs; False when unknown)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first field
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.statfs(os.fsencode(os.path.dirname(os.path.abspath(path))), buf) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    return ctypes.c_long.from_buffer(buf).value in _MEMORY_FS
 
 
 class JournalError(OSError):
@@ -121,8 +144,13 @@ def _write_file(path: str, data: bytes) -> None:
 
 
 class ChecksummedJournal(Journal):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, preallocate: int | None = None) -> None:
+        """`preallocate`: bytes of zeros to write ahead (None: PREALLOCATE, or 0 on tmpfs)."""
         self.path = path
+        if preallocate is None:
+            preallocate = 0 if _on_memory_fs(path) else PREALLOCATE
+        self._preallocate = preallocate
+        self._allocated = 0  # the file's size: records up to self._end, zeros after
         self.meta_path = path + ".meta"
         self.failure: str | None = None  # why the journal cannot be written, while it cannot
         self._meta: dict[str, Any] = self._read_meta()
@@ -156,13 +184,15 @@ class ChecksummedJournal(Journal):
         self._entries, self._offsets, end = parse(data)
         self._fd = os.open(self.path, os.O_RDWR)
         self._end = end
-        if end < len(data):
+        self._allocated = len(data)
+        if data.count(0, end) != len(data) - end:  # not only zeros written ahead
             last = self._entries[-1][1] if self._entries else None
             log.error("journal %s: cut off a torn or corrupt tail: %d bytes after offset %d "
                       "(last intact entry: %s); the missing entries come from the leader",
                       self.path, len(data) - end, end, last)
             os.ftruncate(self._fd, end)
             os.fsync(self._fd)
+            self._allocated = end
 
     def _read_meta(self) -> dict[str, Any]:
         try:
@@ -210,7 +240,7 @@ class ChecksummedJournal(Journal):
         for e in self._entries:
             self._offsets.append(pos)
             pos += _HEAD.size + _BODY.size + len(to_bytes(e[0]))
-        self._end = pos
+        self._end = self._allocated = pos
         log.warning("journal %s: writable again (%d entries rewritten; was %s); rejoining",
                     self.path, len(self._entries), self.failure)
         self.failure = None
@@ -222,6 +252,8 @@ class ChecksummedJournal(Journal):
     def add(self, command: Any, idx: int, term: int) -> None:
         self._check()
         rec = _record(command, idx, term)
+        if self._end + len(rec) > self._allocated and self._preallocate:
+            self._write_ahead(self._end + len(rec) + self._preallocate)
         try:
             written = 0
             while written < len(rec):
@@ -232,6 +264,17 @@ class ChecksummedJournal(Journal):
         self._entries.append((command, idx, term))
         self._offsets.append(self._end)
         self._end += len(rec)
+
+    def _write_ahead(self, size: int) -> None:
+        """Zeros from the file's end up to `size` (synced with the next entries: fdatasync
+        commits the new size too). A full disk ends it early without failing anything: the
+        entry's own write then says whether it still fits."""
+        try:
+            while self._allocated < size:
+                self._allocated += os.pwrite(self._fd, bytes(size - self._allocated),
+                                             self._allocated)
+        except OSError:
+            self._allocated = os.fstat(self._fd).st_size
 
     def sync(self) -> None:
         """Everything added so far is on disk when this returns (raises otherwise)."""
@@ -256,7 +299,7 @@ class ChecksummedJournal(Journal):
         self._unsynced = True
         del self._entries[keep:]
         del self._offsets[keep:]
-        self._end = end
+        self._end = self._allocated = end  # (the records cut off must not come back)
 
     def clear(self) -> None:
         self._truncate(0)
@@ -282,6 +325,7 @@ class ChecksummedJournal(Journal):
         self._entries = self._entries[entryTo:]
         self._offsets = [offset - shift for offset in self._offsets[entryTo:]]
         self._end -= shift
+        self._allocated = self._end
 
     def _read(self, start: int, size: int) -> bytes:
         parts, pos, end = [], start, start + size

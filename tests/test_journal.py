@@ -1,6 +1,7 @@
 """The Raft journal on disk (cluster/journal.py): entries survive reopening, a torn or corrupt
 tail is cut off at the first bad record, a full filesystem is an error (never a SIGBUS) that
-stops every write until space is back, and PySyncObj's own journal format is converted."""
+stops every write until space is back, PySyncObj's own journal format is converted, and entries
+are written over zeros written ahead of the log's end (not on tmpfs)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ from pysyncobj.journal import FileJournal
 from cluster.journal import MAGIC, ChecksummedJournal, JournalError
 
 
-def filled(path: str, n: int = 5, size: int = 40) -> ChecksummedJournal:
-    j = ChecksummedJournal(path)
+def filled(path: str, n: int = 5, size: int = 40, preallocate: int = 0) -> ChecksummedJournal:
+    j = ChecksummedJournal(path, preallocate)
     for i in range(1, n + 1):
         j.add(bytes([i]) * size, i, 1)
     j.sync()
     return j
 
 
-def reopen(path: str) -> ChecksummedJournal:
-    j = ChecksummedJournal(path)
+def reopen(path: str, preallocate: int = 0) -> ChecksummedJournal:
+    j = ChecksummedJournal(path, preallocate)
     j._destroy()
     return j
 
@@ -70,13 +71,60 @@ def test_a_corrupt_entry_in_the_middle_ends_the_log_there(tmp_path):
     assert [e[1] for e in reopen(path)] == [1, 2]
 
 
-def test_zeros_after_the_last_entry_are_cut_off(tmp_path):
+RECORDS = len(MAGIC) + 5 * (8 + 16 + 40)  # the file's bytes up to the end of `filled`'s log
+
+
+def test_zeros_after_the_last_entry_are_kept_as_space_written_ahead(tmp_path, caplog):
     path = str(tmp_path / "raft.journal")
     filled(path)._destroy()
     with open(path, "ab") as f:
         f.write(b"\0" * 4096)
+    j = ChecksummedJournal(path, 0)
+    j.add(b"six", 6, 1)
+    j._destroy()
+    assert [e[1] for e in reopen(path)] == [1, 2, 3, 4, 5, 6]
+    assert os.path.getsize(path) == RECORDS + 4096
+    assert "torn" not in caplog.text
+
+
+def test_entries_are_written_over_the_zeros_written_ahead_without_growing_the_file(tmp_path):
+    path = str(tmp_path / "raft.journal")
+    j = filled(path, preallocate=65536)
+    size = os.path.getsize(path)
+    j.add(b"six", 6, 1)
+    j.sync()
+    assert size == len(MAGIC) + (8 + 16 + 40) + 65536  # the first entry's end, then 64 KiB
+    assert os.path.getsize(path) == size
+    j._destroy()
+    assert [e[1] for e in reopen(path)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_more_zeros_are_written_ahead_when_an_entry_reaches_their_end(tmp_path):
+    path = str(tmp_path / "raft.journal")
+    j = filled(path, preallocate=1024)
+    j.add(b"x" * 2000, 6, 1)
+    j._destroy()
+    assert os.path.getsize(path) == RECORDS + (8 + 16 + 2000) + 1024
+    assert [e[1] for e in reopen(path)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_torn_entry_before_the_zeros_written_ahead_is_cut_off_with_them(tmp_path, caplog):
+    path = str(tmp_path / "raft.journal")
+    filled(path, preallocate=65536)._destroy()
+    with open(path, "r+b") as f:
+        f.seek(RECORDS)
+        f.write(b"\x30\x00\x00\x00garbage")  # a record's start, never finished
     assert len(reopen(path)) == 5
-    assert os.path.getsize(path) == len(MAGIC) + 5 * (8 + 16 + 40)
+    assert os.path.getsize(path) == RECORDS
+    assert "cut off a torn or corrupt tail" in caplog.text
+
+
+def test_entries_cut_off_do_not_come_back_from_the_space_written_ahead(tmp_path):
+    path = str(tmp_path / "raft.journal")
+    j = filled(path, preallocate=65536)
+    j.deleteEntriesFrom(2)  # PySyncObj drops entries 3-5 (another leader's log wins)
+    j._destroy()
+    assert [e[1] for e in reopen(path)] == [1, 2]
 
 
 def test_the_commit_index_never_points_past_a_cut_off_tail(tmp_path):
@@ -124,7 +172,7 @@ def test_a_compacted_file_holds_the_kept_records_as_a_fresh_journal_would(tmp_pa
     j = filled(compacted)
     j.deleteEntriesTo(2)
     j._destroy()
-    k = ChecksummedJournal(fresh)
+    k = ChecksummedJournal(fresh, 0)
     for i in range(3, 6):
         k.add(bytes([i]) * 40, i, 1)
     k._destroy()
@@ -201,3 +249,22 @@ def test_a_full_disk_fails_the_write_and_every_later_one_until_space_is_back(tin
     again = reopen(path)
     assert len(again) == added + 1 and again[-1] == (b"after", added + 1, 2)
     assert again.getCurrentTerm() == 2  # the term taken while failing was persisted on recovery
+
+
+def test_nothing_is_written_ahead_on_tmpfs(tiny_fs):
+    path = str(tiny_fs / "raft.journal")
+    j = ChecksummedJournal(path)  # the default: zeros ahead, except on tmpfs and ramfs
+    j.add(b"one", 1, 1)
+    j._destroy()
+    assert os.path.getsize(path) == len(MAGIC) + 8 + 16 + 3
+
+
+def test_writing_ahead_on_a_full_disk_fails_nothing_and_the_entries_still_fit(tiny_fs):
+    path = str(tiny_fs / "raft.journal")
+    j = ChecksummedJournal(path, 1 << 20)  # more than the 64 KiB filesystem holds
+    for i in range(1, 6):
+        j.add(b"z" * 1000, i, 1)
+    j.sync()
+    assert j.failure is None
+    j._destroy()
+    assert [e[1] for e in reopen(path)] == [1, 2, 3, 4, 5]
