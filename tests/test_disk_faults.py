@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from cluster.journal import parse
 from lab.cluster import Agent, LocalCluster, eventually
 
 pytestmark = pytest.mark.integration
@@ -126,7 +127,10 @@ def test_with_a_majority_of_disks_full_no_write_is_acknowledged_until_space_is_b
 
 
 def damage_last_entry(path: str, how: str) -> None:
-    size = os.path.getsize(path)
+    """Cut off the last record's final bytes (and the zeros written ahead after it), or flip
+    one of them."""
+    with open(path, "rb") as f:
+        size = parse(f.read())[2]  # where the last record ends
     if how == "truncated":
         os.truncate(path, size - 5)
         return
