@@ -248,12 +248,11 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
             e = stack.enter_context(EtcdCluster(tmp))
             enodes = e.client_addrs
             e.put(e.leader(), "bench/seed", "x" * 64)
-            warm_ups.append(functools.partial(wrk, "etcd_put.lua", enodes, "/v3/kv/put",
-                                              warm, args.connections))
+            put = functools.partial(wrk, "etcd_put.lua", enodes, "/v3/kv/put")
+            warm_ups.append(functools.partial(put, warm, args.connections))
             pairs["write"].append(("etcd.write", cpu_counted(
                 functools.partial(procs_cpu_ms, e.procs), run, "etcd.write",
-                functools.partial(wrk, "etcd_put.lua", enodes, "/v3/kv/put", args.duration,
-                                  args.connections))))
+                functools.partial(put, args.duration, args.connections))))
             for workload, mode, serializable in (("default", "linearizable", False),
                                                  ("stale", "serializable", True)):
                 body = json.dumps({"key": b64("bench/seed"), "serializable": serializable})
@@ -265,12 +264,11 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
             f = stack.enter_context(RawCluster(tmp, http=True))
             for i in range(len(f.procs)):  # fsync before an entry counts, as peerplane does
                 f.ask(i, {"cmd": "fsync", "on": True})
-            warm_ups.append(functools.partial(wrk, "token.lua", f.http_addrs,
-                                              "/v1/peering/token", warm, args.connections))
+            token = functools.partial(wrk, "token.lua", f.http_addrs, "/v1/peering/token")
+            warm_ups.append(functools.partial(token, warm, args.connections))
             pairs["write"].append(("floor.write", cpu_counted(
                 functools.partial(procs_cpu_ms, f.procs), run, "floor.write",
-                functools.partial(wrk, "token.lua", f.http_addrs, "/v1/peering/token",
-                                  args.duration, args.connections))))
+                functools.partial(token, args.duration, args.connections))))
         for warm_up in warm_ups:
             warm_up()
         rounds: dict[str, list[Result]] = collections.defaultdict(list)

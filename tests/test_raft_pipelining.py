@@ -30,6 +30,16 @@ async def barriers(leader, writers: int, each: int = 20) -> None:
     await asyncio.gather(*(writer() for _ in range(writers)))
 
 
+async def caught_up_after_a_write(leader, followers) -> None:
+    """A barrier through the leader, then until every follower has applied all the leader
+    has: the new leader's first entries are in everywhere."""
+    await leader.submit(Barrier(), 5.0)
+    deadline = time.monotonic() + 10
+    while any(f.applied_index() < leader.applied_index() for f in followers):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 def nodes(tmp_path):
     with three_nodes(tmp_path) as made:
@@ -40,11 +50,8 @@ def test_followers_receive_each_entry_once_while_appends_are_pipelined(nodes):
     async def go() -> tuple[int, list[int]]:
         leader = await wait_leader(nodes)
         followers = [n for n in nodes if n is not leader]
-        await leader.submit(Barrier(), 5.0)
+        await caught_up_after_a_write(leader, followers)
         deadline = time.monotonic() + 10
-        while any(f.applied_index() < leader.applied_index() for f in followers):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
         before = [f.entries_received() for f in followers]
         start = leader.applied_index()
 
@@ -159,11 +166,7 @@ def test_a_follower_applies_what_is_committed_before_it_syncs_the_entries_that_c
     async def go() -> None:
         leader = await wait_leader(nodes)
         followers = [n for n in nodes if n is not leader]
-        await leader.submit(Barrier(), 5.0)
-        deadline = time.monotonic() + 10
-        while any(f.applied_index() < leader.applied_index() for f in followers):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await caught_up_after_a_write(leader, followers)
         for follower in followers:
             sync_obj = follower._sync
             journal = sync_obj._SyncObj__raftLog
