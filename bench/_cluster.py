@@ -58,8 +58,8 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    # The interpreter's build matters as much as its version (an unoptimised build of the same
-    # 3.11 spent 10-30 % more CPU per write): name the base interpreter behind the venv.
+    # The interpreter's build matters as much as its version (see PY in the Makefile): name
+    # the base interpreter behind the venv.
     base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]} ({base})"
 

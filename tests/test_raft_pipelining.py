@@ -51,14 +51,14 @@ def test_followers_receive_each_entry_once_while_appends_are_pipelined(nodes):
         leader = await wait_leader(nodes)
         followers = [n for n in nodes if n is not leader]
         await caught_up_after_a_write(leader, followers)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 40
         before = [f.entries_received() for f in followers]
         start = leader.applied_index()
 
         await barriers(leader, writers=32)  # 640 commands, 32 in flight (batched per loop pass)
         end = leader.applied_index()
         while any(f.applied_index() < end for f in followers):
-            assert time.monotonic() < deadline + 30
+            assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         after = [f.entries_received() for f in followers]
         return end - start, [a - b for a, b in zip(after, before, strict=True)]
