@@ -42,7 +42,13 @@ def test_a_read_only_catch_up_leaves_files_a_new_node_starts_from(tmp_path):
             return leader
 
         leader = asyncio.run(write())
-        assert leader.status()["log_len"] < 40  # compacted: a newcomer needs the snapshot
+        # Compaction runs in a forked child and ends on a later tick: on a slow machine all
+        # 40 writes can be in before the first one finishes. Wait for it (a newcomer must
+        # need the snapshot, not just the log).
+        deadline = time.monotonic() + 20
+        while leader.status()["log_len"] >= 40:
+            assert time.monotonic() < deadline, "the leader never compacted its log"
+            time.sleep(0.05)
         applied = catch_up(peers=members, data_dir=str(tmp_path / "new"), password="secret",
                            bind_addr=newcomer, timing=TIMING, timeout=30)
         assert applied >= 41
