@@ -7,7 +7,9 @@
 Starts a three-server cluster (lab.cluster), seeds --peerings peerings, runs wrk against all
 three servers (one thread each, like bench/compare.py) and `py-spy record` on the leader for
 the same time, then prints CPU time per request of each server (the measure that survives a
-busy machine best) and the functions with the most samples: "self" (the frame on top of
+busy machine best), each server's mean time from submitting a command to its result and per
+request (its /v1/agent/metrics timers: a follower's proposals travel to the leader and back)
+and the functions with the most samples: "self" (the frame on top of
 the stack) and "total" (anywhere on the stack), as a share of all samples, per thread kind
 (event loop vs PySyncObj's tick thread). Needs wrk and py-spy (`pip install py-spy`); py-spy
 needs ptrace permission (root, or kernel.yama.ptrace_scope=0).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import resource
 import shutil
@@ -43,6 +46,31 @@ def machine_cpu() -> dict[str, int]:
         v = [int(x) for x in f.readline().split()[1:8]]
     return {"user": v[0] + v[1], "system": v[2], "idle": v[3], "iowait": v[4],
             "irq+softirq": v[5] + v[6]}
+
+
+# Timers each server keeps (/v1/agent/metrics): how long a proposal took from submit to its
+# result on this server, and how long this server took to answer a request.
+TIMERS = {"submit to result": "peerplane.raft.apply.duration_seconds",
+          "request": "peerplane.http.request.duration_seconds"}
+
+
+def timer_totals(agent) -> dict[str, tuple[int, float]]:
+    """(count, seconds) of each of TIMERS on this server, summed over its label sets."""
+    samples = json.loads(agent.call("GET", "/v1/agent/metrics").body)["Samples"]
+    out = {}
+    for what, name in TIMERS.items():
+        rows = [x for x in samples if x["Name"] == name]
+        out[what] = (sum(x["Count"] for x in rows), sum(x["Sum"] for x in rows))
+    return out
+
+
+def timer_means(before: dict, after: dict) -> dict[str, float | None]:
+    """Mean ms of each timer between two `timer_totals`; None when nothing was timed."""
+    out: dict[str, float | None] = {}
+    for what in TIMERS:
+        n = after[what][0] - before[what][0]
+        out[what] = 1000 * (after[what][1] - before[what][1]) / n if n > 0 else None
+    return out
 
 
 def py_spy() -> str:
@@ -119,6 +147,7 @@ def main() -> int:
             result["wrk"] = wrk(script, nodes, path, args.duration, args.connections)
 
         pids = {a.name: a.proc.pid for a in c.agents if a.proc is not None}
+        timers0 = {a.name: timer_totals(a) for a in c.agents}
         stat0, kids0 = machine_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         split0 = {name: cpu_split(pid) for name, pid in pids.items()}
@@ -136,6 +165,7 @@ def main() -> int:
             subprocess.run(spy_cmd, check=True, capture_output=True)
             t.join()
         cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        means = {a.name: timer_means(timers0[a.name], timer_totals(a)) for a in c.agents}
         stat1, kids1 = machine_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
         sys_share = {name: (cpu_split(pid)[1] - split0[name][1]) / max(1e-9, cpu[name])
                      for name, pid in pids.items()}
@@ -148,6 +178,12 @@ def main() -> int:
     print("CPU ms per request: " + ", ".join(
         f"{name}{' (leader)' if name == leader.name else ''} {ms:.2f}"
         for name, ms in per.items()) + f"; all servers {sum(per.values()):.2f}")
+    # A follower's proposal goes to the leader and comes back with a later commit index: the
+    # gap between the leader's and the followers' means is what forwarding adds.
+    for what in TIMERS:
+        print(f"{what}, mean ms: " + ", ".join(
+            f"{name}{' (leader)' if name == leader.name else ''} "
+            + (f"{m[what]:.2f}" if m[what] is not None else "-") for name, m in means.items()))
     print("system (kernel) share of that CPU: " + ", ".join(
         f"{name} {100 * share:.0f}%" for name, share in sys_share.items()))
     # The whole machine over the run: what the servers used, what wrk (and py-spy) used, the
