@@ -31,6 +31,8 @@ import threading
 from _cluster import LocalCluster, cpu_seconds, cpu_split, wrk
 from compare import fill
 
+from lab.cluster import Agent
+
 LOADS = {
     "write": ("token.lua", "/v1/peering/token"),
     "default": ("spread.lua", "/v1/peering/seed-7"),
@@ -54,7 +56,7 @@ TIMERS = {"submit to result": "peerplane.raft.apply.duration_seconds",
           "request": "peerplane.http.request.duration_seconds"}
 
 
-def timer_totals(agent) -> dict[str, tuple[int, float]]:
+def timer_totals(agent: Agent) -> dict[str, tuple[int, float]]:
     """(count, seconds) of each of TIMERS on this server, summed over its label sets."""
     samples = json.loads(agent.call("GET", "/v1/agent/metrics").body)["Samples"]
     out = {}
@@ -175,15 +177,19 @@ def main() -> int:
     print(f"load {args.load}: {r.rate:.0f}/s p50 {r.p50_ms:.1f} ms p99 {r.p99_ms:.1f} ms "
           f"errors {r.errors}; leader {leader.name}")
     per = {name: 1000 * s / max(1, r.requests) for name, s in cpu.items()}
+
+    def label(name: str) -> str:
+        return f"{name} (leader)" if name == leader.name else name
+
     print("CPU ms per request: " + ", ".join(
-        f"{name}{' (leader)' if name == leader.name else ''} {ms:.2f}"
-        for name, ms in per.items()) + f"; all servers {sum(per.values()):.2f}")
+        f"{label(name)} {ms:.2f}" for name, ms in per.items())
+        + f"; all servers {sum(per.values()):.2f}")
     # A follower's proposal goes to the leader and comes back with a later commit index: the
     # gap between the leader's and the followers' means is what forwarding adds.
     for what in TIMERS:
         print(f"{what}, mean ms: " + ", ".join(
-            f"{name}{' (leader)' if name == leader.name else ''} "
-            + (f"{m[what]:.2f}" if m[what] is not None else "-") for name, m in means.items()))
+            f"{label(name)} " + (f"{m[what]:.2f}" if m[what] is not None else "-")
+            for name, m in means.items()))
     print("system (kernel) share of that CPU: " + ", ".join(
         f"{name} {100 * share:.0f}%" for name, share in sys_share.items()))
     # The whole machine over the run: what the servers used, what wrk (and py-spy) used, the

@@ -10,7 +10,7 @@ from cluster.catchup import catch_up
 from cluster.commands import RegisterServer
 from cluster.fsm import FSM
 from cluster.raft import RaftNode, RaftTiming
-from lab.cluster import free_ports
+from lab.cluster import eventually, free_ports
 
 TIMING = RaftTiming()
 
@@ -45,10 +45,7 @@ def test_a_read_only_catch_up_leaves_files_a_new_node_starts_from(tmp_path):
         # Compaction runs in a forked child and ends on a later tick: on a slow machine all
         # 40 writes can be in before the first one finishes. Wait for it (a newcomer must
         # need the snapshot, not just the log).
-        deadline = time.monotonic() + 20
-        while leader.status()["log_len"] >= 40:
-            assert time.monotonic() < deadline, "the leader never compacted its log"
-            time.sleep(0.05)
+        eventually(lambda: leader.status()["log_len"] < 40, timeout=20, interval=0.05)
         applied = catch_up(peers=members, data_dir=str(tmp_path / "new"), password="secret",
                            bind_addr=newcomer, timing=TIMING, timeout=30)
         assert applied >= 41
