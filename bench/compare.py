@@ -278,6 +278,7 @@ def side_by_side(args: argparse.Namespace, run: Run, only: set[str]) -> None:
                 for key, load in (pair if r % 2 == 0 else pair[::-1]):
                     rounds[key].append(run.load(f"{key} (round {r + 1})", load()))
         for key, results in rounds.items():
+            run.values[f"{key}.rounds"] = results
             run.load(key, median_result(results))
 
 
@@ -407,6 +408,7 @@ def peerplane_scale(args: argparse.Namespace, run: Run) -> None:
                                        env=pool)))
                 results[key].append(run.load(name, load()))
         for key, got in results.items():
+            run.values[f"pp.write.{key}.rounds"] = got
             run.load(f"pp.write.{key}", median_result(got))
             spent, requests = run.values[f"pp.write.{key}.cpu"]
             run.values[f"pp.cpu.{key}"] = spent / max(1, requests)
@@ -684,6 +686,33 @@ def targets(run: Run) -> list[str]:
     return out
 
 
+def paired(run: Run) -> str | None:
+    """The write ratios as the medians of the per-round ratios: each round runs the two loads
+    back to back, so a round's ratio sees one speed of the host, while a ratio of medians can
+    take its two medians from rounds minutes apart. Shown beside the targets, which keep the
+    ratio of medians they were set on."""
+    def rounds(key: str) -> list[Result]:
+        got = run.values.get(f"{key}.rounds")
+        return got if isinstance(got, list) else []
+
+    parts = []
+    for name, a, b, of in (("writes/s vs etcd", "pp.write", "etcd.write", "rate"),
+                           ("writes p50 vs etcd", "pp.write", "etcd.write", "p50_ms"),
+                           ("writes/s at n vs at 100 peerings", "pp.write.n",
+                            "pp.write.small", "rate")):
+        xs, ys = rounds(a), rounds(b)
+        if len(xs) != len(ys):  # a part that did not run (--only) or failed
+            continue
+        ratios = [getattr(x, of) / getattr(y, of) for x, y in zip(xs, ys, strict=True)
+                  if getattr(y, of)]
+        if ratios:
+            shown = " / ".join(f"{r:.2f}" for r in ratios)
+            parts.append(f"{name} {statistics.median(ratios):.2f}× ({shown})")
+    if not parts:
+        return None
+    return "paired by round (the median of each round's ratio): " + "; ".join(parts)
+
+
 def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> list[str]:
     fill = run.values.get("pp.fill")
     out = [
@@ -718,7 +747,10 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> li
     if small and at_n:
         out.append(f"CPU per write, all three servers: {small:.2f} ms with {SEED} peerings, "
                    f"{at_n:.2f} ms with {args.peerings:,} ({at_n / small:.2f}×)")
-    out += ["", *targets(run), ""]
+    out += ["", *targets(run)]
+    if (line := paired(run)) is not None:
+        out.append(line)
+    out.append("")
     out += [f"note: {n}" for n in run.notes]
     out += [f"FAILED: {f}" for f in run.failures]
     return out

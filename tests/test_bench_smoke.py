@@ -39,6 +39,9 @@ def test_compare_smoke_runs_every_part(tmp_path):
     # every part ran by default, each with its numbers (a row alone is printed either way)
     assert "failover ms, median of 3 " in table, table
     assert "target: list p50 ms at n peerings:" in table, table
+    assert re.search(r"paired by round \(the median of each round.s ratio\): writes/s vs etcd "
+                     r"\d+\.\d\d× \([\d. /]+\); writes p50 vs etcd \d+\.\d\d× .*; writes/s at n "
+                     r"vs at 100 peerings \d+\.\d\d×", table), table
     assert re.search(r"CPU per write over all rounds, .*: peerplane \d+\.\d+ ms, "
                      r"etcd \d+\.\d+ ms, aiohttp \+ raw PySyncObj \d+\.\d+ ms", table), table
     assert re.search(r"writes/s \(fsync; 32 conns; raw: behind aiohttp, no app\) *\| *[\d,]+ "
