@@ -691,16 +691,12 @@ def paired(run: Run) -> str | None:
     back to back, so a round's ratio sees one speed of the host, while a ratio of medians can
     take its two medians from rounds minutes apart. Shown beside the targets, which keep the
     ratio of medians they were set on."""
-    def rounds(key: str) -> list[Result]:
-        got = run.values.get(f"{key}.rounds")
-        return got if isinstance(got, list) else []
-
     parts = []
     for name, a, b, of in (("writes/s vs etcd", "pp.write", "etcd.write", "rate"),
                            ("writes p50 vs etcd", "pp.write", "etcd.write", "p50_ms"),
                            ("writes/s at n vs at 100 peerings", "pp.write.n",
                             "pp.write.small", "rate")):
-        xs, ys = rounds(a), rounds(b)
+        xs, ys = run.values.get(f"{a}.rounds", []), run.values.get(f"{b}.rounds", [])
         if len(xs) != len(ys):  # a part that did not run (--only) or failed
             continue
         ratios = [getattr(x, of) / getattr(y, of) for x, y in zip(xs, ys, strict=True)

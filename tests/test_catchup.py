@@ -52,10 +52,9 @@ def test_a_read_only_catch_up_leaves_files_a_new_node_starts_from(tmp_path):
         fresh = RaftNode(self_addr=newcomer, peers=members, bind_addr=newcomer,
                          data_dir=str(tmp_path / "new"), password="secret", fsm=FSM())
         nodes.append(fresh)
-        deadline = time.monotonic() + 10
-        while fresh.fsm.servers_view() != leader.fsm.servers_view():
-            assert time.monotonic() < deadline, "the new node did not replay the caught-up state"
-            time.sleep(0.05)
+        # the new node replays the caught-up state
+        eventually(lambda: fresh.fsm.servers_view() == leader.fsm.servers_view(), timeout=10,
+                   interval=0.05)
         assert len(fresh.fsm.servers_view()) == 40
     finally:
         for n in nodes:
